@@ -1,0 +1,1 @@
+"""TCR Assistant: the tcr-addon controller and its validating webhook."""

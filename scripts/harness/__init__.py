@@ -1,0 +1,1 @@
+"""The tcr-addon development harness: tools, local control plane, add-on runner."""
