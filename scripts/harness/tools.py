@@ -16,15 +16,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 HELM_VERSION = "v3.22.0"
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 KIND_VERSION = "v0.33.0"
 GO_MINIMUM = (1, 26)
+GO_WANTED = ".".join(map(str, GO_MINIMUM))
 
 
 def cache_root() -> Path:
@@ -50,14 +51,11 @@ class ToolError(RuntimeError):
 def go_binary() -> str:
     go = shutil.which("go")
     if go is None:
-        raise ToolError(
-            "no Go toolchain on PATH: install Go >= %d.%d (https://go.dev/dl/) and re-run 'make setup'"
-            % GO_MINIMUM
-        )
+        raise ToolError(f"no Go toolchain on PATH: install Go >= {GO_WANTED} (go.dev/dl) and re-run 'make setup'")
     out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
     match = re.match(r"go(\d+)\.(\d+)", out)
     if not match or (int(match.group(1)), int(match.group(2))) < GO_MINIMUM:
-        raise ToolError(f"Go {out} is too old: Go >= %d.%d is needed to build helm and Kubernetes" % GO_MINIMUM)
+        raise ToolError(f"Go {out} is too old: Go >= {GO_WANTED} is needed to build helm and Kubernetes")
     return go
 
 
@@ -126,7 +124,8 @@ def build_helm(out: Path) -> None:
 
 
 def build_kind(out: Path) -> None:
-    run_go(["install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kind@{KIND_VERSION}"], cwd=out, env_extra={"GOBIN": str(out)})
+    run_go(["install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kind@{KIND_VERSION}"],
+           cwd=out, env_extra={"GOBIN": str(out)})
 
 
 def write_wrapper_module(workdir: Path, name: str, go_directives: str, body: str) -> None:
@@ -140,7 +139,8 @@ def build_etcd(out: Path) -> None:
         write_wrapper_module(work, "etcd", "go 1.26.0\n", "")
         run_go(["get", f"go.etcd.io/etcd/server/v3@{ETCD_VERSION}"], cwd=work)
         flags = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{ETCD_VERSION.lstrip('v')}"
-        run_go(["build", "-trimpath", "-ldflags", flags, "-o", str(out / "etcd"), "go.etcd.io/etcd/server/v3"], cwd=work)
+        run_go(["build", "-trimpath", "-ldflags", flags, "-o", str(out / "etcd"), "go.etcd.io/etcd/server/v3"],
+               cwd=work)
 
 
 def kubernetes_gomod() -> str:

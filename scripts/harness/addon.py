@@ -1,0 +1,267 @@
+"""Run the add-on on a local control plane: the chart installed by helm, the controller as a host process.
+
+No kubelet runs here, so the chart's Deployment never starts a Pod. Instead `tcr-assistant run`
+runs on the host **with a token of the chart's own ServiceAccount** (so the chart's RBAC is what
+is tested), and a helm post-renderer points the chart's ValidatingWebhookConfiguration at that
+process (`url: https://127.0.0.1:PORT/…` with a matching caBundle), so every ImagePullSecret
+write goes through the real API server and our webhook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import REPO_ROOT, VENV, pki, tools
+from harness.cluster import DEFAULT_DIR as DEFAULT_CLUSTER_DIR
+from harness.cluster import ClusterError, ControlPlane, _die_with_parent, _terminate, free_port, kubeconfig_yaml
+
+CHART_DIR = REPO_ROOT / "chart"
+DEFAULT_DIR = REPO_ROOT / ".local" / "addon"
+RELEASE = "tcr-addon"
+NAMESPACE = "tcr-assistant-system"
+CONTROLLER_SERVICE_ACCOUNT = "tcr-assistant-controller-manager"
+POST_RENDERER = Path(__file__).resolve().parent / "local_webhook_postrender.py"
+WEBHOOK_PATH = "/validate-tcr-tencentcloudcr-com-v1-imagepullsecret"
+TOKEN_SECONDS = 24 * 3600
+
+
+class AddonError(RuntimeError):
+    pass
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise AddonError(f"{Path(argv[0]).name} {' '.join(argv[1:3])} … failed:\n{proc.stderr.strip()}")
+    return proc.stdout
+
+
+@dataclass
+class Addon:
+    """The chart release plus the controller process, with state (certs, kubeconfig, logs) in `directory`."""
+
+    plane: ControlPlane
+    directory: Path
+    values_files: list[Path] = field(default_factory=list)
+    set_values: list[str] = field(default_factory=list)
+    release: str = RELEASE
+    namespace: str = NAMESPACE
+    tie_to_parent: bool = False
+    webhook_port: int = 0
+    health_port: int = 0
+    metrics_port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.directory / "webhook-certs"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.plane.kubeconfig)
+        env["PATH"] = f"{tools.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    # -- chart -------------------------------------------------------------------------------
+
+    def write_webhook_certs(self) -> None:
+        """A serving certificate for 127.0.0.1 and the CA the post-renderer puts in caBundle."""
+        self.cert_dir.mkdir(parents=True, exist_ok=True)
+        ca_pem, serving = pki.loopback_serving_pair()
+        (self.directory / "webhook-ca.crt").write_bytes(ca_pem)
+        serving.write(self.cert_dir, "tls")
+
+    def helm_args(self, command: str = "upgrade") -> list[str]:
+        args = [str(tools.bin_dir() / "helm"), command]
+        if command == "upgrade":
+            args.append("--install")
+        args += [self.release, str(CHART_DIR), "-n", self.namespace, "--create-namespace",
+                 "--post-renderer", str(POST_RENDERER)]
+        for values in self.values_files:
+            args += ["-f", str(values)]
+        for assignment in self.set_values:
+            args += ["--set", assignment]
+        return args
+
+    def install(self) -> None:
+        """`helm upgrade --install` the chart, webhook pointed at this host (no --wait: no Pod runs here)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not (self.cert_dir / "tls.crt").exists():
+            self.write_webhook_certs()
+        if not self.webhook_port:
+            self.webhook_port = free_port()
+        env = self._env()
+        env["TCR_ADDON_WEBHOOK_URL"] = f"https://127.0.0.1:{self.webhook_port}{WEBHOOK_PATH}"
+        env["TCR_ADDON_WEBHOOK_CA_FILE"] = str(self.directory / "webhook-ca.crt")
+        run(self.helm_args(), env=env)
+
+    # -- controller --------------------------------------------------------------------------
+
+    def controller_kubeconfig(self) -> Path:
+        """A kubeconfig holding a TokenRequest token of the chart's controller ServiceAccount."""
+        request = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                              "spec": {"expirationSeconds": TOKEN_SECONDS}})
+        kubectl = str(tools.bin_dir() / "kubectl")
+        output = subprocess.run(
+            [kubectl, "create", "--raw",
+             f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{CONTROLLER_SERVICE_ACCOUNT}/token", "-f", "-"],
+            input=request, capture_output=True, text=True, env=self._env(), timeout=60,
+        )
+        if output.returncode != 0:
+            raise AddonError(f"cannot get a token for ServiceAccount {CONTROLLER_SERVICE_ACCOUNT}: {output.stderr}")
+        token = json.loads(output.stdout)["status"]["token"]
+        path = self.directory / "controller.kubeconfig"
+        path.write_text(kubeconfig_yaml(self.plane.server, self.plane.ca_pem, token=token,
+                                        user=CONTROLLER_SERVICE_ACCOUNT))
+        path.chmod(0o600)
+        return path
+
+    def controller_argv(self, kubeconfig: Path) -> list[str]:
+        self.health_port = self.health_port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
+        return [
+            str(VENV / "bin" / "tcr-assistant"), "run",
+            f"--kubeconfig={kubeconfig}", f"--namespace={self.namespace}", "--leader-elect",
+            f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
+            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
+            "--webhook-host=127.0.0.1", f"--webhook-port={self.webhook_port}", f"--webhook-cert-dir={self.cert_dir}",
+        ]
+
+    def start_controller(self, timeout: float = 60) -> None:
+        argv = self.controller_argv(self.controller_kubeconfig())
+        log = (self.directory / "controller.log").open("ab")
+        self.process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent if self.tie_to_parent else None, env=self._env(),
+        )
+        log.close()
+        self._write_state()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                tail = (self.directory / "controller.log").read_text(errors="replace")[-3000:]
+                raise AddonError(f"tcr-assistant exited with {self.process.returncode}; log tail:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{self.health_url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise AddonError(f"tcr-assistant was not ready within {timeout:.0f} s; see {self.directory / 'controller.log'}")
+
+    def stop_controller(self) -> None:
+        pid = self.process.pid if self.process else self._state().get("pid")
+        if isinstance(pid, int):
+            _terminate(pid, self.process, grace=15)
+        self.process = None
+        (self.directory / "state.json").unlink(missing_ok=True)
+
+    # -- uninstall ---------------------------------------------------------------------------
+
+    def cleanup_and_uninstall(self, timeout: float = 120) -> None:
+        """What `helm uninstall` does on a real cluster: the pre-delete hook's command, then the release.
+
+        The hook's `tcr-assistant cleanup` runs here as a host process (hook Jobs never run
+        without a kubelet) while the controller still runs, so it can remove what it created.
+        """
+        kubeconfig = str(self.plane.kubeconfig)
+        run([str(VENV / "bin" / "tcr-assistant"), "cleanup", f"--kubeconfig={kubeconfig}",
+             f"--selector=app.kubernetes.io/instance={self.release}", f"--timeout={timeout:.0f}"],
+            env=self._env(), timeout=timeout + 30)
+        run([str(tools.bin_dir() / "helm"), "uninstall", self.release, "-n", self.namespace, "--no-hooks"],
+            env=self._env())
+
+    # -- state for `scripts/addon down` ------------------------------------------------------
+
+    def _write_state(self) -> None:
+        state = {"pid": self.process.pid if self.process else None, "release": self.release,
+                 "namespace": self.namespace, "health_port": self.health_port, "webhook_port": self.webhook_port,
+                 "metrics_port": self.metrics_port}
+        (self.directory / "state.json").write_text(json.dumps(state, indent=2))
+
+    def _state(self) -> dict[str, object]:
+        path = self.directory / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+@contextlib.contextmanager
+def running(plane: ControlPlane, directory: Path, values_files: list[Path] | None = None,
+            set_values: list[str] | None = None) -> Iterator[Addon]:
+    """Chart installed and controller ready for the duration of a `with` block."""
+    addon = Addon(plane, directory, values_files or [], set_values or [], tie_to_parent=True)
+    addon.install()
+    try:
+        addon.start_controller()
+        yield addon
+    finally:
+        addon.stop_controller()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/addon",
+        description="Install the chart on a local control plane ('scripts/cluster up') and run the controller "
+        "and webhook as a host process with a token of the chart's own ServiceAccount.",
+    )
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"add-on state and logs (default: {DEFAULT_DIR})")
+    parser.add_argument("--cluster-dir", type=Path, default=DEFAULT_CLUSTER_DIR,
+                        help=f"the control plane's --dir (default: {DEFAULT_CLUSTER_DIR})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="helm-install the chart, start tcr-assistant, return once it is ready")
+    up.add_argument("-f", "--values", action="append", type=Path, default=[], help="a values file (repeatable)")
+    up.add_argument("--set", action="append", default=[], dest="set_values", help="a helm --set value (repeatable)")
+    down = sub.add_parser("down", help="stop tcr-assistant (the release stays unless --uninstall)")
+    down.add_argument("--uninstall", action="store_true",
+                      help="also run the pre-delete cleanup and 'helm uninstall' so nothing of the add-on is left")
+    args = parser.parse_args(argv)
+    try:
+        plane = ControlPlane.attach(args.cluster_dir)
+        if args.command == "up":
+            if (args.dir / "state.json").exists():
+                raise AddonError(f"tcr-assistant already runs from {args.dir}: 'scripts/addon down' first")
+            shutil.rmtree(args.dir / "webhook-certs", ignore_errors=True)
+            addon = Addon(plane, args.dir, [v.resolve() for v in args.values], args.set_values)
+            started = time.monotonic()
+            addon.install()
+            addon.start_controller()
+            print(f"tcr-addon installed and tcr-assistant ready in {time.monotonic() - started:.1f} s "
+                  f"(pid {addon.process.pid if addon.process else '?'})")
+            print(f"health: {addon.health_url}/readyz  metrics: {addon.metrics_url}")
+            print(f"log: {args.dir / 'controller.log'}")
+        else:
+            addon = Addon(plane, args.dir)
+            state = addon._state()
+            addon.release = str(state.get("release", RELEASE))
+            addon.namespace = str(state.get("namespace", NAMESPACE))
+            if args.uninstall:
+                addon.cleanup_and_uninstall()
+            addon.stop_controller()
+            print("tcr-assistant stopped" + (" and tcr-addon uninstalled" if args.uninstall else ""))
+    except (AddonError, ClusterError) as error:
+        print(f"scripts/addon: error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,358 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+
+What controller-runtime's envtest does, plus a controller-manager so that namespaces get their
+`default` ServiceAccount, deleted namespaces go away and ownerReferences are collected.
+No kubelet runs: Pods are stored but never start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from harness import pki, tools
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".local" / "cluster"
+STATE_FILE = "state.json"
+KUBE_CONTROLLERS = (
+    "serviceaccount,serviceaccount-token,namespace,garbagecollector,root-ca-cert-publisher,clusterrole-aggregation"
+)
+PR_SET_PDEATHSIG = 1
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def binary(name: str) -> str:
+    path = tools.bin_dir() / name
+    if not path.exists():
+        raise ClusterError(f"{name} is not installed: run 'make setup' (or 'scripts/tools install')")
+    return str(path)
+
+
+def _die_with_parent() -> None:
+    """Child-side: get SIGKILLed when the process that started us dies (pytest crash, Ctrl-C)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def kubeconfig_yaml(server: str, ca_pem: bytes, *, cert_pem: bytes | None = None, key_pem: bytes | None = None,
+                    token: str | None = None, user: str = "admin") -> str:
+    credentials: dict[str, str] = {}
+    if cert_pem is not None and key_pem is not None:
+        credentials["client-certificate-data"] = base64.b64encode(cert_pem).decode()
+        credentials["client-key-data"] = base64.b64encode(key_pem).decode()
+    if token is not None:
+        credentials["token"] = token
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": f"{user}@local", "context": {"cluster": "local", "user": user}}],
+        "current-context": f"{user}@local",
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class ControlPlane:
+    """Start with `up()`, stop with `down()`. State, PKI, kubeconfig and logs live in `directory`."""
+
+    def __init__(self, directory: Path, *, tie_to_parent: bool = False) -> None:
+        self.directory = directory.resolve()
+        self.tie_to_parent = tie_to_parent
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.etcd_data: Path | None = None
+        self.api_port = 0
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return (self.directory / "pki" / "ca.crt").read_bytes()
+
+    # -- start -------------------------------------------------------------------------------
+
+    def up(self, timeout: float = 120.0) -> None:
+        if (self.directory / STATE_FILE).exists():
+            raise ClusterError(f"a control plane already runs from {self.directory}: 'scripts/cluster down' first")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._write_pki()
+            etcd_url = self._start_etcd(timeout)
+            self._start_apiserver(etcd_url, timeout)
+            self._start_controller_manager()
+            self._write_state()
+            self._wait_for_default_service_account(timeout)
+        except BaseException:
+            self.down()
+            raise
+
+    def _write_pki(self) -> None:
+        pki_dir = self.directory / "pki"
+        pki_dir.mkdir(exist_ok=True)
+        authority = pki.CertificateAuthority()
+        (pki_dir / "ca.crt").write_bytes(authority.cert_pem)
+        authority.issue(
+            "kube-apiserver",
+            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                       "kubernetes.default.svc.cluster.local"),
+            ip_addresses=("127.0.0.1", "10.0.0.1"),
+            server=True,
+        ).write(pki_dir, "apiserver")
+        admin = authority.issue("admin", organization="system:masters", client=True)
+        admin.write(pki_dir, "admin")
+        manager = authority.issue("system:kube-controller-manager", organization="system:masters", client=True)
+        manager.write(pki_dir, "controller-manager")
+        signing = pki.service_account_signing_key()
+        (pki_dir / "sa.pub").write_bytes(signing.cert_pem)
+        (pki_dir / "sa.key").write_bytes(signing.key_pem)
+        self.api_port = free_port()
+        self.kubeconfig.write_text(
+            kubeconfig_yaml(self.server, authority.cert_pem, cert_pem=admin.cert_pem, key_pem=admin.key_pem)
+        )
+        (self.directory / "controller-manager.kubeconfig").write_text(
+            kubeconfig_yaml(self.server, authority.cert_pem, cert_pem=manager.cert_pem, key_pem=manager.key_pem,
+                            user="kube-controller-manager")
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.directory / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+        )
+        log.close()
+
+    def _check_alive(self, name: str) -> None:
+        if self.processes[name].poll() is not None:
+            tail = (self.directory / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise ClusterError(f"{name} exited with {self.processes[name].returncode}; log tail:\n{tail}")
+
+    def _start_etcd(self, timeout: float) -> str:
+        shm = Path("/dev/shm")
+        self.etcd_data = Path(tempfile.mkdtemp(prefix="tcr-addon-etcd-", dir=shm if shm.is_dir() else None))
+        client, peer = free_port(), free_port()
+        url = f"http://127.0.0.1:{client}"
+        self._spawn("etcd", [
+            binary("etcd"), "--name=local", f"--data-dir={self.etcd_data}",
+            f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=local=http://127.0.0.1:{peer}", "--unsafe-no-fsync", "--log-level=warn",
+            "--quota-backend-bytes=8589934592",
+        ])
+        self._wait("etcd", lambda: _http_ok(f"{url}/health"), timeout)
+        return url
+
+    def _start_apiserver(self, etcd_url: str, timeout: float) -> None:
+        pki_dir = self.directory / "pki"
+        self._spawn("kube-apiserver", [
+            binary("kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
+            f"--cert-dir={pki_dir}",
+            f"--tls-cert-file={pki_dir / 'apiserver.crt'}", f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
+            f"--client-ca-file={pki_dir / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki_dir / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            # The benchmarks drive thousands of requests from one client; keep fairness from queueing them.
+            "--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
+            "--v=1",
+        ])
+        context = self._admin_ssl_context()
+        self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", context), timeout)
+
+    def _start_controller_manager(self) -> None:
+        pki_dir = self.directory / "pki"
+        self._spawn("kube-controller-manager", [
+            binary("kube-controller-manager"),
+            f"--kubeconfig={self.directory / 'controller-manager.kubeconfig'}",
+            f"--controllers={KUBE_CONTROLLERS}",
+            f"--service-account-private-key-file={pki_dir / 'sa.key'}",
+            f"--root-ca-file={pki_dir / 'ca.crt'}",
+            "--leader-elect=false", "--secure-port=0", "--v=1",
+        ])
+
+    def _admin_ssl_context(self) -> ssl.SSLContext:
+        pki_dir = self.directory / "pki"
+        context = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
+        context.load_cert_chain(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key"))
+        return context
+
+    def _wait(self, name: str, ready: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            if callable(ready) and ready():
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"{name} was not ready within {timeout:.0f} s; see {self.directory / (name + '.log')}")
+
+    def _wait_for_default_service_account(self, timeout: float) -> None:
+        context = self._admin_ssl_context()
+        url = f"{self.server}/api/v1/namespaces/default/serviceaccounts/default"
+        self._wait("kube-controller-manager", lambda: _http_ok(url, context), timeout)
+
+    def _write_state(self) -> None:
+        state = {
+            "pids": {name: proc.pid for name, proc in self.processes.items()},
+            "etcd_data": str(self.etcd_data),
+            "api_port": self.api_port,
+            "kubeconfig": str(self.kubeconfig),
+        }
+        (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    # -- stop --------------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop every process (newest first) and remove the state; logs stay for debugging."""
+        pids = {name: proc.pid for name, proc in self.processes.items()}
+        state_file = self.directory / STATE_FILE
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            pids = {**state.get("pids", {}), **pids}
+            if state.get("etcd_data"):
+                self.etcd_data = Path(state["etcd_data"])
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            if name in pids:
+                _terminate(pids[name], self.processes.get(name))
+        self.processes.clear()
+        if self.etcd_data is not None:
+            shutil.rmtree(self.etcd_data, ignore_errors=True)
+        state_file.unlink(missing_ok=True)
+        for name in ("pki", "kubeconfig", "controller-manager.kubeconfig"):
+            target = self.directory / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+    @classmethod
+    def attach(cls, directory: Path) -> ControlPlane:
+        """The control plane that `scripts/cluster up` left running in `directory`."""
+        state_file = directory / STATE_FILE
+        if not state_file.exists():
+            raise ClusterError(f"no control plane runs from {directory}: 'scripts/cluster up --dir {directory}'")
+        plane = cls(directory)
+        plane.api_port = int(json.loads(state_file.read_text())["api_port"])
+        return plane
+
+
+def _terminate(pid: int, proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return
+        elif not _pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie of ours still answers kill(0); read its state.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+    return True
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def running(directory: Path) -> Iterator[ControlPlane]:
+    """A control plane for the duration of a `with` block; its processes die with this one."""
+    plane = ControlPlane(directory, tie_to_parent=True)
+    plane.up()
+    try:
+        yield plane
+    finally:
+        plane.down()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/cluster",
+        description="A real local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on "
+        "loopback, with its own PKI. No kubelet: Pods are stored but never run.",
+    )
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
+                        help=f"state, kubeconfig and component logs (default: {DEFAULT_DIR})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the control plane; returns once the API is ready and "
+                   "namespace 'default' has its 'default' ServiceAccount")
+    sub.add_parser("down", help="stop every process 'up' started and remove its state (logs stay)")
+    sub.add_parser("env", help="print 'export KUBECONFIG=…' for the running control plane")
+    args = parser.parse_args(argv)
+    directory: Path = args.dir
+    try:
+        if args.command == "up":
+            started = time.monotonic()
+            plane = ControlPlane(directory)
+            plane.up()
+            print(f"control plane ready at {plane.server} in {time.monotonic() - started:.1f} s")
+            print(f"export KUBECONFIG={plane.kubeconfig}")
+            print(f"logs: {directory}/{{etcd,kube-apiserver,kube-controller-manager}}.log")
+        elif args.command == "down":
+            ControlPlane(directory).down()
+            print("control plane stopped")
+        else:
+            plane = ControlPlane.attach(directory)
+            print(f"export KUBECONFIG={plane.kubeconfig}")
+            print(f'export PATH="{tools.bin_dir()}:$PATH"')
+    except ClusterError as error:
+        print(f"scripts/cluster: error: {error}", file=sys.stderr)
+        return 1
+    return 0

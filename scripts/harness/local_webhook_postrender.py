@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""helm --post-renderer: point the chart's validating webhook at a host process on loopback.
+
+Reads the rendered manifests on stdin and writes them to stdout, replacing the `service:`
+clientConfig of each webhook in ValidatingWebhookConfigurations with
+`url: $TCR_ADDON_WEBHOOK_URL` and `caBundle:` from `$TCR_ADDON_WEBHOOK_CA_FILE`
+(FIELD-NOTES §3: without kube-proxy a Service reference cannot reach a host process).
+Every other document passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness
+
+harness.use_venv()
+import yaml  # noqa: E402
+
+
+def rewrite(documents: list[object], url: str, ca_bundle: str) -> list[object]:
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == "ValidatingWebhookConfiguration":
+            for webhook in document.get("webhooks") or []:
+                webhook["clientConfig"] = {"url": url, "caBundle": ca_bundle}
+    return documents
+
+
+def main() -> int:
+    url = os.environ.get("TCR_ADDON_WEBHOOK_URL")
+    ca_file = os.environ.get("TCR_ADDON_WEBHOOK_CA_FILE")
+    if not url or not ca_file:
+        print("local_webhook_postrender: set TCR_ADDON_WEBHOOK_URL and TCR_ADDON_WEBHOOK_CA_FILE", file=sys.stderr)
+        return 2
+    ca_bundle = base64.b64encode(Path(ca_file).read_bytes()).decode()
+    documents = [doc for doc in yaml.safe_load_all(sys.stdin) if doc is not None]
+    yaml.safe_dump_all(rewrite(documents, url, ca_bundle), sys.stdout, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Session-wide fixtures: one real local control plane per test session, isolation by namespace."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from harness import cluster, tools
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager on loopback; KUBECONFIG points at it (admin).
+
+    The processes are tied to this pytest process: they are stopped at session end, on Ctrl-C,
+    and killed by the kernel if pytest itself dies.
+    """
+    directory = Path(tmp_path_factory.mktemp("control-plane"))
+    with cluster.running(directory) as plane:
+        previous = {key: os.environ.get(key) for key in ("KUBECONFIG", "PATH")}
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig)
+        os.environ["PATH"] = f"{tools.bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
+        try:
+            yield plane
+        finally:
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: cluster.ControlPlane) -> client.ApiClient:
+    """An API client acting as cluster admin (system:masters)."""
+    return config.new_client_from_config(str(control_plane.kubeconfig))
+
+
+@pytest.fixture
+def test_namespace(kube: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(kube)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException as error:
+        if error.status != 404:
+            raise

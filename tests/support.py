@@ -1,0 +1,49 @@
+"""Helpers shared by the test suites: run kubectl/helm from the tool cache, wait for conditions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from harness import tools
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHART_DIR = REPO_ROOT / "chart"
+T = TypeVar("T")
+
+
+def run_tool(name: str, *args: str, input_text: str | None = None, check: bool = True,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a cached tool binary (kubectl, helm, …) against $KUBECONFIG; raise with its stderr on failure."""
+    proc = subprocess.run(
+        [str(tools.bin_dir() / name), *args], input=input_text, capture_output=True, text=True,
+        timeout=timeout, env=os.environ.copy(),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def kubectl(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return run_tool("kubectl", *args, **kwargs)  # type: ignore[arg-type]
+
+
+def helm(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return run_tool("helm", *args, **kwargs)  # type: ignore[arg-type]
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 30, interval: float = 0.05,
+             what: str = "condition") -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
