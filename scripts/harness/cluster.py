@@ -182,6 +182,8 @@ class ControlPlane:
             binary("kube-apiserver"),
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
+            # Endpoints reject loopback addresses; nothing reaches the API through its Service here.
+            "--endpoint-reconciler-type=none",
             f"--cert-dir={pki_dir}",
             f"--tls-cert-file={pki_dir / 'apiserver.crt'}", f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
             f"--client-ca-file={pki_dir / 'ca.crt'}",
