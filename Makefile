@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-long lint unit demo bench bench-quick e2e-kind clean
+.PHONY: setup test test-long lint demo demo-down e2e e2e-kind clean
+HARNESS := PYTHONPATH=scripts $(PY) -m
 
 setup: $(STAMP) ## Install everything the tests need: .venv with pinned packages, Go-built tools.
 	@$(PYTHON) scripts/tools install
@@ -29,6 +30,18 @@ test-long: ## The long property runs (>= 10,000 examples each).
 lint: ## ruff and mypy over every Python file we ship.
 	@$(VENV)/bin/ruff check scripts controller hosts-updater tests
 	@$(VENV)/bin/mypy scripts/harness controller/tcr_assistant hosts-updater/hosts_updater
+
+demo: setup ## See it work without a cluster: local control plane, chart, controller, a few namespaces.
+	@$(HARNESS) harness.demo
+
+demo-down: ## Stop what `make demo` started (uninstall first, so nothing is left behind).
+	@$(HARNESS) harness.demo down
+
+e2e: ## The e2e suite alone (local control plane, controller as a host process).
+	@$(PY) -m pytest tests/e2e
+
+e2e-kind: setup ## e2e suite + helm test on a kind cluster: needs Docker, NOT exercised in CI.
+	@$(HARNESS) harness.e2e_kind
 
 clean: ## Remove the virtualenv and local state (the tool cache stays: scripts/tools path).
 	-@scripts/cluster down >/dev/null 2>&1 || true

@@ -124,7 +124,7 @@ def render(values: Mapping[str, Any], holds_password: bool) -> str:
     template = env.get_template(TEMPLATE.name)
     g = values["global"]
     return template.render(crs=g["imagePullSecretsCrs"], hosts=g["hosts"], cluster=g["cluster"],
-                           holds_password=holds_password)
+                           tests=values.get("tests"), holds_password=holds_password)
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
             "      --registry demo-vpc.tencentcloudcr.com --issue-token --instance-id tcr-abcd1234 \\\n"
             "      --region ap-guangzhou --private-ip auto -o values.yaml\n"
             "  # then\n"
-            "  helm upgrade --install tcr-addon ./chart -n tcr-system --create-namespace -f values.yaml\n"
+            "  helm upgrade --install tcr-addon ./chart -n tcr-assistant-system --create-namespace -f values.yaml\n"
             "\n"
             "exit status: 0 written; 2 a bad option (the message names it); 1 an API call or the\n"
             "output failed."
@@ -184,16 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     cred = parser.add_argument_group("credentials (step 2: password-free pull); choose exactly one source")
     source = cred.add_mutually_exclusive_group()
     source.add_argument("--password-stdin", action="store_true",
-                        help="read the password or token from stdin (one trailing newline is dropped; "
+                        help="read the password or token from stdin (one trailing LF or CRLF is dropped; "
                         "prompts without echo on a terminal)")
     source.add_argument("--password-file", metavar="FILE",
-                        help="read the password or token from FILE (one trailing newline is dropped)")
+                        help="read the password or token from FILE (one trailing LF or CRLF is dropped)")
     source.add_argument("--existing-secret", metavar="NAME[:KEY]",
                         help="take the password from key KEY (default: password) of Secret NAME in the "
                         "add-on's namespace (dockerPasswordSecret); no password in the values")
     source.add_argument("--issue-token", action="store_true",
                         help="issue a registry token for the API key's user through TCR's CreateInstanceToken "
-                        "(needs --instance-id, --region and TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY)")
+                        "(needs --instance-id, --region and TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY, plus "
+                        "TENCENTCLOUD_SESSION_TOKEN for a temporary key). Uninstalling does not revoke it")
     cred.add_argument("--username", metavar="USER",
                       help="registry user name (with --password-stdin, --password-file or --existing-secret)")
     cred.add_argument("--token-type", choices=("longterm", "temp"), default="longterm",
@@ -226,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="FILE", default="-",
-                     help="write the values to FILE (mode 0600 when it holds a password), default stdout")
+                     help="write the values to FILE (mode 0600 when it holds a password); default stdout, "
+                     "which is refused when it is a terminal and the values hold a password")
     out.add_argument("--schema", metavar="FILE", default=str(DEFAULT_SCHEMA),
                      help="values schema to check against (default: chart/values.schema.json)")
     return parser
@@ -358,8 +360,10 @@ def check_combinations(args: argparse.Namespace) -> None:
         raise BadOption("--username", "not with --issue-token (the API returns the user name)")
     if not args.issue_token and not args.username:
         raise BadOption("--username", "is required with --password-stdin, --password-file and --existing-secret")
-    if not args.issue_token and (args.token_type != "longterm" or args.token_description != "tcr-addon"):
-        raise BadOption("--token-type", "--token-type and --token-description only go with --issue-token")
+    if not args.issue_token and args.token_type != "longterm":
+        raise BadOption("--token-type", "only goes with --issue-token")
+    if not args.issue_token and args.token_description != "tcr-addon":
+        raise BadOption("--token-description", "only goes with --issue-token")
     needs_api = [
         opt for opt, on in (("--issue-token", args.issue_token), ("--private-ip auto", args.private_ip == "auto")) if on
     ]
@@ -432,6 +436,39 @@ def make_plan(args: argparse.Namespace, private_ip: str | None) -> Plan:
     return plan
 
 
+def helm_test_namespace(plan: Plan) -> tuple[str | None, list[str]]:
+    """The namespace ``helm test`` should check (None = the chart's default), and warnings.
+
+    The chart's test checks namespace ``tests.namespace`` (default ``default``) and its
+    ServiceAccount ``default``; with a limited scope, point it at a namespace that is served.
+    """
+    from tcr_assistant.validation import parse_name_list
+
+    try:
+        served = parse_name_list(plan.namespaces, "namespace")
+        excluded = parse_name_list(plan.excluded, "namespace", allow_all=False) or []
+        accounts = parse_name_list(plan.service_accounts, "serviceaccount")
+    except ValueError:
+        return None, []  # reported by the validation
+    warnings = []
+    if accounts is not None and "default" not in accounts:
+        warnings.append(
+            "warning: `helm test` checks ServiceAccount default, which --service-accounts leaves out: "
+            "expect it to fail"
+        )
+    if served is None:
+        if "default" in excluded:
+            warnings.append(
+                "warning: `helm test` checks namespace default, which --exclude-namespaces leaves out: "
+                "install with --set tests.namespace=<a served namespace>"
+            )
+        return None, warnings
+    candidates = [name for name in served if name not in excluded]
+    if "default" in candidates or not candidates:
+        return None, warnings
+    return candidates[0], warnings
+
+
 def make_values(plan: Plan, creds: Credentials) -> dict[str, Any]:
     """The values in the TKE add-on shape (what the template must write)."""
     crs = []
@@ -452,13 +489,17 @@ def make_values(plan: Plan, creds: Credentials) -> dict[str, Any]:
         else:
             cr["dockerPassword"] = creds.password
         crs.append(cr)
-    return {
+    values: dict[str, Any] = {
         "global": {
             "cluster": {"region": plan.region, "longregion": plan.longregion},
             "imagePullSecretsCrs": crs,
             "hosts": [{"domain": h.domain, "ip": h.ip, "disabled": False} for h in plan.hosts],
         }
     }
+    test_namespace, _ = helm_test_namespace(plan)
+    if test_namespace is not None:
+        values["tests"] = {"namespace": test_namespace}
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -577,6 +618,8 @@ def validate(values: Mapping[str, Any], plan: Plan, creds: Credentials, schema: 
             option = plan.hosts[path[2]].option
         elif path[:2] == ["global", "cluster"]:
             option = "--region"
+        elif path[:1] == ["tests"]:
+            option = "--namespaces"  # tests.namespace is chosen from the served namespaces
         if option in reported:
             continue  # the webhook's rules already said it, with a better message
         where = "/".join(str(p) for p in path)
@@ -711,7 +754,7 @@ class _Run:
                     note += f" (token id {issued.token_id}; delete it in the TCR console when it is no longer used)"
                 self.say(note)
 
-        for warning in plan.warnings:
+        for warning in [*plan.warnings, *helm_test_namespace(plan)[1]]:
             self.say(warning)
         values = make_values(plan, creds)
         holds_password = creds.password is not None
