@@ -22,6 +22,9 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from harness import REPO_ROOT, VENV, pki, tools
 from harness.cluster import DEFAULT_DIR as DEFAULT_CLUSTER_DIR
@@ -41,8 +44,9 @@ class AddonError(RuntimeError):
     pass
 
 
-def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 300,
+        input_text: str | None = None) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, input=input_text)
     if proc.returncode != 0:
         raise AddonError(f"{Path(argv[0]).name} {' '.join(argv[1:3])} … failed:\n{proc.stderr.strip()}")
     return proc.stdout
@@ -117,24 +121,23 @@ class Addon:
 
     # -- controller --------------------------------------------------------------------------
 
-    def controller_kubeconfig(self) -> Path:
-        """A kubeconfig holding a TokenRequest token of the chart's controller ServiceAccount."""
+    def service_account_kubeconfig(self, service_account: str, stem: str) -> Path:
+        """A kubeconfig holding a TokenRequest token of `service_account` in the release namespace."""
         request = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                               "spec": {"expirationSeconds": TOKEN_SECONDS}})
-        kubectl = str(tools.bin_dir() / "kubectl")
-        output = subprocess.run(
-            [kubectl, "create", "--raw",
-             f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{CONTROLLER_SERVICE_ACCOUNT}/token", "-f", "-"],
-            input=request, capture_output=True, text=True, env=self._env(), timeout=60,
+        output = run(
+            [str(tools.bin_dir() / "kubectl"), "create", "--raw",
+             f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{service_account}/token", "-f", "-"],
+            env=self._env(), input_text=request, timeout=60,
         )
-        if output.returncode != 0:
-            raise AddonError(f"cannot get a token for ServiceAccount {CONTROLLER_SERVICE_ACCOUNT}: {output.stderr}")
-        token = json.loads(output.stdout)["status"]["token"]
-        path = self.directory / "controller.kubeconfig"
-        path.write_text(kubeconfig_yaml(self.plane.server, self.plane.ca_pem, token=token,
-                                        user=CONTROLLER_SERVICE_ACCOUNT))
+        token = json.loads(output)["status"]["token"]
+        path = self.directory / f"{stem}.kubeconfig"
+        path.write_text(kubeconfig_yaml(self.plane.server, self.plane.ca_pem, token=token, user=service_account))
         path.chmod(0o600)
         return path
+
+    def controller_kubeconfig(self) -> Path:
+        return self.service_account_kubeconfig(CONTROLLER_SERVICE_ACCOUNT, "controller")
 
     def controller_argv(self, kubeconfig: Path) -> list[str]:
         self.health_port = self.health_port or free_port()
@@ -180,18 +183,53 @@ class Addon:
         self.process = None
         (self.directory / "state.json").unlink(missing_ok=True)
 
-    # -- uninstall ---------------------------------------------------------------------------
+    # -- hooks: what helm's hook Pods and Jobs would run, as host processes ------------------
 
-    def cleanup_and_uninstall(self, timeout: float = 120) -> None:
-        """What `helm uninstall` does on a real cluster: the pre-delete hook's command, then the release.
+    def render(self) -> list[dict[str, Any]]:
+        """The release's manifests as `helm template` renders them, hooks and tests included."""
+        args = self.helm_args("template")
+        args.remove("--create-namespace")
+        post = args.index("--post-renderer")
+        del args[post:post + 2]
+        return [doc for doc in yaml.safe_load_all(run(args, env=self._env())) if isinstance(doc, dict)]
 
-        The hook's `tcr-assistant cleanup` runs here as a host process (hook Jobs never run
-        without a kubelet) while the controller still runs, so it can remove what it created.
+    def run_hook(self, hook: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run the chart's `hook` (`test`, `pre-delete`) container command on this host.
+
+        No kubelet runs the hook's Pod or Job here, so: apply the hook's own ServiceAccount and
+        RBAC objects from the chart, take a token of that ServiceAccount, run the container's
+        exact command and arguments with `--kubeconfig` added, then delete the hook objects.
         """
-        kubeconfig = str(self.plane.kubeconfig)
-        run([str(VENV / "bin" / "tcr-assistant"), "cleanup", f"--kubeconfig={kubeconfig}",
-             f"--selector=app.kubernetes.io/instance={self.release}", f"--timeout={timeout:.0f}"],
-            env=self._env(), timeout=timeout + 30)
+        hook_docs = [doc for doc in self.render()
+                     if hook in str((doc.get("metadata", {}).get("annotations") or {}).get("helm.sh/hook", ""))
+                     .split(",")]
+        workloads = [doc for doc in hook_docs if doc.get("kind") in ("Pod", "Job")]
+        if len(workloads) != 1:
+            raise AddonError(f"expected one Pod or Job for hook {hook!r}, the chart renders {len(workloads)}")
+        support = [doc for doc in hook_docs if doc is not workloads[0]]
+        pod_spec = workloads[0]["spec"] if workloads[0]["kind"] == "Pod" else workloads[0]["spec"]["template"]["spec"]
+        container = pod_spec["containers"][0]
+        argv = [*container.get("command", []), *container.get("args", [])]
+        kubectl = str(tools.bin_dir() / "kubectl")
+        manifest = yaml.safe_dump_all(support)
+        run([kubectl, "apply", "-f", "-"], env=self._env(), input_text=manifest)
+        try:
+            kubeconfig = self.service_account_kubeconfig(pod_spec["serviceAccountName"], f"hook-{hook}")
+            return subprocess.run([str(VENV / "bin" / argv[0]), *argv[1:], f"--kubeconfig={kubeconfig}"],
+                                  capture_output=True, text=True, env=self._env(), timeout=timeout)
+        finally:
+            run([kubectl, "delete", "--ignore-not-found", "--wait=false", "-f", "-"], env=self._env(),
+                input_text=manifest)
+
+    def cleanup_and_uninstall(self, timeout: float = 180) -> None:
+        """What `helm uninstall` does on a real cluster: the pre-delete hook, then the release.
+
+        The hook's `tcr-assistant cleanup` runs here as a host process with the hook's own
+        ServiceAccount while the controller still runs, so the controller removes what it created.
+        """
+        result = self.run_hook("pre-delete", timeout=timeout)
+        if result.returncode != 0:
+            raise AddonError(f"the pre-delete hook's cleanup failed ({result.returncode}):\n{result.stderr}")
         run([str(tools.bin_dir() / "helm"), "uninstall", self.release, "-n", self.namespace, "--no-hooks"],
             env=self._env())
 
