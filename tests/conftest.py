@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from harness import cluster, tools
+from harness import cluster
+from support import pointed_at
 
 
 @pytest.fixture(scope="session")
@@ -22,18 +22,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
     and killed by the kernel if pytest itself dies.
     """
     directory = Path(tmp_path_factory.mktemp("control-plane"))
-    with cluster.running(directory) as plane:
-        previous = {key: os.environ.get(key) for key in ("KUBECONFIG", "PATH")}
-        os.environ["KUBECONFIG"] = str(plane.kubeconfig)
-        os.environ["PATH"] = f"{tools.bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
-        try:
-            yield plane
-        finally:
-            for key, value in previous.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with cluster.running(directory) as plane, pointed_at(plane):
+        yield plane
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from harness import tools
+from harness import cluster, tools
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = REPO_ROOT / "chart"
@@ -47,3 +48,19 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def pointed_at(plane: cluster.ControlPlane) -> Iterator[cluster.ControlPlane]:
+    """Point KUBECONFIG (kubectl, helm, pytest-helm-charts) and PATH (the cached tools) at `plane`."""
+    saved = {key: os.environ.get(key) for key in ("KUBECONFIG", "PATH")}
+    os.environ["KUBECONFIG"] = str(plane.kubeconfig)
+    os.environ["PATH"] = f"{tools.bin_dir()}{os.pathsep}{saved['PATH'] or ''}"
+    try:
+        yield plane
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,202 @@
+{{/*
+Helpers of the tcr-addon chart. Object names are fixed (the original add-on's names, see
+SPEC §2): one release per cluster.
+*/}}
+
+{{/* Chart name and version, as used in the helm.sh/chart label. */}}
+{{- define "tcr-addon.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of the ServiceAccount the controller runs as (also used by the admission policy). */}}
+{{- define "tcr-addon.controller.serviceAccountName" -}}
+tcr-assistant-controller-manager
+{{- end -}}
+
+{{/* The user name the API server gives the controller's ServiceAccount. */}}
+{{- define "tcr-addon.controller.userName" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "tcr-addon.controller.serviceAccountName" .) -}}
+{{- end -}}
+
+{{/*
+Selector labels of one component. Never change these: Deployment and DaemonSet selectors are
+immutable. Call with (dict "context" $ "component" "controller").
+*/}}
+{{- define "tcr-addon.selectorLabels" -}}
+app.kubernetes.io/name: {{ .context.Chart.Name }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+Standard labels of every object. Call with (dict "context" $ "component" "controller");
+component may be empty.
+*/}}
+{{- define "tcr-addon.labels" -}}
+app.kubernetes.io/name: {{ .context.Chart.Name }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+app.kubernetes.io/part-of: tcr-addon
+app.kubernetes.io/version: {{ .context.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .context.Release.Service }}
+helm.sh/chart: {{ include "tcr-addon.chart" .context }}
+{{- with .context.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+metadata.labels plus metadata.annotations (commonAnnotations and the given extra map).
+Call with (dict "context" $ "component" "x" "annotations" (dict ...)).
+*/}}
+{{- define "tcr-addon.metadata" -}}
+labels:
+  {{- include "tcr-addon.labels" . | nindent 2 }}
+{{- $annotations := merge (dict) (.annotations | default dict) (.context.Values.commonAnnotations | default dict) }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Image reference. Call with (dict "context" $ "image" .Values.controller.image). */}}
+{{- define "tcr-addon.image" -}}
+{{- $tag := .image.tag | default .context.Chart.AppVersion | toString -}}
+{{- $ref := printf "%s/%s" .image.registry .image.repository | trimPrefix "/" -}}
+{{- if .image.digest -}}
+{{- printf "%s:%s@%s" $ref $tag .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $ref $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when hosts-updater runs (auto: when global.hosts has entries). */}}
+{{- define "tcr-addon.hostsUpdater.enabled" -}}
+{{- $mode := .Values.hostsUpdater.enabled -}}
+{{- if eq (toString $mode) "auto" -}}
+{{- if .Values.global.hosts }}true{{ end -}}
+{{- else if $mode -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+What hosts-updater does: "apply" (enabled), "remove" (disabled now, but its DaemonSet runs in
+the cluster: it is kept, with --remove, so every node's lines are taken off; it stays in that
+light mode until re-enabled or uninstalled), or "" (not installed).
+*/}}
+{{- define "tcr-addon.hostsUpdater.mode" -}}
+{{- if include "tcr-addon.hostsUpdater.enabled" . -}}
+apply
+{{- else if lookup "apps/v1" "DaemonSet" .Release.Namespace "hosts-updater" -}}
+remove
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the ValidatingAdmissionPolicy is rendered (auto: when the API exists). */}}
+{{- define "tcr-addon.vap.enabled" -}}
+{{- $mode := .Values.validatingAdmissionPolicy.enabled -}}
+{{- if eq (toString $mode) "auto" -}}
+{{- if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy" }}true{{ end -}}
+{{- else if $mode -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+Pod security context of every Pod that runs the controller image (PSS "restricted").
+*/}}
+{{- define "tcr-addon.restrictedPodSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container security context of every container that runs the controller image. */}}
+{{- define "tcr-addon.restrictedSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+Webhook serving certificate (mode without cert-manager): reuse the Secret's certificate when it
+exists (lookup), else generate a CA and a serving certificate. Computed once per render and
+memoised, so the Secret and the webhook configuration's caBundle always agree. Returns a dict
+as YAML: {caCert, cert, key} (PEM).
+*/}}
+{{- define "tcr-addon.webhook.certificate" -}}
+{{- if not (hasKey .Values "__tcrAddonWebhookCert") -}}
+{{- $service := "tcr-assistant-webhook-service" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace "tcr-assistant-webhook-server-cert" -}}
+{{- $data := dict -}}
+{{- if $existing -}}
+{{- $data = $existing.data | default dict -}}
+{{- end -}}
+{{- $result := dict -}}
+{{- if and (index $data "tls.crt") (index $data "tls.key") (index $data "ca.crt") -}}
+{{- $_ := set $result "caCert" (index $data "ca.crt" | b64dec) -}}
+{{- $_ := set $result "cert" (index $data "tls.crt" | b64dec) -}}
+{{- $_ := set $result "key" (index $data "tls.key" | b64dec) -}}
+{{- else -}}
+{{- $days := int .Values.webhook.certValidityDays -}}
+{{- $ca := genCA "tcr-assistant-webhook-ca" $days -}}
+{{- $dns := list $service (printf "%s.%s" $service .Release.Namespace) (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) -}}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $service .Release.Namespace) nil $dns $days $ca -}}
+{{- $_ := set $result "caCert" $ca.Cert -}}
+{{- $_ := set $result "cert" $cert.Cert -}}
+{{- $_ := set $result "key" $cert.Key -}}
+{{- end -}}
+{{- $_ := set .Values "__tcrAddonWebhookCert" $result -}}
+{{- end -}}
+{{- toYaml (get .Values "__tcrAddonWebhookCert") -}}
+{{- end -}}
+
+{{/*
+Validate what the JSON schema cannot say (exactly one of dockerPassword/dockerPasswordSecret,
+unique names); fail with the key named.
+*/}}
+{{- define "tcr-addon.validateValues" -}}
+{{- $names := dict -}}
+{{- range $i, $cr := .Values.global.imagePullSecretsCrs -}}
+{{- $key := printf "global.imagePullSecretsCrs[%d]" $i -}}
+{{- if and $cr.dockerPassword $cr.dockerPasswordSecret -}}
+{{- fail (printf "%s: set either dockerPassword or dockerPasswordSecret, not both" $key) -}}
+{{- end -}}
+{{- if not (or $cr.dockerPassword $cr.dockerPasswordSecret) -}}
+{{- fail (printf "%s.dockerPassword: required (or set dockerPasswordSecret: {name, key} to read it from a Secret in namespace %s)" $key $.Release.Namespace) -}}
+{{- end -}}
+{{- if hasKey $names $cr.name -}}
+{{- fail (printf "%s.name: %q is used by another entry; names must be unique" $key $cr.name) -}}
+{{- end -}}
+{{- $_ := set $names $cr.name true -}}
+{{- range $item := splitList "," ($cr.serviceAccounts | default "" | toString) -}}
+{{- if gt (len (trim $item)) 253 -}}
+{{- fail (printf "%s.serviceAccounts: a ServiceAccount name has at most 253 characters (%q has %d)" $key (trunc 20 (trim $item)) (len (trim $item))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A value as a string; whole numbers (YAML numbers such as an unquoted account id, which Helm
+reads as float64) are written without exponent or decimals.
+*/}}
+{{- define "tcr-addon.string" -}}
+{{- if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) -}}
+{{- printf "%d" (int64 .) -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}

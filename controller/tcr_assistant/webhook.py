@@ -1,0 +1,552 @@
+"""Validating admission webhook for ImagePullSecrets: AdmissionReview v1 over HTTPS.
+
+Standard library only. ``review(body)`` / ``handle(body)`` hold the whole decision and are
+pure; ``WebhookServer`` serves them:
+
+- ``POST /validate-tcr-tencentcloudcr-com-v1-imagepullsecret`` (query string ignored: the API
+  server appends ``?timeout=…``) answers an AdmissionReview v1; ``GET /healthz`` answers
+  ``ok``. Other paths get 404, other methods 405.
+- Request bodies are capped at ``MAX_BODY_BYTES`` (413 without reading them); a body must
+  come with ``Content-Length`` (411 otherwise). Every socket has a timeout (TLS handshake,
+  request line, headers, body, idle keep-alive), and at most ``MAX_CONNECTIONS`` are served
+  at once (further ones are closed at once), so no client can hang or exhaust the server.
+- Garbage never crashes it: when the body holds a readable ``request.uid`` the answer is a
+  well-formed AdmissionReview response with that uid (HTTP 200; a denial if the request is
+  malformed); otherwise HTTP 400 with an AdmissionReview whose uid is empty.
+- Decisions: CREATE and UPDATE of ``imagepullsecrets`` are validated with
+  ``validation.validate_image_pull_secret``; DELETE and CONNECT are allowed; subresources
+  (``status``) are allowed; an UPDATE of an object being deleted (``deletionTimestamp`` set,
+  e.g. removing the finalizer) is allowed; an UPDATE that changes neither name nor spec is
+  allowed with warnings if the stored spec is invalid (ratcheting, like the API server's
+  own CRD validation ratcheting: a metadata-only change to an object stored before a rule
+  existed must not be blocked). Denials carry code 422 (reason ``Invalid``), a message naming
+  each field and what it expects, and ``details`` (kind, name, ``causes``), so kubectl prints
+  them like the API server's own validation errors: ``The ImagePullSecret "x" is invalid:
+  spec.docker.server: …``. Denials are logged with field paths only; passwords never appear
+  in any message or log line.
+- ``tls.crt`` / ``tls.key`` are read from ``cert_dir``; every new connection checks their
+  inode, size and mtime (one ``stat`` each) and, when they changed, loads a new
+  ``SSLContext`` (a half-written pair that fails to load keeps the previous context until
+  the next try). Kubernetes' atomic Secret-volume updates (the ``..data`` symlink swap) and
+  in-place rewrites are both picked up, without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tcr_assistant.validation import FieldError, validate_image_pull_secret
+
+__all__ = [
+    "HEALTH_PATH",
+    "MAX_BODY_BYTES",
+    "WEBHOOK_PATH",
+    "CertificateStore",
+    "WebhookServer",
+    "handle",
+    "review",
+]
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/validate-tcr-tencentcloudcr-com-v1-imagepullsecret"
+HEALTH_PATH = "/healthz"
+API_GROUP = "tcr.tencentcloudcr.com"
+RESOURCE = "imagepullsecrets"
+ADMISSION_API_VERSION = "admission.k8s.io/v1"
+MAX_BODY_BYTES = 1 << 20
+SOCKET_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 64
+LINGER_SECONDS = 1.0
+_SHOWN_NAME_MAX = 64
+
+JSONDict = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Decision logic (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def _review_response(
+    uid: str,
+    allowed: bool,
+    *,
+    code: int = 0,
+    reason: str = "",
+    message: str = "",
+    causes: list[FieldError] | None = None,
+    details_name: str = "",
+    warnings: list[str] | None = None,
+) -> JSONDict:
+    response: JSONDict = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        status: JSONDict = {"code": code or HTTPStatus.FORBIDDEN, "message": message}
+        if reason:
+            status["reason"] = reason
+        if causes:
+            # Like the API server's own validation errors: kubectl prints
+            # 'The ImagePullSecret "NAME" is invalid: FIELD: MESSAGE' from these details.
+            status["details"] = {
+                "name": details_name,
+                "group": API_GROUP,
+                "kind": "ImagePullSecret",
+                "causes": [{"field": e.field, "message": e.message, "reason": "FieldValueInvalid"} for e in causes],
+            }
+        response["status"] = status
+    if warnings:
+        response["warnings"] = warnings
+    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def _bad_request(message: str) -> tuple[int, JSONDict]:
+    return HTTPStatus.BAD_REQUEST, _review_response(
+        "", False, code=HTTPStatus.BAD_REQUEST, reason="BadRequest", message=message
+    )
+
+
+def _show_name(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    name: Any = None
+    if isinstance(metadata, Mapping):
+        name = metadata.get("name") or metadata.get("generateName")
+    if not isinstance(name, str) or name == "":
+        return "ImagePullSecret"
+    if len(name) > _SHOWN_NAME_MAX:
+        name = name[: _SHOWN_NAME_MAX - 1] + "…"
+    return f"ImagePullSecret {json.dumps(name)}"
+
+
+def _format_errors(errors: list[FieldError]) -> str:
+    return "; ".join(str(e) if e.field else e.message for e in errors)
+
+
+def _decide(uid: str, doc: Mapping[str, Any], request: Mapping[str, Any]) -> JSONDict:
+    if doc.get("apiVersion") != ADMISSION_API_VERSION or doc.get("kind") != "AdmissionReview":
+        return _review_response(
+            uid,
+            False,
+            code=HTTPStatus.BAD_REQUEST,
+            reason="BadRequest",
+            message=f"expected an AdmissionReview of apiVersion {ADMISSION_API_VERSION}",
+        )
+    operation = request.get("operation")
+    if operation in ("DELETE", "CONNECT"):
+        return _review_response(uid, True)
+    if operation not in ("CREATE", "UPDATE"):
+        return _review_response(
+            uid,
+            False,
+            code=HTTPStatus.BAD_REQUEST,
+            reason="BadRequest",
+            message="request.operation must be CREATE, UPDATE, DELETE or CONNECT",
+        )
+    resource = request.get("resource")
+    if isinstance(resource, Mapping) and (resource.get("group"), resource.get("resource")) != (API_GROUP, RESOURCE):
+        # Only our resource is routed here by the webhook configuration; never block anything else.
+        return _review_response(uid, True, warnings=["tcr-assistant webhook: not an ImagePullSecret, not checked"])
+    sub_resource = request.get("subResource")
+    if sub_resource not in (None, ""):
+        return _review_response(uid, True)
+    obj = request.get("object")
+    if not isinstance(obj, Mapping):
+        return _review_response(
+            uid,
+            False,
+            code=HTTPStatus.BAD_REQUEST,
+            reason="BadRequest",
+            message="request.object must be an ImagePullSecret object",
+        )
+    errors = validate_image_pull_secret(obj)
+    if not errors:
+        return _review_response(uid, True)
+    if operation == "UPDATE":
+        metadata = obj.get("metadata")
+        if isinstance(metadata, Mapping) and metadata.get("deletionTimestamp"):
+            return _review_response(uid, True)
+        old = request.get("oldObject")
+        if isinstance(old, Mapping) and old.get("spec") == obj.get("spec") and _name_of(old) == _name_of(obj):
+            return _review_response(
+                uid,
+                True,
+                warnings=[f"{_show_name(obj)} is invalid (unchanged spec, allowed): {_format_errors(errors)}"[:1000]],
+            )
+    return _review_response(
+        uid,
+        False,
+        code=HTTPStatus.UNPROCESSABLE_ENTITY,
+        reason="Invalid",
+        message=f"{_show_name(obj)} is invalid: {_format_errors(errors)}",
+        causes=errors,
+        details_name=_name_of(obj) if isinstance(_name_of(obj), str) else "",
+    )
+
+
+def _name_of(obj: Mapping[str, Any]) -> Any:
+    metadata = obj.get("metadata")
+    return metadata.get("name") if isinstance(metadata, Mapping) else None
+
+
+def handle(body: bytes) -> tuple[int, JSONDict]:
+    """Decide one AdmissionReview request body: (HTTP status, AdmissionReview response). Never raises."""
+    try:
+        if len(body) > MAX_BODY_BYTES:
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _review_response(
+                "",
+                False,
+                code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                reason="RequestEntityTooLarge",
+                message=f"request body larger than {MAX_BODY_BYTES} bytes",
+            )
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return _bad_request("request body is not a JSON AdmissionReview")
+        if not isinstance(doc, dict):
+            return _bad_request("request body is not a JSON object")
+        request = doc.get("request")
+        if not isinstance(request, dict):
+            return _bad_request("AdmissionReview has no request object")
+        uid = request.get("uid")
+        if not isinstance(uid, str) or uid == "":
+            return _bad_request("AdmissionReview request has no uid")
+    except Exception:  # never crash on input (e.g. MemoryError-free oddities of json)
+        log.exception("webhook: unreadable request")
+        return _bad_request("unreadable request")
+    try:
+        result = _decide(uid, doc, request)
+    except Exception:
+        log.exception("webhook: error deciding request %s", uid)
+        return HTTPStatus.OK, _review_response(
+            uid,
+            False,
+            code=HTTPStatus.INTERNAL_SERVER_ERROR,
+            reason="InternalError",
+            message="internal error in the webhook",
+        )
+    response = result["response"]
+    if response["allowed"]:
+        log.debug("webhook: uid=%s operation=%s allowed", uid, request.get("operation"))
+    else:
+        # Field paths only: values (and so passwords) are never logged.
+        causes = response["status"].get("details", {}).get("causes", [])
+        log.info(
+            "webhook: uid=%s operation=%s denied: %s",
+            uid,
+            request.get("operation"),
+            ", ".join(c["field"] for c in causes) or response["status"].get("reason", ""),
+        )
+    return HTTPStatus.OK, result
+
+
+def review(body: bytes) -> JSONDict:
+    """The AdmissionReview answer to ``body`` (see ``handle`` for the HTTP status too)."""
+    return handle(body)[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Certificates
+# --------------------------------------------------------------------------------------------
+
+
+class CertificateStore:
+    """An SSLContext for ``cert_dir/tls.crt`` + ``tls.key``, rebuilt when either file changes."""
+
+    def __init__(self, cert_dir: Path) -> None:
+        self.cert_dir = Path(cert_dir)
+        self._lock = threading.Lock()
+        self._stamp: tuple[Any, ...] | None = None
+        self._context: ssl.SSLContext | None = None
+        self.loads = 0
+
+    @property
+    def cert_file(self) -> Path:
+        return self.cert_dir / "tls.crt"
+
+    @property
+    def key_file(self) -> Path:
+        return self.cert_dir / "tls.key"
+
+    def _current_stamp(self) -> tuple[Any, ...] | None:
+        stamps: list[Any] = []
+        for path in (self.cert_file, self.key_file):
+            try:
+                st = os.stat(path)  # follows symlinks (Secret volumes swap a ..data symlink)
+            except OSError:
+                return None
+            stamps.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(stamps)
+
+    def context(self) -> ssl.SSLContext | None:
+        """The current context (reloaded if the files changed), or None if none could ever be loaded."""
+        stamp = self._current_stamp()
+        with self._lock:
+            if stamp is not None and stamp != self._stamp:
+                try:
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                    ctx.load_cert_chain(self.cert_file, self.key_file)
+                except (OSError, ssl.SSLError, ValueError) as exc:
+                    log.warning(
+                        "webhook: cannot load %s / %s (keeping the previous certificate): %s",
+                        self.cert_file,
+                        self.key_file,
+                        exc,
+                    )
+                else:
+                    self._context = ctx
+                    self._stamp = stamp
+                    self.loads += 1
+                    log.info("webhook: serving certificate loaded from %s", self.cert_dir)
+            return self._context
+
+
+# --------------------------------------------------------------------------------------------
+# HTTPS server
+# --------------------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "tcr-assistant-webhook"
+    sys_version = ""
+    timeout = SOCKET_TIMEOUT_SECONDS
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("webhook http: %s " + format, self.client_address[0], *args)
+
+    def _send(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _send_json(self, status: int, doc: JSONDict) -> None:
+        self._send(status, json.dumps(doc, separators=(",", ":")).encode())
+
+    def _fail(self, status: int, message: str) -> None:
+        """Answer with an error and close, after draining what the client still sends (bounded).
+
+        Closing a socket with unread input makes the kernel send a reset that can destroy the
+        answer before the client reads it; so read and discard (at most ``2 * MAX_BODY_BYTES``
+        and ``LINGER_SECONDS``) until the client closes.
+        """
+        self.close_connection = True
+        self._send_json(status, _review_response("", False, code=status, message=message))
+        with contextlib.suppress(OSError, ValueError):
+            self.wfile.flush()
+            self.connection.settimeout(LINGER_SECONDS)
+            drained = 0
+            while drained < 2 * MAX_BODY_BYTES:
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path in (HEALTH_PATH, "/readyz"):
+            self._send(HTTPStatus.OK, b"ok", "text/plain; charset=utf-8")
+        else:
+            self._fail(HTTPStatus.NOT_FOUND, "not found")
+
+    def do_POST(self) -> None:
+        if urlsplit(self.path).path != WEBHOOK_PATH:
+            self._fail(HTTPStatus.NOT_FOUND, "not found")
+            return
+        if self.headers.get("Transfer-Encoding"):
+            self._fail(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required (no chunked bodies)")
+            return
+        raw_length = self.headers.get("Content-Length")
+        try:
+            length = int(raw_length) if raw_length is not None else -1
+        except ValueError:
+            length = -1
+        if raw_length is None:
+            self._fail(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
+            return
+        if length < 0:
+            self._fail(HTTPStatus.BAD_REQUEST, "invalid Content-Length")
+            return
+        if length > MAX_BODY_BYTES:
+            self._fail(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body larger than {MAX_BODY_BYTES} bytes")
+            return
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            return
+        status, doc = handle(body)
+        if isinstance(self.server, _HTTPSServer):
+            self.server.count_review()
+        if status != HTTPStatus.OK:
+            self.close_connection = True
+        self._send_json(status, doc)
+
+    def _method_not_allowed(self) -> None:
+        self._fail(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed")
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _method_not_allowed
+
+
+class _HTTPSServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name (socket.getfqdn): a DNS lookup that can
+        # stall start-up on hosts without DNS. The name is only used in CGI variables.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def __init__(self, address: tuple[str, int], certs: CertificateStore) -> None:
+        self.certs = certs
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._active: set[socket.socket] = set()
+        self._active_lock = threading.Lock()
+        self.reviews = 0
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("webhook: too many connections, dropping one from %s", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def count_review(self) -> None:
+        with self._active_lock:
+            self.reviews += 1
+
+    def _track(self, sock: socket.socket, add: bool) -> None:
+        with self._active_lock:
+            if add:
+                self._active.add(sock)
+            else:
+                self._active.discard(sock)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        raw: socket.socket = request
+        raw.settimeout(SOCKET_TIMEOUT_SECONDS)
+        context = self.certs.context()
+        if context is None:
+            log.warning("webhook: no usable certificate in %s yet, closing connection", self.certs.cert_dir)
+            return
+        self._track(raw, True)
+        tls: ssl.SSLSocket | None = None
+        try:
+            tls = context.wrap_socket(raw, server_side=True)  # handshake, bounded by the timeout
+            self._track(raw, False)
+            self._track(tls, True)
+            _Handler(tls, client_address, self)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.debug("webhook: connection from %s ended: %s", client_address, exc)
+        finally:
+            self._track(raw, False)
+            if tls is not None:
+                self._track(tls, False)
+                with contextlib.suppress(OSError):
+                    tls.close()
+
+    def close_all_connections(self) -> None:
+        with self._active_lock:
+            active = list(self._active)
+        for sock in active:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("webhook: error serving %s", client_address, exc_info=True)
+
+
+class WebhookServer:
+    """Serves the webhook on ``host:port`` (0 = any free port, see ``.port``) with certs from ``cert_dir``."""
+
+    def __init__(self, host: str, port: int, cert_dir: Path) -> None:
+        self.host = host
+        self.requested_port = port
+        self.certs = CertificateStore(Path(cert_dir))
+        self._server: _HTTPSServer | None = None
+        self._thread: threading.Thread | None = None
+        self._last_port = port
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self._last_port
+        return int(self._server.server_address[1])
+
+    @property
+    def reviews(self) -> int:
+        """AdmissionReview requests answered so far (since the last start)."""
+        return self._server.reviews if self._server is not None else 0
+
+    def start(self) -> None:
+        """Bind and serve in a background thread. Missing certificates are logged, not fatal."""
+        if self._server is not None:
+            return
+        if self.certs.context() is None:
+            log.warning(
+                "webhook: no certificate in %s yet; connections are closed until one appears", self.certs.cert_dir
+            )
+        self._server = _HTTPSServer((self.host, self.requested_port), self.certs)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="webhook-server", daemon=True
+        )
+        self._thread.start()
+        self._last_port = self.port
+        log.info("webhook: serving https://%s:%d%s", self.host, self.port, WEBHOOK_PATH)
+
+    def stop(self) -> None:
+        """Stop accepting, close every open connection, and wait for the serving thread."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_all_connections()
+        if thread is not None:
+            thread.join(timeout=30)
+        self._server = None
+        self._thread = None
+
+    def close_connections(self) -> None:
+        """Close every open connection (clients reconnect, and so handshake with the current certificate)."""
+        if self._server is not None:
+            self._server.close_all_connections()
+
+    def __enter__(self) -> WebhookServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,553 @@
+"""Render matrix: `helm lint --strict` and `helm template` for the defaults and every chart/ci file."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import re
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from chart_support import (
+    CASES,
+    CHART_DIR,
+    CRD_FILE,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    Manifest,
+    by_kind,
+    case_values,
+    is_hook,
+    load_crd,
+    one,
+    openapi_to_jsonschema,
+    pod_specs,
+    render,
+    run_helm,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+
+from tcr_assistant import validation
+
+CASE_IDS = list(CASES)
+# Kinds served by CRDs, not built into Kubernetes: validated elsewhere (ImagePullSecret) or by
+# their own project (cert-manager).
+NOT_BUILT_IN = {"ImagePullSecret", "Issuer", "Certificate"}
+CONTROLLER_IMAGE = re.compile(r"/tcr-addon/tcr-assistant[:@]")
+
+
+def case(name: str) -> tuple[Manifest, ...]:
+    return render(CASES[name])
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_helm_lint_strict(name: str) -> None:
+    args = ["lint", "--strict", str(CHART_DIR), "--namespace", NAMESPACE]
+    if CASES[name] is not None:
+        args += ["-f", str(CASES[name])]
+    proc = run_helm(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_built_in_objects_pass_kubernetes_validate_strict(name: str) -> None:
+    checked = 0
+    for manifest in case(name):
+        if manifest["kind"] in NOT_BUILT_IN:
+            continue
+        try:
+            kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            raise AssertionError(f"{manifest['kind']}/{manifest['metadata']['name']}: {error.message}") from error
+        checked += 1
+    assert checked >= 12
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_image_pull_secrets_match_crd_schema_and_webhook_rules(name: str) -> None:
+    schema = openapi_to_jsonschema(load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    ipss = by_kind(case(name), "ImagePullSecret")
+    values = case_values(name)
+    expected = [entry["name"] for entry in (values.get("global") or {}).get("imagePullSecretsCrs", [])]
+    assert [m["metadata"]["name"] for m in ipss] == expected
+    for manifest in ipss:
+        errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(manifest)]
+        assert errors == [], errors
+        assert validation.validate_image_pull_secret(manifest) == []
+        assert "namespace" not in manifest["metadata"], "ImagePullSecret is cluster-scoped"
+        assert manifest["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_tke_values_become_the_expected_custom_resources() -> None:
+    ipss = {m["metadata"]["name"]: m["spec"] for m in by_kind(case("tke-two-registries-with-hosts-values"),
+                                                             "ImagePullSecret")}
+    assert ipss["tcr-abcdefgh-vpc"] == {
+        "namespaces": "*",
+        "serviceAccounts": "*",
+        "docker": {
+            "server": "example-vpc.tencentcloudcr.com",
+            # An unquoted YAML number must not come out as 1.00012345678e+11.
+            "username": "100012345678",
+            "password": "eyJhbGciOiJSUzI1NiJ9.tcr.jwt.token",
+        },
+    }
+    assert ipss["tcr-abcdefgh-public"]["namespaces"] == "default, team-a,team-b"
+    existing = {m["metadata"]["name"]: m["spec"] for m in by_kind(case("existing-secret-values"), "ImagePullSecret")}
+    assert existing["private"]["docker"]["passwordSecretRef"] == {"name": "tcr-credentials", "key": "token"}
+    assert "password" not in existing["private"]["docker"]
+    assert existing["private"]["excludedNamespaces"] == "kube-system, kube-public"
+    assert existing["private-default-key"]["docker"]["passwordSecretRef"]["key"] == "password"
+
+
+def _selectors(manifests: tuple[Manifest, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in manifests:
+        if m["kind"] in ("Deployment", "DaemonSet"):
+            out[f"{m['kind']}/{m['metadata']['name']}"] = m["spec"]["selector"]
+            labels = m["spec"]["template"]["metadata"]["labels"]
+            for key, value in m["spec"]["selector"]["matchLabels"].items():
+                assert labels[key] == value, f"{m['kind']} template does not carry its selector"
+        if m["kind"] == "Service":
+            out[f"Service/{m['metadata']['name']}"] = m["spec"]["selector"]
+    return out
+
+
+def test_selectors_identical_across_all_renders() -> None:
+    extra = render(None, "--set", "global.hosts[0].domain=a.example.com", "--set", "global.hosts[0].ip=10.1.1.1",
+                   "--set", "controller.image.tag=9.9.9", "--set", "commonLabels.x=y",
+                   "--set", "controller.podLabels.app\\.kubernetes\\.io/version=other")
+    seen: dict[str, Any] = {}
+    for manifests in [*(case(name) for name in CASE_IDS), extra]:
+        for key, selector in _selectors(manifests).items():
+            seen.setdefault(key, selector)
+            assert selector == seen[key], f"{key} selector changed: {selector} != {seen[key]}"
+    assert set(seen) == {
+        "Deployment/tcr-assistant-controller-manager",
+        "DaemonSet/hosts-updater",
+        "Service/tcr-assistant-webhook-service",
+    }
+    for selector in seen.values():
+        labels = selector.get("matchLabels", selector)
+        assert set(labels) == {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
+
+
+# --- Pod Security Standard "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/)
+
+ALLOWED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+
+
+def pss_restricted_violations(spec: dict[str, Any]) -> list[str]:
+    """Every way a Pod spec breaks the PSS "restricted" profile (baseline + restricted controls)."""
+    problems: list[str] = []
+    pod_sc = spec.get("securityContext") or {}
+    containers = [*spec.get("initContainers", []), *spec["containers"], *spec.get("ephemeralContainers", [])]
+    for field in ("hostNetwork", "hostPID", "hostIPC", "hostUsers"):
+        if field == "hostUsers":
+            continue
+        if spec.get(field):
+            problems.append(f"{field} is set")
+    for volume in spec.get("volumes", []):
+        types = set(volume) - {"name"}
+        if not types <= ALLOWED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']} uses {sorted(types - ALLOWED_VOLUME_TYPES)}")
+    for sysctl in pod_sc.get("sysctls", []):
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            problems.append(f"unsafe sysctl {sysctl['name']}")
+    pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
+    if (pod_sc.get("seLinuxOptions") or {}).get("user") or (pod_sc.get("seLinuxOptions") or {}).get("role"):
+        problems.append("pod seLinuxOptions user/role set")
+    if pod_sc.get("runAsUser") == 0:
+        problems.append("pod runAsUser is 0")
+    if (pod_sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        problems.append("pod AppArmor Unconfined")
+    for c in containers:
+        sc = c.get("securityContext") or {}
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            problems.append(f"{where} is privileged")
+        caps = sc.get("capabilities") or {}
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{where} adds capabilities {caps['add']}")
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{where} does not drop ALL capabilities")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where} allowPrivilegeEscalation is not false")
+        non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
+        if non_root is not True:
+            problems.append(f"{where} runAsNonRoot is not true")
+        if sc.get("runAsUser") == 0:
+            problems.append(f"{where} runAsUser is 0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{where} seccompProfile is {seccomp!r}")
+        if sc.get("procMount", "Default") != "Default":
+            problems.append(f"{where} procMount is not Default")
+        if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+            problems.append(f"{where} AppArmor Unconfined")
+        selinux = sc.get("seLinuxOptions") or {}
+        if selinux.get("user") or selinux.get("role"):
+            problems.append(f"{where} seLinuxOptions user/role set")
+        for port in c.get("ports", []):
+            if port.get("hostPort"):
+                problems.append(f"{where} uses hostPort {port['hostPort']}")
+        # Ours, beyond the profile: an immutable root filesystem.
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where} readOnlyRootFilesystem is not true")
+    return problems
+
+
+def test_pss_check_can_fail() -> None:
+    bad = {"hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+           "containers": [{"name": "c", "securityContext": {"privileged": True}}]}
+    assert len(pss_restricted_violations(bad)) >= 6
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_every_controller_image_pod_is_pss_restricted(name: str) -> None:
+    specs = [
+        (what, spec) for what, spec in pod_specs(case(name))
+        if any(CONTROLLER_IMAGE.search(c["image"]) for c in spec["containers"])
+    ]
+    kinds = {what.split("/")[0] for what, _ in specs}
+    assert {"Deployment", "Job"} <= kinds
+    for what, spec in specs:
+        assert pss_restricted_violations(spec) == [], what
+
+
+@pytest.mark.parametrize("name", ["tke-two-registries-with-hosts-values"])
+def test_hosts_updater_pod_touches_only_etc_hosts(name: str) -> None:
+    daemonset = one(case(name), "DaemonSet", "hosts-updater")
+    spec = daemonset["spec"]["template"]["spec"]
+    assert daemonset["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == "hosts-updater"
+    assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["hosts"] == {"name": "hosts", "hostPath": {"path": "/etc/hosts", "type": "File"}}
+    assert volumes["config"] == {"name": "config", "configMap": {"name": "updater-config"}}
+    assert len(volumes) == 2
+    (container,) = spec["containers"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert set(mounts) == {"/host/etc/hosts", "/etc/updater"}
+    assert all("subPath" not in m for m in mounts.values())
+    assert mounts["/etc/updater"]["readOnly"] is True
+    sc = container["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert not sc.get("privileged")
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["args"] == ["--config=/etc/updater/config.json", "--hosts-file=/host/etc/hosts", "--interval=60"]
+    config = json.loads(one(case(name), "ConfigMap", "updater-config")["data"]["config.json"])
+    values = case_values(name)
+    assert config == {"hosts": values["global"]["hosts"]}
+    sa = one(case(name), "ServiceAccount", "hosts-updater")
+    assert sa["automountServiceAccountToken"] is False
+
+
+def test_hosts_updater_enabled_modes() -> None:
+    def has_daemonset(*args: str) -> bool:
+        return bool(by_kind(render(None, *args), "DaemonSet"))
+
+    assert not has_daemonset(), "auto with no hosts: off"
+    assert has_daemonset("--set", "global.hosts[0].domain=a.example.com", "--set", "global.hosts[0].ip=10.0.0.1")
+    assert has_daemonset("--set", "hostsUpdater.enabled=true")
+    assert not by_kind(case("hosts-updater-off-values"), "DaemonSet")
+    assert not [m for m in case("hosts-updater-off-values") if m["metadata"]["name"] == "updater-config"]
+
+
+def test_validating_admission_policy_modes() -> None:
+    def kinds(*args: str, api: bool = True) -> set[str]:
+        return {m["kind"] for m in render(None, *args, api_versions=api)}
+
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds()
+    assert "ValidatingAdmissionPolicy" not in kinds(api=False), "auto: off where the API is not served"
+    assert "ValidatingAdmissionPolicy" in kinds("--set", "validatingAdmissionPolicy.enabled=true", api=False)
+    assert "ValidatingAdmissionPolicy" not in kinds("--set", "validatingAdmissionPolicy.enabled=false")
+    policy = one(render(None), "ValidatingAdmissionPolicy", "tcr-assistant-secret-writes")
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        f"request.userInfo.username == \"system:serviceaccount:{NAMESPACE}:tcr-assistant-controller-manager\"")
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                      "resources": ["secrets"]}]
+    binding = one(render(None), "ValidatingAdmissionPolicyBinding", "tcr-assistant-secret-writes")
+    assert binding["spec"] == {"policyName": "tcr-assistant-secret-writes", "validationActions": ["Deny"]}
+
+
+def test_rbac_least_privilege() -> None:
+    manifests = render(None)
+    role = one(manifests, "ClusterRole", "tcr-assistant-manager-role")
+    secret_verbs = {v for r in role["rules"] if "secrets" in r["resources"] for v in r["verbs"]}
+    assert secret_verbs == {"get", "create", "update", "patch", "delete"}, "no cluster-wide list/watch on Secrets"
+    for manifest in manifests:
+        if manifest["kind"] == "ClusterRole":
+            for rule in manifest["rules"]:
+                assert "*" not in rule["verbs"] and "*" not in rule["resources"], manifest["metadata"]["name"]
+                if "secrets" in rule["resources"]:
+                    assert not {"list", "watch"} & set(rule["verbs"]), manifest["metadata"]["name"]
+    credentials = one(manifests, "Role", "tcr-assistant-credentials-reader-role")
+    assert credentials["metadata"]["namespace"] == NAMESPACE
+    leases = one(manifests, "Role", "tcr-assistant-leader-election-role")
+    assert [r["resources"] for r in leases["rules"]] == [["leases"]]
+
+
+def test_every_rbac_rule_has_a_reason_comment() -> None:
+    files = [p for p in (CHART_DIR / "templates").rglob("*.yaml") if "kind: ClusterRole\n" in p.read_text()
+             or "kind: Role\n" in p.read_text()]
+    assert len(files) >= 6
+    for path in files:
+        lines = path.read_text().splitlines()
+        for index, line in enumerate(lines):
+            if line.strip().startswith("- apiGroups:"):
+                assert lines[index - 1].strip().startswith("#"), f"{path.name}:{index + 1} has no reason comment"
+
+
+def test_webhook_configuration_only_matches_our_api() -> None:
+    for name in CASE_IDS:
+        config = one(case(name), "ValidatingWebhookConfiguration", "tcr-assistant-validating-webhook-configuration")
+        (hook,) = config["webhooks"]
+        assert hook["rules"] == [{"apiGroups": ["tcr.tencentcloudcr.com"], "apiVersions": ["v1"],
+                                  "operations": ["CREATE", "UPDATE"], "resources": ["imagepullsecrets"],
+                                  "scope": "Cluster"}]
+        assert hook["sideEffects"] == "None"
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["matchPolicy"] == "Equivalent"
+        assert hook["clientConfig"]["service"] == {
+            "name": "tcr-assistant-webhook-service", "namespace": NAMESPACE,
+            "path": "/validate-tcr-tencentcloudcr-com-v1-imagepullsecret", "port": 443}
+        values = case_values(name)
+        webhook_values = values.get("webhook", {})
+        assert hook["failurePolicy"] == webhook_values.get("failurePolicy", "Fail")
+        assert hook["timeoutSeconds"] == webhook_values.get("timeoutSeconds", 5)
+    service = one(case("defaults"), "Service", "tcr-assistant-webhook-service")
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "webhook-server", "protocol": "TCP"}]
+    container = one(case("defaults"), "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
+        "containers"][0]
+    assert {"name": "webhook-server", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
+
+
+def _verify_signed_by(cert: x509.Certificate, ca: x509.Certificate) -> None:
+    key = ca.public_key()
+    assert cert.signature_hash_algorithm is not None
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    else:  # pragma: no cover - genCA makes RSA keys
+        raise AssertionError(f"unexpected CA key {type(key)}")
+
+
+def test_generated_webhook_certificate_matches_ca_bundle() -> None:
+    manifests = case("defaults")
+    secret = one(manifests, "Secret", "tcr-assistant-webhook-server-cert")
+    assert secret["type"] == "kubernetes.io/tls"
+    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    config = one(manifests, "ValidatingWebhookConfiguration", "tcr-assistant-validating-webhook-configuration")
+    assert base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]) == data["ca.crt"]
+    ca = x509.load_pem_x509_certificate(data["ca.crt"])
+    cert = x509.load_pem_x509_certificate(data["tls.crt"])
+    _verify_signed_by(cert, ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert f"tcr-assistant-webhook-service.{NAMESPACE}.svc" in names
+    assert cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3000)
+    key = load_pem_private_key(data["tls.key"], password=None)
+    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+
+
+def test_cert_manager_mode() -> None:
+    manifests = case("cert-manager-values")
+    assert not [m for m in manifests if m["kind"] == "Secret"], "cert-manager writes the Secret"
+    certificate = one(manifests, "Certificate", "tcr-assistant-serving-cert")
+    assert certificate["spec"]["secretName"] == "tcr-assistant-webhook-server-cert"
+    assert certificate["spec"]["issuerRef"] == {"name": "tcr-assistant-selfsigned-issuer", "kind": "Issuer",
+                                                 "group": "cert-manager.io"}
+    assert f"tcr-assistant-webhook-service.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert one(manifests, "Issuer", "tcr-assistant-selfsigned-issuer")["spec"] == {"selfSigned": {}}
+    config = one(manifests, "ValidatingWebhookConfiguration", "tcr-assistant-validating-webhook-configuration")
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/tcr-assistant-serving-cert")
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    own_issuer = render(None, "--set", "webhook.certManager.enabled=true",
+                        "--set", "webhook.certManager.issuerRef.name=corp-ca",
+                        "--set", "webhook.certManager.issuerRef.kind=ClusterIssuer")
+    assert not by_kind(own_issuer, "Issuer")
+    assert one(own_issuer, "Certificate", "tcr-assistant-serving-cert")["spec"]["issuerRef"] == {
+        "name": "corp-ca", "kind": "ClusterIssuer"}
+
+
+def test_controller_deployment_contract() -> None:
+    deployment = one(case("defaults"), "Deployment", "tcr-assistant-controller-manager")
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["command"] == ["tcr-assistant"]
+    assert container["args"] == [
+        "run", "--leader-elect", "--lease-name=tcr-assistant-leader", "--namespace=$(POD_NAMESPACE)",
+        "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--webhook-port=9443",
+        "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs",
+    ]
+    assert container["env"][0] == {
+        "name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-cert")
+    assert mount == {"name": "webhook-cert", "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": True}
+    volume = next(v for v in spec["volumes"] if v["name"] == "webhook-cert")
+    assert volume["secret"]["secretName"] == "tcr-assistant-webhook-server-cert"
+    assert container["image"] == "ghcr.io/tcr-addon/tcr-assistant:0.1.0"
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "30Mi"}
+    assert spec["serviceAccountName"] == "tcr-assistant-controller-manager"
+    assert deployment["spec"]["replicas"] == 1
+    pinned = one(case("existing-secret-values"), "Deployment", "tcr-assistant-controller-manager")
+    assert pinned["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "ghcr.io/tcr-addon/tcr-assistant:0.1.0@sha256:" + "0123456789abcdef" * 4)
+    no_webhook = render(None, "--set", "webhook.enabled=false", "--set", "controller.leaderElection.enabled=false")
+    assert not by_kind(no_webhook, "ValidatingWebhookConfiguration") and not by_kind(no_webhook, "Service")
+    args = one(no_webhook, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert "--webhook-port=0" in args and "--leader-elect" not in args
+
+
+def test_hooks_cleanup_and_helm_test() -> None:
+    manifests = case("tke-two-registries-with-hosts-values")
+    job = one(manifests, "Job", "tcr-assistant-cleanup")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["cleanup", f"--selector=app.kubernetes.io/instance={RELEASE}", "--timeout=300"]
+    hooks = [m for m in manifests if is_hook(m)]
+    pre_delete = {f"{m['kind']}/{m['metadata']['name']}" for m in hooks
+                  if m["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"}
+    assert pre_delete == {"ServiceAccount/tcr-assistant-cleanup", "ClusterRole/tcr-assistant-cleanup-role",
+                          "ClusterRoleBinding/tcr-assistant-cleanup-rolebinding", "Job/tcr-assistant-cleanup"}
+    pod = one(manifests, "Pod", "tcr-assistant-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["containers"][0]["args"] == [
+        "check", "--namespace=default", "--service-account=default", "--timeout=60",
+        "tcr-abcdefgh-vpc", "tcr-abcdefgh-public"]
+    test_hooks = {f"{m['kind']}/{m['metadata']['name']}" for m in hooks
+                  if m["metadata"]["annotations"]["helm.sh/hook"] == "test"}
+    assert test_hooks == {"ServiceAccount/tcr-assistant-test", "Role/tcr-assistant-test-role",
+                          "RoleBinding/tcr-assistant-test-rolebinding", "Pod/tcr-assistant-test"}
+    role = one(manifests, "Role", "tcr-assistant-test-role")
+    assert {v for r in role["rules"] for v in r["verbs"]} == {"get"}
+    for hook in hooks:
+        weight = int(hook["metadata"]["annotations"]["helm.sh/hook-weight"])
+        assert weight == (0 if hook["kind"] in ("Job", "Pod") else -10), "RBAC before the Pod"
+    events = {e for m in hooks for e in m["metadata"]["annotations"]["helm.sh/hook"].split(",")}
+    assert events == {"pre-delete", "test"}, "install and upgrade never wait on a hook"
+    assert not by_kind(render(None, "--set", "cleanup.enabled=false"), "Job")
+    assert not by_kind(case("defaults"), "Pod"), "no registry: nothing for helm test to check"
+
+
+def test_crd_template_on_upgrade_is_the_crds_file() -> None:
+    """`helm install` takes the CRD from crds/; upgrades render the same file from templates/."""
+    install = render(None, api_versions=False)
+    assert len(by_kind(install, "CustomResourceDefinition")) == 1, "install: crds/ only"
+    upgrade = render(None, "--is-upgrade", api_versions=False)
+    crds = by_kind(upgrade, "CustomResourceDefinition")
+    assert len(crds) == 2, "upgrade: crds/ (ignored by helm upgrade) and the template"
+    static = yaml.safe_load(CRD_FILE.read_text())
+    templated = next(c for c in crds if "helm.sh/chart" in c["metadata"]["labels"])
+    assert templated["spec"] == static["spec"]
+    assert templated["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert static["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert static["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
+    assert static["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == NAMESPACE
+
+
+def test_crd_shape() -> None:
+    crd = load_crd()
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == "imagepullsecrets.tcr.tencentcloudcr.com"
+    assert spec["group"] == "tcr.tencentcloudcr.com" and spec["scope"] == "Cluster"
+    assert spec["names"]["kind"] == "ImagePullSecret" and spec["names"]["plural"] == "imagepullsecrets"
+    assert spec["names"]["shortNames"] == ["ips", "ipss"]
+    (version,) = spec["versions"]
+    assert version["name"] == "v1" and version["served"] and version["storage"]
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["NAMESPACES", "SERVICE-ACCOUNTS", "SECRETS-DESIRED", "SECRETS-SUCCESS", "AGE"]
+    schema = version["schema"]["openAPIV3Schema"]
+    status = schema["properties"]["status"]["properties"]
+    assert set(status) == {"secretsDesired", "secretsSuccess", "sAsDesired", "sAsSuccess", "secretUpdateSuccessful",
+                           "serviceAccountsModifySuccessful", "observedGeneration", "conditions"}
+    docker = schema["properties"]["spec"]["properties"]["docker"]["properties"]
+    assert {"server", "username", "password", "passwordSecretRef"} == set(docker)
+    assert "namespace" not in docker["passwordSecretRef"]["properties"], "own namespace only"
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if path not in ("", ".metadata", ".apiVersion", ".kind") or path == "":
+            assert node.get("description") or path in (".metadata",), f"no description at {path or '<root>'}"
+        for key, sub in node.get("properties", {}).items():
+            if key != "metadata":
+                walk(sub, f"{path}.{key}")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+
+    walk(schema, "")
+
+
+def test_objects_of_the_original_have_their_names() -> None:
+    manifests = case("tke-two-registries-with-hosts-values")
+    present = {(m["kind"], m["metadata"]["name"]) for m in manifests if not is_hook(m)}
+    expected = {
+        ("ClusterRole", "tcr-assistant-manager-role"),
+        ("ClusterRoleBinding", "tcr-assistant-manager-rolebinding"),
+        ("Role", "tcr-assistant-leader-election-role"),
+        ("RoleBinding", "tcr-assistant-leader-election-rolebinding"),
+        ("Secret", "tcr-assistant-webhook-server-cert"),
+        ("Service", "tcr-assistant-webhook-service"),
+        ("ValidatingWebhookConfiguration", "tcr-assistant-validating-webhook-configuration"),
+        ("CustomResourceDefinition", "imagepullsecrets.tcr.tencentcloudcr.com"),
+        ("ImagePullSecret", "tcr-abcdefgh-vpc"),
+        ("ImagePullSecret", "tcr-abcdefgh-public"),
+        ("Deployment", "tcr-assistant-controller-manager"),
+        ("ConfigMap", "updater-config"),
+        ("DaemonSet", "hosts-updater"),
+        ("ServiceAccount", "tcr-assistant-controller-manager"),
+        ("ServiceAccount", "hosts-updater"),
+    }
+    assert expected <= present, expected - present
+    for manifest in manifests:
+        labels = manifest["metadata"].get("labels", {})
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/part-of",
+                    "app.kubernetes.io/managed-by"):
+            assert key in labels, f"{manifest['kind']}/{manifest['metadata']['name']} lacks {key}"
+        if manifest["metadata"].get("namespace") not in (None, NAMESPACE):
+            assert manifest["metadata"]["namespace"] == "default" and is_hook(manifest)
+
+
+def test_common_labels_and_annotations_reach_every_object() -> None:
+    for manifest in case("hosts-updater-off-values"):
+        if manifest["metadata"].get("labels", {}).get("helm.sh/chart") is None:
+            continue  # the static crds/ file
+        assert manifest["metadata"]["labels"]["example.com/owner"] == "platform"
+        assert manifest["metadata"]["annotations"]["example.com/contact"] == "platform@example.com"
+    deployment = one(case("hosts-updater-off-values"), "Deployment", "tcr-assistant-controller-manager")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["team"] == "platform"
+    assert template["metadata"]["annotations"]["example.com/note"] == "controller"
+    assert template["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert deployment["spec"]["replicas"] == 2
+

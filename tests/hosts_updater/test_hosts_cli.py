@@ -1,0 +1,312 @@
+"""The hosts-updater command on temp files, as a subprocess: --once, --remove, the daemon loop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hosts_helpers import ConfigMapDir, config_json, run_cli, start_cli, wait_until
+
+from hosts_updater.cli import EXIT_CONFIG, EXIT_DAMAGED, EXIT_IO, EXIT_REPLACED
+from hosts_updater.core import BEGIN, END, Entry, render
+
+ORIGINAL = b"127.0.0.1\tlocalhost\r\n# keep me\r\n\r\n::1 ip6-localhost ip6-loopback\r\n10.9.9.9 last-no-newline"
+A = {"domain": "tcr-x.tencentcloudcr.com", "ip": "10.0.0.12", "disabled": False}
+B = {"domain": "tcr-x-vpc.tencentcloudcr.com", "ip": "172.16.0.7", "disabled": False}
+
+
+def expected(*hosts: dict[str, object]) -> bytes:
+    return render(ORIGINAL, [Entry(str(h["ip"]), str(h["domain"])) for h in hosts if not h.get("disabled")])
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    hosts = tmp_path / "hosts"
+    hosts.write_bytes(ORIGINAL)
+    config = tmp_path / "config.json"
+    config.write_text(config_json([A, B]))
+    return hosts, config
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_help_documents_the_interface() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for text in (
+        "--config FILE",
+        "--hosts-file PATH",
+        "--once",
+        "--interval S",
+        "--remove",
+        "exit codes",
+        BEGIN.decode(),
+    ):
+        assert text in result.stdout
+
+
+def test_usage_errors() -> None:
+    assert run_cli("--once", "--hosts-file", "/nonexistent").returncode == 2  # no --config
+    assert run_cli("--config", "c", "--hosts-file", "h", "--interval", "0").returncode == 2
+    assert run_cli("--config", "c").returncode == 2  # no --hosts-file
+
+
+def test_once_applies_then_is_a_no_op(files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    inode = hosts.stat().st_ino
+    result = run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    assert result.returncode == 0, result.stderr
+    assert hosts.read_bytes() == expected(A, B)
+    assert hosts.stat().st_ino == inode
+    stamp = hosts.stat().st_mtime_ns
+    again = run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    assert again.returncode == 0
+    assert hosts.stat().st_mtime_ns == stamp  # not written again
+    assert "wrote" not in again.stderr
+
+
+def test_disabled_and_empty_configs_remove_our_lines(files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    config.write_text(config_json([A, {**B, "disabled": True}]))
+    assert run_cli("--config", str(config), "--hosts-file", str(hosts), "--once").returncode == 0
+    assert hosts.read_bytes() == expected(A)
+    config.write_text(config_json([{**A, "disabled": True}]))
+    assert run_cli("--config", str(config), "--hosts-file", str(hosts), "--once").returncode == 0
+    assert hosts.read_bytes() == ORIGINAL
+    run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    for empty in ('{"hosts": []}', '{"hosts": null}', "{}"):
+        config.write_text(config_json([A]))
+        run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+        config.write_text(empty)
+        assert run_cli("--config", str(config), "--hosts-file", str(hosts), "--once").returncode == 0
+        assert hosts.read_bytes() == ORIGINAL, empty
+
+
+def test_remove_once(files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    result = run_cli("--remove", "--once", "--hosts-file", str(hosts))
+    assert result.returncode == 0, result.stderr
+    assert hosts.read_bytes() == ORIGINAL
+    assert "removed our block" in result.stderr
+    assert run_cli("--remove", "--once", "--hosts-file", str(hosts)).returncode == 0  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "config is not valid JSON"),
+        (config_json([A, {"domain": "b.example.com", "ip": "10.0.0.300"}]), "hosts[1].ip: '10.0.0.300'"),
+        (config_json([{"domain": "https://x.example.com", "ip": "10.0.0.1"}]), "hosts[0].domain: 'https://x"),
+        (config_json([{**A, "port": 443}]), "hosts[0]: unknown key(s) 'port'"),
+        (config_json([A, {**A, "ip": "10.0.0.99"}]), "maps to 10.0.0.99 but hosts[0] maps it to 10.0.0.12"),
+    ],
+)
+def test_bad_config_changes_nothing(files: tuple[Path, Path], content: str, message: str) -> None:
+    hosts, config = files
+    run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    before = hosts.read_bytes()
+    stamp = hosts.stat().st_mtime_ns
+    config.write_text(content)
+    result = run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    assert result.returncode == EXIT_CONFIG
+    assert message in result.stderr
+    assert "hosts file not changed" in result.stderr
+    assert hosts.read_bytes() == before
+    assert hosts.stat().st_mtime_ns == stamp
+
+
+def test_missing_config_and_missing_hosts_file(tmp_path: Path, files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    result = run_cli("--config", str(tmp_path / "nope.json"), "--hosts-file", str(hosts), "--once")
+    assert result.returncode == EXIT_CONFIG
+    assert "cannot read config" in result.stderr
+    assert hosts.read_bytes() == ORIGINAL
+    result = run_cli("--config", str(config), "--hosts-file", str(tmp_path / "nohosts"), "--once")
+    assert result.returncode == EXIT_IO
+    assert "cannot open hosts file" in result.stderr
+
+
+def test_damaged_block_is_left_alone(files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    damaged = ORIGINAL + b"\n" + BEGIN + b"\n10.0.0.12 tcr-x.tencentcloudcr.com\n# someone deleted our END line\n"
+    hosts.write_bytes(damaged)
+    for args in (("--config", str(config)), ("--remove",)):
+        result = run_cli(*args, "--hosts-file", str(hosts), "--once")
+        assert result.returncode == EXIT_DAMAGED
+        assert "line 6: BEGIN marker without a matching END marker" in result.stderr
+        assert hosts.read_bytes() == damaged
+
+
+def test_unwritable_hosts_path_is_an_io_error(files: tuple[Path, Path], tmp_path: Path) -> None:
+    # The tests run as root, which ignores file modes: a directory is a path nobody can write as a file.
+    _, config = files
+    directory = tmp_path / "not-a-file"
+    directory.mkdir()
+    result = run_cli("--config", str(config), "--hosts-file", str(directory), "--once")
+    assert result.returncode == EXIT_IO
+    assert "cannot open hosts file" in result.stderr
+
+
+def test_daemon_follows_configmap_updates_and_repairs_the_file(
+    tmp_path: Path, daemons: list[subprocess.Popen[str]]
+) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_bytes(ORIGINAL)
+    volume = ConfigMapDir(tmp_path / "etc-updater")
+    volume.publish(config_json([A]))
+    ready = tmp_path / "ready"
+    log = tmp_path / "log"
+    proc = start_cli(
+        "--config",
+        str(volume.path),
+        "--hosts-file",
+        str(hosts),
+        "--interval",
+        "0.1",
+        "--ready-file",
+        str(ready),
+        log=log,
+    )
+    daemons.append(proc)
+    wait_until(lambda: hosts.read_bytes() == expected(A), what="first apply")
+    wait_until(ready.exists, what="ready file")
+
+    volume.publish(config_json([A, B]))  # kubelet-style ..data symlink swap
+    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="config change applied")
+
+    hosts.write_bytes(ORIGINAL)  # someone rewrites the file in place without our lines
+    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="lines re-applied")
+
+    volume.publish("{broken")  # bad config: last good state stays
+    wait_until(lambda: "config is not valid JSON" in log.read_text(), what="bad JSON reported")
+    volume.publish(config_json([{"domain": "x.example.com", "ip": "10.0.0.300"}]))
+    wait_until(lambda: "10.0.0.300" in log.read_text(), what="bad IP reported")
+    hosts.write_bytes(ORIGINAL)
+    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="last good config re-applied")
+
+    volume.publish(config_json([{**A, "disabled": True}, {**B, "disabled": True}]))
+    wait_until(lambda: hosts.read_bytes() == ORIGINAL, what="disabled entries removed")
+
+    volume.publish(config_json([B]))
+    wait_until(lambda: hosts.read_bytes() == expected(B), what="re-enabled")
+
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    err = log.read_text()
+    assert proc.returncode == 0
+    assert hosts.read_bytes() == expected(B)  # SIGTERM keeps our lines (rolling updates must not flap)
+    assert "10.0.0.300" in err and "keeping the last good config" in err
+    assert err.count("keeping the last good config") == 2  # one line per distinct problem, not per pass
+    assert "stopping on SIGTERM" in err
+    assert not ready.exists()
+
+
+def test_daemon_bad_config_at_start_touches_nothing(
+    tmp_path: Path, files: tuple[Path, Path], daemons: list[subprocess.Popen[str]]
+) -> None:
+    hosts, config = files
+    config.write_text("[]")
+    ready = tmp_path / "ready"
+    log = tmp_path / "log"
+    proc = start_cli(
+        "--config", str(config), "--hosts-file", str(hosts), "--interval", "0.1", "--ready-file", str(ready), log=log
+    )
+    daemons.append(proc)
+    wait_until(lambda: "must be a JSON object" in log.read_text(), what="config error reported")
+    assert hosts.read_bytes() == ORIGINAL
+    assert not ready.exists()
+    config.write_text(config_json([A]))
+    wait_until(lambda: hosts.read_bytes() == expected(A), what="applied once the config is fixed")
+    wait_until(ready.exists, what="ready")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    assert log.read_text().count("must be a JSON object") == 1
+
+
+@pytest.mark.parametrize("how", ["rename", "unlink"])
+def test_daemon_exits_when_the_hosts_file_is_replaced(
+    tmp_path: Path, files: tuple[Path, Path], daemons: list[subprocess.Popen[str]], how: str
+) -> None:
+    hosts, config = files
+    log = tmp_path / "log"
+    proc = start_cli("--config", str(config), "--hosts-file", str(hosts), "--interval", "0.1", log=log)
+    daemons.append(proc)
+    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="first apply")
+    if how == "rename":
+        fresh = tmp_path / "hosts.new"
+        fresh.write_bytes(ORIGINAL)
+        os.rename(fresh, hosts)
+    else:
+        hosts.unlink()
+    assert proc.wait(timeout=10) == EXIT_REPLACED
+    err = log.read_text()
+    assert "restart" in err or "no longer exists" in err or "link count 0" in err
+    if how == "rename":
+        assert hosts.read_bytes() == ORIGINAL  # the new file was not touched by the stale process
+
+
+def test_uninstall_sequence_remove_daemon_signals_readiness_after_removal(
+    tmp_path: Path, files: tuple[Path, Path], daemons: list[subprocess.Popen[str]]
+) -> None:
+    """What the proposed pre-delete hook relies on: the normal updater is stopped (SIGTERM keeps
+    the lines), a `--remove` updater takes its place, and its ready file (readiness probe) exists
+    only once the block is gone, so "rollout complete" means "every node is clean"."""
+    hosts, config = files
+    normal = start_cli("--config", str(config), "--hosts-file", str(hosts), "--interval", "0.1", log=tmp_path / "a")
+    daemons.append(normal)
+    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="applied")
+    normal.terminate()
+    assert normal.wait(timeout=10) == 0
+    assert hosts.read_bytes() == expected(A, B)
+
+    ready = tmp_path / "ready"
+    proc = start_cli(
+        "--remove", "--hosts-file", str(hosts), "--interval", "0.1", "--ready-file", str(ready), log=tmp_path / "b"
+    )
+    daemons.append(proc)
+    wait_until(ready.exists, what="ready after removal")
+    assert hosts.read_bytes() == ORIGINAL
+    hosts.write_bytes(expected(A))  # an old updater raced us: removed again on the next pass
+    wait_until(lambda: hosts.read_bytes() == ORIGINAL, what="removed again")
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    assert hosts.read_bytes() == ORIGINAL
+    assert not ready.exists()
+
+
+def test_console_script_is_installed(files: tuple[Path, Path]) -> None:
+    script = Path(sys.executable).parent / "hosts-updater"
+    assert script.exists() or shutil.which("hosts-updater"), "hosts-updater is not installed: run `make setup`"
+    hosts, config = files
+    result = subprocess.run(
+        [
+            str(script if script.exists() else shutil.which("hosts-updater")),
+            "--config",
+            str(config),
+            "--hosts-file",
+            str(hosts),
+            "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert hosts.read_bytes() == expected(A, B)
+    assert END in hosts.read_bytes()

@@ -1,0 +1,69 @@
+"""Fixtures for the webhook suite: serving certificates, a running WebhookServer, hypothesis profiles.
+
+Shared helpers (the seed sample, certificate files, the CRD and webhook configuration through
+the real API server) are in ``webhook_support.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from kubernetes import client, config
+from webhook_support import loopback_pair, write_pair
+
+from harness import cluster
+from harness.pki import CertificateAuthority
+from support import pointed_at
+from tcr_assistant.webhook import WebhookServer
+
+
+@pytest.fixture(scope="package")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
+    """A control plane of the webhook suite's own: it swaps the CRD (with and without its rules) and
+    registers webhooks for ImagePullSecrets, which must not disturb the other suites' shared plane."""
+    with cluster.running(Path(tmp_path_factory.mktemp("webhook-plane"))) as plane, pointed_at(plane):
+        yield plane
+
+
+@pytest.fixture(scope="package")
+def kube(control_plane: cluster.ControlPlane) -> client.ApiClient:
+    return config.new_client_from_config(str(control_plane.kubeconfig))
+
+# Default runs: ~200 examples per property; `pytest -m long` tests use the "long" profile explicitly.
+settings.register_profile(
+    "webhook-default",
+    max_examples=200,
+    deadline=2000,  # ms per example: a generous bound that still catches pathological (e.g. regex) blow-ups
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "webhook-long",
+    max_examples=10_000,
+    deadline=2000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture(scope="session")
+def webhook_ca() -> CertificateAuthority:
+    return CertificateAuthority("tcr-addon-webhook-test-ca")
+
+
+@pytest.fixture
+def cert_dir(tmp_path: Path, webhook_ca: CertificateAuthority) -> Path:
+    directory = tmp_path / "serving-certs"
+    write_pair(directory, loopback_pair(webhook_ca))
+    return directory
+
+
+@pytest.fixture
+def webhook_server(cert_dir: Path) -> Iterator[WebhookServer]:
+    server = WebhookServer("127.0.0.1", 0, cert_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,265 @@
+"""The HTTPS server: paths, limits, timeouts, garbage, certificate reload, stop."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from webhook_support import loopback_pair, sample, write_pair
+
+from harness.pki import CertificateAuthority
+from tcr_assistant import webhook
+from tcr_assistant.webhook import MAX_BODY_BYTES, WEBHOOK_PATH, WebhookServer
+
+CLIENT_TIMEOUT = 30  # a bound so a broken server fails the test instead of hanging it; never asserted on
+
+
+def client_context(ca: CertificateAuthority) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+
+def connect(server: WebhookServer, ca: CertificateAuthority) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection("127.0.0.1", server.port, context=client_context(ca), timeout=CLIENT_TIMEOUT)
+
+
+def review_body(uid: str = "uid-1", obj: Any = None) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "operation": "CREATE",
+                "resource": {"group": "tcr.tencentcloudcr.com", "version": "v1", "resource": "imagepullsecrets"},
+                "object": sample() if obj is None else obj,
+            },
+        }
+    ).encode()
+
+
+def post(conn: http.client.HTTPSConnection, body: bytes, path: str = WEBHOOK_PATH + "?timeout=5s") -> tuple[int, Any]:
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    return response.status, json.loads(data) if data.startswith(b"{") else data
+
+
+def tls_socket(server: WebhookServer, ca: CertificateAuthority) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)
+    return client_context(ca).wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_healthz(webhook_server: WebhookServer, webhook_ca: CertificateAuthority) -> None:
+    conn = connect(webhook_server, webhook_ca)
+    conn.request("GET", "/healthz")
+    response = conn.getresponse()
+    assert (response.status, response.read()) == (200, b"ok")
+
+
+def test_review_over_https_with_keep_alive(webhook_server: WebhookServer, webhook_ca: CertificateAuthority) -> None:
+    conn = connect(webhook_server, webhook_ca)
+    status, doc = post(conn, review_body("a"))
+    assert status == 200
+    assert doc["response"] == {"uid": "a", "allowed": True}
+    status, doc = post(conn, review_body("b", sample(docker__server="https://x")))  # same connection
+    assert status == 200
+    assert doc["response"]["uid"] == "b"
+    assert doc["response"]["allowed"] is False
+    assert "spec.docker.server" in doc["response"]["status"]["message"]
+
+
+def test_other_paths_and_methods(webhook_server: WebhookServer, webhook_ca: CertificateAuthority) -> None:
+    conn = connect(webhook_server, webhook_ca)
+    status, _ = post(conn, review_body(), path="/validate-something-else")
+    assert status == 404
+    conn = connect(webhook_server, webhook_ca)
+    conn.request("PUT", WEBHOOK_PATH, body=b"{}")
+    assert conn.getresponse().status == 405
+
+
+def test_garbage_gets_400(webhook_server: WebhookServer, webhook_ca: CertificateAuthority) -> None:
+    conn = connect(webhook_server, webhook_ca)
+    status, doc = post(conn, b"\x00\xffnot json")
+    assert status == 400
+    assert doc["response"]["uid"] == ""
+    assert doc["response"]["allowed"] is False
+
+
+def test_oversized_body_is_refused_without_reading_it(
+    webhook_server: WebhookServer, webhook_ca: CertificateAuthority
+) -> None:
+    sock = tls_socket(webhook_server, webhook_ca)
+    sock.sendall(
+        f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
+        + b"{" * 1000
+    )
+    reply = read_all(sock)
+    assert reply.startswith(b"HTTP/1.1 413")
+
+
+def test_missing_content_length_gets_411(webhook_server: WebhookServer, webhook_ca: CertificateAuthority) -> None:
+    sock = tls_socket(webhook_server, webhook_ca)
+    sock.sendall(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".encode())
+    assert read_all(sock).startswith(b"HTTP/1.1 411")
+
+
+def test_bad_request_lines_are_answered(webhook_server: WebhookServer, webhook_ca: CertificateAuthority) -> None:
+    sock = tls_socket(webhook_server, webhook_ca)
+    sock.sendall(b"\x00\x01garbage garbage garbage garbage\r\n\r\n")
+    assert b"400" in read_all(sock)  # an HTTP/0.9-style error page: the request line is unparseable
+    sock = tls_socket(webhook_server, webhook_ca)
+    sock.sendall(b"POST " + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n")
+    assert read_all(sock).startswith(b"HTTP/1.1 414")
+    # Plain HTTP on the TLS port: the handshake fails, the server carries on.
+    with socket.create_connection(("127.0.0.1", webhook_server.port), timeout=CLIENT_TIMEOUT) as plain:
+        plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_all(plain)
+    status, _ = post(connect(webhook_server, webhook_ca), review_body())
+    assert status == 200
+
+
+def test_stalled_clients_do_not_block_others_and_are_dropped(
+    monkeypatch: pytest.MonkeyPatch, cert_dir: Path, webhook_ca: CertificateAuthority
+) -> None:
+    monkeypatch.setattr(webhook, "SOCKET_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(webhook._Handler, "timeout", 0.5)
+    with WebhookServer("127.0.0.1", 0, cert_dir) as server:
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)  # no handshake
+        half = tls_socket(server, webhook_ca)
+        half.sendall(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())
+        # Others are served meanwhile.
+        status, doc = post(connect(server, webhook_ca), review_body("other"))
+        assert (status, doc["response"]["uid"]) == (200, "other")
+        # The stalled ones are closed by the server (their reads end) instead of hanging forever.
+        assert read_all(half) == b""
+        assert read_all(silent) == b""
+        silent.close()
+        half.close()
+
+
+def test_stop_closes_open_connections(cert_dir: Path, webhook_ca: CertificateAuthority) -> None:
+    server = WebhookServer("127.0.0.1", 0, cert_dir)
+    server.start()
+    port = server.port
+    conn = connect(server, webhook_ca)
+    assert post(conn, review_body())[0] == 200
+    server.stop()
+    assert server.port == port
+    with pytest.raises((OSError, http.client.HTTPException)):
+        post(conn, review_body())
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT).close()
+    server.stop()  # idempotent
+
+
+def test_starts_without_certificates_and_picks_them_up(tmp_path: Path, webhook_ca: CertificateAuthority) -> None:
+    cert_dir = tmp_path / "later"
+    with WebhookServer("127.0.0.1", 0, cert_dir) as server:
+        with pytest.raises((OSError, ssl.SSLError)):
+            post(connect(server, webhook_ca), review_body())
+        write_pair(cert_dir, loopback_pair(webhook_ca))
+        assert post(connect(server, webhook_ca), review_body())[0] == 200
+
+
+def peer_serial(server: WebhookServer, ca: CertificateAuthority) -> int:
+    conn = connect(server, ca)
+    status, _ = post(conn, review_body())
+    assert status == 200
+    assert conn.sock is not None
+    der = conn.sock.getpeercert(binary_form=True)
+    assert der is not None
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_certificate_rotation_by_file_replacement(cert_dir: Path, webhook_ca: CertificateAuthority) -> None:
+    with WebhookServer("127.0.0.1", 0, cert_dir) as server:
+        first = peer_serial(server, webhook_ca)
+        kept = connect(server, webhook_ca)
+        assert post(kept, review_body())[0] == 200
+
+        # A new CA and certificate, written the way a naive writer does: one file, then the other.
+        new_ca = CertificateAuthority("rotated-ca")
+        new_pair = loopback_pair(new_ca)
+        (cert_dir / "tls.crt").write_bytes(new_pair.cert_pem)  # key not yet updated: pair mismatched
+        assert peer_serial(server, webhook_ca) == first  # the old certificate keeps being served
+        tmp = cert_dir / "tls.key.tmp"
+        tmp.write_bytes(new_pair.key_pem)
+        os.replace(tmp, cert_dir / "tls.key")
+
+        second = peer_serial(server, new_ca)
+        assert second != first
+        with pytest.raises(ssl.SSLCertVerificationError):
+            peer_serial(server, webhook_ca)  # the old CA no longer verifies new connections
+        assert post(kept, review_body())[0] == 200  # an established connection keeps working
+        assert server.certs.loads == 2
+
+
+def test_certificate_rotation_like_a_secret_volume(tmp_path: Path, webhook_ca: CertificateAuthority) -> None:
+    # kubelet's atomic writer: files are symlinks through "..data", which is swapped atomically.
+    cert_dir = tmp_path / "secret-volume"
+    cert_dir.mkdir()
+
+    def publish(version: str, ca: CertificateAuthority) -> None:
+        write_pair(cert_dir / version, loopback_pair(ca))
+        link = cert_dir / "..data_tmp"
+        link.symlink_to(version)
+        os.replace(link, cert_dir / "..data")
+
+    publish("..v1", webhook_ca)
+    for name in ("tls.crt", "tls.key"):
+        (cert_dir / name).symlink_to(f"..data/{name}")
+    with WebhookServer("127.0.0.1", 0, cert_dir) as server:
+        first = peer_serial(server, webhook_ca)
+        new_ca = CertificateAuthority("rotated-ca-2")
+        publish("..v2", new_ca)
+        assert peer_serial(server, new_ca) != first
+
+
+def test_connection_limit_drops_extra_connections_and_recovers(
+    monkeypatch: pytest.MonkeyPatch, cert_dir: Path, webhook_ca: CertificateAuthority
+) -> None:
+    monkeypatch.setattr(webhook, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(webhook, "SOCKET_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(webhook._Handler, "timeout", 1.0)
+    with WebhookServer("127.0.0.1", 0, cert_dir) as server:
+        hogs = [tls_socket(server, webhook_ca) for _ in range(2)]  # hold both slots, send nothing
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)
+        assert read_all(extra) == b""  # closed at once, no handshake
+        extra.close()
+        for hog in hogs:  # the server times the idle ones out …
+            assert read_all(hog) == b""
+            hog.close()
+        status, _ = post(connect(server, webhook_ca), review_body("after"))  # … and serves again
+        assert status == 200
+
+
+def test_denials_are_logged_without_values(
+    webhook_server: WebhookServer, webhook_ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="tcr_assistant.webhook")
+    obj = sample(docker__password="hunter2-very-secret", docker__passwordSecretRef={"name": "x"})
+    status, doc = post(connect(webhook_server, webhook_ca), review_body("logged", obj))
+    assert status == 200 and doc["response"]["allowed"] is False
+    assert "logged" in caplog.text and "spec.docker" in caplog.text
+    assert "hunter2-very-secret" not in caplog.text
