@@ -56,7 +56,7 @@ def pull_secrets(core: client.CoreV1Api, namespace: str, account: str = "default
         if error.status == 404:
             return []
         raise
-    return [ref.name for ref in sa.image_pull_secrets or []]
+    return [str(ref.name) for ref in sa.image_pull_secrets or []]
 
 
 def docker_auth(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, Any] | None:
@@ -66,8 +66,18 @@ def docker_auth(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, 
         if error.status == 404:
             return None
         raise
-    assert secret.type == "kubernetes.io/dockerconfigjson"
+    assert secret.type == "kubernetes.io/dockerconfigjson" and secret.data is not None
     return dict(json.loads(base64.b64decode(secret.data[".dockerconfigjson"]))["auths"])
+
+
+def password_in(core: client.CoreV1Api, namespace: str) -> str | None:
+    auths = docker_auth(core, namespace, f"tcr.ips{SAMPLE}") or {}
+    return auths.get("fanjiankong-bj.tencentcloudcr.com", {}).get("password")
+
+
+def all_of(kind: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(kubectl("get", kind, "-A", "-o", "json").stdout)["items"]
+    return items
 
 
 def synced(name: str) -> bool:
@@ -112,8 +122,9 @@ class TestJourney:
     def test_new_namespace_is_served(self, core: client.CoreV1Api) -> None:
         for namespace in (TEAM, OTHER):
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        both = {f"tcr.ips{PUBLIC}", f"tcr.ips{SAMPLE}"}
         for namespace in (TEAM, OTHER):
-            wait_for(lambda ns=namespace: {f"tcr.ips{PUBLIC}", f"tcr.ips{SAMPLE}"} <= set(pull_secrets(core, ns)),
+            wait_for(lambda: both <= set(pull_secrets(core, namespace)),  # noqa: B023 (waited on at once)
                      timeout=60, what=f"default in new namespace {namespace} linked to both ImagePullSecrets")
 
     def test_new_service_account_is_linked(self, core: client.CoreV1Api) -> None:
@@ -127,17 +138,16 @@ class TestJourney:
     def test_password_change_reaches_every_secret(self, core: client.CoreV1Api) -> None:
         kubectl("patch", "ipss", SAMPLE, "--type=merge", "-p", '{"spec": {"docker": {"password": "rotated.token"}}}')
         for namespace in ("default", TEAM, OTHER):
-            wait_for(lambda ns=namespace: (docker_auth(core, ns, f"tcr.ips{SAMPLE}") or {}).get(
-                "fanjiankong-bj.tencentcloudcr.com", {}).get("password") == "rotated.token",
-                timeout=60, what=f"the new password in {namespace}")
+            wait_for(lambda: password_in(core, namespace) == "rotated.token",  # noqa: B023 (waited on at once)
+                     timeout=60, what=f"the new password in {namespace}")
 
     def test_upgrade_with_changed_values(self, release: Any, core: client.CoreV1Api, values_dir: Path) -> None:
         values = wizard(values_dir / "upgrade.yaml", ("e2e.tencentcloudcr.com", PUBLIC),
                         ("e2e-vpc.tencentcloudcr.com", VPC), namespaces=f"default,{TEAM}")
         release.upgrade(values)
         for namespace in ("default", TEAM):
-            wait_for(lambda ns=namespace: f"tcr.ips{VPC}" in pull_secrets(core, ns), timeout=60,
-                     what=f"the new registry's Secret linked in {namespace}")
+            wait_for(lambda: f"tcr.ips{VPC}" in pull_secrets(core, namespace),  # noqa: B023 (waited on at once)
+                     timeout=60, what=f"the new registry's Secret linked in {namespace}")
         # Narrowed: the namespace no longer listed loses the release's Secret and entry, keeps the sample's.
         wait_for(lambda: docker_auth(core, OTHER, f"tcr.ips{PUBLIC}") is None, timeout=60,
                  what=f"tcr.ips{PUBLIC} removed from {OTHER}")
@@ -158,19 +168,17 @@ class TestJourney:
         # Hand-made ImagePullSecrets are the user's: uninstall leaves them, so the user deletes them.
         kubectl("delete", "ipss", SAMPLE, "--wait=true", "--timeout=60s")
         release.uninstall()
-        leftovers = [f"{s.metadata.namespace}/{s.metadata.name}" for s in core.list_secret_for_all_namespaces().items
-                     if s.metadata.name in OURS]
+        leftovers = [f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in all_of("secrets")
+                     if s["metadata"]["name"] in OURS]
         assert leftovers == []
-        linked = [f"{sa.metadata.namespace}/{sa.metadata.name}"
-                  for sa in core.list_service_account_for_all_namespaces().items
-                  if OURS & {ref.name for ref in sa.image_pull_secrets or []}]
+        linked = [f"{sa['metadata']['namespace']}/{sa['metadata']['name']}" for sa in all_of("serviceaccounts")
+                  if OURS & {ref["name"] for ref in sa.get("imagePullSecrets") or []}]
         assert linked == []
         assert pull_secrets(core, TEAM, "builder") == ["users-own"]
         remaining = json.loads(kubectl("get", "ipss", "-o", "json").stdout)["items"]
         assert not [item["metadata"]["name"] for item in remaining if item["metadata"]["name"] in (PUBLIC, VPC)]
-        apps = client.AppsV1Api(e2e_kube)
-        assert [d.metadata.name for d in apps.list_namespaced_deployment("tcr-assistant-system").items] == []
-        hooks = client.AdmissionregistrationV1Api(e2e_kube).list_validating_webhook_configuration().items
-        assert "tcr-assistant-validating-webhook-configuration" not in [h.metadata.name for h in hooks]
+        assert [d for d in all_of("deployments") if d["metadata"]["namespace"] == "tcr-assistant-system"] == []
+        hooks = [h["metadata"]["name"] for h in all_of("validatingwebhookconfigurations")]
+        assert "tcr-assistant-validating-webhook-configuration" not in hooks
         for namespace in (TEAM, OTHER):
             core.delete_namespace(namespace)

@@ -48,6 +48,7 @@ def test_owned_object_is_garbage_collected(kube: client.ApiClient, test_namespac
     core = client.CoreV1Api(kube)
     owner = core.create_namespaced_config_map(
         test_namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner")))
+    assert owner.metadata is not None and owner.metadata.uid
     reference = client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
     core.create_namespaced_config_map(
         test_namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owned", owner_references=[reference])))
@@ -69,9 +70,11 @@ def test_service_account_token_carries_exactly_its_rbac(
     core = client.CoreV1Api(kube)
     core.create_namespaced_service_account(
         test_namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reader")))
-    token = core.create_namespaced_service_account_token(
+    status = core.create_namespaced_service_account_token(
         "reader", test_namespace, client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))).status.token
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))).status
+    assert status is not None
+    token = status.token
 
     configuration = client.Configuration()
     configuration.host = control_plane.server
