@@ -211,6 +211,14 @@ class ControlPlane:
             "--leader-elect=false", "--secure-port=0", "--v=1",
         ])
 
+    def crash_and_restart(self, name: str) -> None:
+        """SIGKILL one component (a crash: no graceful drain) and start it again with the same flags."""
+        proc = self.processes[name]
+        argv = [str(arg) for arg in proc.args]  # type: ignore[union-attr]
+        proc.kill()
+        proc.wait(30)
+        self._spawn(name, argv)
+
     def _admin_ssl_context(self) -> ssl.SSLContext:
         pki_dir = self.directory / "pki"
         context = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))

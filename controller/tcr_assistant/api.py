@@ -1,0 +1,38 @@
+"""Names and markers shared by the controller, the webhook, the chart and the tests (docs/DESIGN.md)."""
+
+from __future__ import annotations
+
+GROUP = "tcr.tencentcloudcr.com"
+VERSION = "v1"
+KIND = "ImagePullSecret"
+PLURAL = "imagepullsecrets"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+SECRET_PREFIX = "tcr.ips"
+SECRET_TYPE = "kubernetes.io/dockerconfigjson"
+SECRET_KEY = ".dockerconfigjson"
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "tcr-assistant"
+LABEL_IPS = f"{GROUP}/imagepullsecret"
+
+OPT_OUT_ANNOTATION = f"{GROUP}/opt-out"
+FINALIZER = f"{GROUP}/cleanup"
+
+LEASE_NAME = "tcr-assistant-leader"
+WEBHOOK_PATH = "/validate-tcr-tencentcloudcr-com-v1-imagepullsecret"
+
+DEFAULT_PASSWORD_KEY = "password"
+DEFAULT_HEALTH_ADDR = ":8081"
+DEFAULT_METRICS_ADDR = ":8080"
+DEFAULT_WEBHOOK_PORT = 9443
+DEFAULT_WEBHOOK_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
+STATUS_LIST_MAX = 50
+
+COMPONENT = "tcr-assistant"
+
+
+def secret_name(ips_name: str) -> str:
+    """Name of the Secret distributed for ImagePullSecret ``ips_name``."""
+    return SECRET_PREFIX + ips_name

@@ -1,0 +1,312 @@
+"""``tcr-assistant``: run the controller, or check/clean up for the chart's helm hooks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import api
+from .kube import IMAGEPULLSECRETS, SERVICEACCOUNTS, Kube, KubeError, make_api_client
+
+log = logging.getLogger("tcr_assistant")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: info); secret values are never logged",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tcr-assistant",
+        description="TCR Assistant: distributes registry pull Secrets (tcr.ips<name>) from ImagePullSecret "
+        "objects into namespaces and links them to ServiceAccounts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the controller (and the validating webhook)",
+        description="Run the controller: watch ImagePullSecrets, Namespaces and ServiceAccounts; "
+        "keep a Secret tcr.ips<name> in every matching namespace and list it in "
+        "imagePullSecrets of every matching ServiceAccount.",
+    )
+    _common(run)
+    run.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="the add-on's own namespace (holds the leader-election Lease and passwordSecretRef "
+        "Secrets; default: $POD_NAMESPACE, else the in-cluster namespace file)",
+    )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="use Lease leader election so only one replica acts (lease 15s, renew 10s, retry 2s)",
+    )
+    run.add_argument(
+        "--lease-name",
+        default=api.LEASE_NAME,
+        metavar="NAME",
+        help=f"name of the leader-election Lease (default: {api.LEASE_NAME})",
+    )
+    run.add_argument(
+        "--health-probe-bind-address",
+        default=api.DEFAULT_HEALTH_ADDR,
+        metavar="HOST:PORT",
+        help="serve /healthz and /readyz (ready = caches synced) here; 0 = off (default: :8081)",
+    )
+    run.add_argument(
+        "--metrics-bind-address",
+        default=api.DEFAULT_METRICS_ADDR,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics here; 0 = off (default: :8080)",
+    )
+    run.add_argument(
+        "--webhook-port",
+        type=int,
+        default=api.DEFAULT_WEBHOOK_PORT,
+        metavar="PORT",
+        help="HTTPS port of the validating webhook; 0 = off (default: 9443)",
+    )
+    run.add_argument(
+        "--webhook-host", default="", metavar="HOST", help="address the webhook listens on (default: all interfaces)"
+    )
+    run.add_argument(
+        "--webhook-cert-dir",
+        default=api.DEFAULT_WEBHOOK_CERT_DIR,
+        metavar="DIR",
+        help=f"directory with tls.crt and tls.key, reloaded when they change (default: {api.DEFAULT_WEBHOOK_CERT_DIR})",
+    )
+    run.add_argument("--workers", type=int, default=4, metavar="N", help="concurrent reconcile workers (default: 4)")
+    run.add_argument(
+        "--drift-check-qps",
+        type=float,
+        default=20.0,
+        metavar="QPS",
+        help="rate of GETs by name that check distributed Secrets for hand edits/deletions (default: 20/s)",
+    )
+    run.add_argument(
+        "--drift-check-period",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="start a full drift-check pass at most every S seconds (default: 60)",
+    )
+    run.add_argument(
+        "--watch-timeout",
+        type=int,
+        default=300,
+        metavar="S",
+        help="server-side watch timeout; the client read timeout is this plus 30s (default: 300)",
+    )
+
+    check = sub.add_parser(
+        "check",
+        help="verify that a namespace's ServiceAccount is set up (helm test)",
+        description="Exit 0 once, for each NAME, Secret tcr.ips<NAME> exists in the namespace "
+        "(type kubernetes.io/dockerconfigjson) and the ServiceAccount lists it in "
+        "imagePullSecrets; else exit 1 with what is missing after --timeout.",
+    )
+    _common(check)
+    check.add_argument("--namespace", required=True, metavar="NS", help="namespace to check")
+    check.add_argument(
+        "--service-account", default="default", metavar="NAME", help="ServiceAccount to check (default: default)"
+    )
+    check.add_argument("--timeout", type=float, default=60.0, metavar="S", help="wait up to S seconds (default: 60)")
+    check.add_argument("names", nargs="+", metavar="NAME", help="ImagePullSecret names")
+
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="delete ImagePullSecrets and wait for their cleanup (pre-delete hook)",
+        description="Delete every ImagePullSecret matching --selector and wait until they are "
+        "gone, i.e. the controller's finalizer has removed their Secrets and "
+        "ServiceAccount entries. Exit 1 if some remain after --timeout.",
+    )
+    _common(cleanup)
+    cleanup.add_argument(
+        "--selector",
+        required=True,
+        metavar="LABELSELECTOR",
+        help="label selector of the ImagePullSecrets to delete, e.g. app.kubernetes.io/instance=x",
+    )
+    cleanup.add_argument(
+        "--timeout", type=float, default=120.0, metavar="S", help="wait up to S seconds (default: 120)"
+    )
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .manager import Controller, Options, default_namespace, health_routes, metrics_routes, parse_bind, serve_http
+
+    namespace = args.namespace or default_namespace()
+    if not namespace:
+        log.error("--namespace not given and neither $POD_NAMESPACE nor the in-cluster namespace file is set")
+        return 2
+    kube = Kube(make_api_client(args.kubeconfig, pool_size=args.workers + 12))
+    opts = Options(
+        namespace=namespace,
+        workers=args.workers,
+        drift_qps=args.drift_check_qps,
+        drift_period=args.drift_check_period,
+        watch_timeout=args.watch_timeout,
+        read_timeout=args.watch_timeout + 30,
+        leader_elect=args.leader_elect,
+        lease_name=args.lease_name,
+    )
+    controller = Controller(kube, opts)
+    servers: list[Any] = []
+    for addr, routes in (
+        (args.health_probe_bind_address, health_routes(controller)),
+        (args.metrics_bind_address, metrics_routes(controller)),
+    ):
+        bind = parse_bind(addr)
+        if bind is not None:
+            servers.append(serve_http(bind, routes))
+    webhook: Any = None
+    if args.webhook_port:
+        from .webhook import WebhookServer
+
+        webhook = WebhookServer(args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir))
+        webhook.start()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        controller.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "tcr-assistant starting (namespace %s, leader election %s)", namespace, "on" if args.leader_elect else "off"
+    )
+    try:
+        code = controller.run()
+    finally:
+        if webhook is not None:
+            webhook.stop()
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+    log.info("tcr-assistant stopped (exit %d)", code)
+    return code
+
+
+# -- check ----------------------------------------------------------------------------------------
+
+
+def check_problems(kube: Kube, namespace: str, service_account: str, names: Sequence[str]) -> list[str]:
+    problems: list[str] = []
+    sa = kube.get(SERVICEACCOUNTS.path(namespace, service_account))
+    listed = {(e or {}).get("name") for e in (sa or {}).get("imagePullSecrets") or []}
+    if sa is None:
+        problems.append(f"ServiceAccount {namespace}/{service_account} does not exist")
+    for name in names:
+        secret = api.secret_name(name)
+        obj = kube.get_secret(namespace, secret)
+        if obj is None:
+            problems.append(
+                f"Secret {namespace}/{secret} does not exist (ImagePullSecret {name!r} does not "
+                f"select namespace {namespace!r}, or the controller is not running)"
+            )
+        elif obj.get("type") != api.SECRET_TYPE or api.SECRET_KEY not in (obj.get("data") or {}):
+            problems.append(f"Secret {namespace}/{secret} is not of type {api.SECRET_TYPE} with key {api.SECRET_KEY}")
+        if sa is not None and secret not in listed:
+            problems.append(f"ServiceAccount {namespace}/{service_account} does not list {secret} in imagePullSecrets")
+    return problems
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    kube = Kube(make_api_client(args.kubeconfig))
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            problems = check_problems(kube, args.namespace, args.service_account, args.names)
+        except KubeError as exc:
+            problems = [f"API error: {exc}"]
+        if not problems:
+            print(
+                f"ok: ServiceAccount {args.namespace}/{args.service_account} lists "
+                + ", ".join(api.secret_name(n) for n in args.names)
+                + " and the Secrets exist"
+            )
+            return 0
+        if time.monotonic() >= deadline:
+            for p in problems:
+                print(f"FAIL: {p}", file=sys.stderr)
+            return 1
+        time.sleep(1.0)
+
+
+# -- cleanup --------------------------------------------------------------------------------------
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    kube = Kube(make_api_client(args.kubeconfig))
+    path = IMAGEPULLSECRETS.path()
+    try:
+        items = kube.list_all(path, {"labelSelector": args.selector})["items"]
+    except KubeError as exc:
+        if exc.not_found:  # CRD already gone
+            print("no ImagePullSecret resource type; nothing to clean up")
+            return 0
+        raise
+    names = [i["metadata"]["name"] for i in items]
+    for name in names:
+        kube.delete(IMAGEPULLSECRETS.path(name=name))
+        print(f"deleting ImagePullSecret {name}")
+    deadline = time.monotonic() + args.timeout
+    remaining = list(names)
+    while remaining and time.monotonic() < deadline:
+        remaining = [n for n in remaining if kube.get(IMAGEPULLSECRETS.path(name=n)) is not None]
+        if remaining:
+            time.sleep(0.5)
+    if remaining:
+        print(
+            f"FAIL: still present after {args.timeout:.0f}s (is the controller running?): " + ", ".join(remaining),
+            file=sys.stderr,
+        )
+        return 1
+    print(f"cleaned up {len(names)} ImagePullSecret(s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    handlers = {"run": cmd_run, "check": cmd_check, "cleanup": cmd_cleanup}
+    try:
+        return handlers[args.command](args)
+    except KubeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

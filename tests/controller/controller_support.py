@@ -1,0 +1,280 @@
+"""Helpers for the controller's integration tests: the chart's CRD, an in-process controller,
+a raw JSON API helper, and a TCP proxy that can stall or cut the controller's connections."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tcr_assistant import api
+from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube
+from tcr_assistant.manager import Controller, Options
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "chart" / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
+ADDON_NS = "tcr-test-controller"  # not the chart's namespace: chart tests install there
+SAMPLE = {
+    "apiVersion": "tcr.tencentcloudcr.com/v1",
+    "kind": "ImagePullSecret",
+    "metadata": {"name": "imagepullsecret-sample"},
+    "spec": {
+        "namespaces": "*",
+        "serviceAccounts": "*",
+        "docker": {
+            "username": "100012345678",
+            "password": "tcr.jwt.token",
+            "server": "fanjiankong-bj.tencentcloudcr.com",
+        },
+    },
+}
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class K:
+    """Admin helper speaking raw JSON (the same transport the controller uses)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.created: list[str] = []  # namespaces to delete after the test
+
+    # namespaces / service accounts / secrets
+    def create_namespace(self, name: str | None = None, annotations: dict[str, str] | None = None) -> str:
+        name = name or f"c-{uuid.uuid4().hex[:10]}"
+        meta: dict[str, Any] = {"name": name}
+        if annotations:
+            meta["annotations"] = annotations
+        self.kube.request("POST", NAMESPACES.path(), body={"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+        self.created.append(name)
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        self.kube.delete(NAMESPACES.path(name=name))
+
+    def sa(self, ns: str, name: str = "default") -> dict[str, Any] | None:
+        return self.kube.get(SERVICEACCOUNTS.path(ns, name))
+
+    def pull_secrets(self, ns: str, name: str = "default") -> list[str | None]:
+        obj = self.sa(ns, name) or {}
+        return [(e or {}).get("name") for e in obj.get("imagePullSecrets") or []]
+
+    def create_sa(self, ns: str, name: str, pull: list[str] | None = None, annotations: dict[str, str] | None = None):
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+        if pull:
+            body["imagePullSecrets"] = [{"name": n} for n in pull]
+        if annotations:
+            body["metadata"]["annotations"] = annotations
+        return self.kube.request("POST", SERVICEACCOUNTS.path(ns), body=body)
+
+    def patch_sa(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.kube.request(
+            "PATCH", SERVICEACCOUNTS.path(ns, name), body=patch, content_type="application/merge-patch+json"
+        )
+
+    def secret(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get(SECRETS.path(ns, name))
+
+    def wait_default_sa(self, ns: str, timeout: float = 30) -> None:
+        wait_for(lambda: self.sa(ns) is not None, timeout, what=f"ServiceAccount {ns}/default")
+
+    # ImagePullSecrets
+    def create_ips(self, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name}
+        if labels:
+            meta["labels"] = labels
+        body = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": meta, "spec": spec}
+        return self.kube.request("POST", IMAGEPULLSECRETS.path(), body=body)
+
+    def ips(self, name: str) -> dict[str, Any] | None:
+        return self.kube.get(IMAGEPULLSECRETS.path(name=name))
+
+    def patch_ips(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.kube.request(
+            "PATCH", IMAGEPULLSECRETS.path(name=name), body=patch, content_type="application/merge-patch+json"
+        )
+
+    def delete_ips(self, name: str, wait: bool = True, timeout: float = 60) -> None:
+        self.kube.delete(IMAGEPULLSECRETS.path(name=name))
+        if wait:
+            wait_for(lambda: self.ips(name) is None, timeout, what=f"ImagePullSecret {name} gone")
+
+    def events_for(self, name: str) -> list[dict[str, Any]]:
+        doc = self.kube.request(
+            "GET",
+            "/api/v1/namespaces/default/events",
+            query={"fieldSelector": f"involvedObject.name={name},involvedObject.kind={api.KIND}"},
+        )
+        return list(doc.get("items") or [])
+
+
+def apply_crd(kube: Kube) -> None:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    existing = kube.get(f"{path}/{api.CRD_NAME}")
+    if existing is None:
+        kube.request("POST", path, body=crd)
+
+    def established() -> bool:
+        obj = kube.get(f"{path}/{api.CRD_NAME}") or {}
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+    wait_for(established, 30, what="CRD established")
+    # the API discovery may lag a moment behind Established
+    wait_for(lambda: _lists(kube), 30, what="ImagePullSecret list served")
+
+
+def _lists(kube: Kube) -> bool:
+    try:
+        kube.request("GET", IMAGEPULLSECRETS.path())
+        return True
+    except Exception:
+        return False
+
+
+class RunningController:
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.thread = threading.Thread(target=self._run, name="controller-under-test", daemon=True)
+        self.exit_code: int | None = None
+
+    def _run(self) -> None:
+        self.exit_code = self.controller.run()
+
+    def start(self, wait_leading: bool = True) -> RunningController:
+        self.thread.start()
+        wait_for(self.controller.synced, 30, what="controller caches synced")
+        if wait_leading:
+            wait_for(self.controller.leading.is_set, 30, what="controller leading")
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self.thread.join(30)
+
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until the queue is empty and no worker is busy (twice, 0.3 s apart)."""
+
+        def quiet() -> bool:
+            if not self.controller.idle():
+                return False
+            time.sleep(0.3)
+            return self.controller.idle()
+
+        wait_for(quiet, timeout, what="controller idle")
+
+
+def fast_options(**over: Any) -> Options:
+    opts = Options(
+        namespace=ADDON_NS,
+        workers=4,
+        drift_qps=200.0,
+        drift_period=1.0,
+        sa_drift_delay=0.2,
+        status_delay=0.2,
+        watch_timeout=60,
+        read_timeout=90.0,
+    )
+    for key, value in over.items():
+        setattr(opts, key, value)
+    return opts
+
+
+# -- a TCP proxy between the controller and the API server -----------------------------------------
+
+
+class Proxy:
+    """Forwards 127.0.0.1:port to the API server. ``stall()`` stops forwarding on existing
+    connections (a half-open/stalled connection); ``outage(True)`` also drops every connection
+    and refuses new ones (API server down)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.stalled: set[int] = set()
+        self.generation = 0
+        self.down = False
+        self.conns: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.down:
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(self.target)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns.append((c, u))
+                gen = self.generation
+            threading.Thread(target=self._pump, args=(c, u, gen), daemon=True).start()
+
+    def _pump(self, c: socket.socket, u: socket.socket, gen: int) -> None:
+        try:
+            while not self.closed:
+                r, _, _ = select.select([c, u], [], [], 0.2)
+                if gen in self.stalled:
+                    continue  # hold the bytes: the peer sees a silent connection
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (u if s is c else c).sendall(data)
+        except OSError:
+            return
+        finally:
+            for s in (c, u):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def stall(self) -> None:
+        """Freeze every connection open now; new connections work."""
+        with self.lock:
+            self.stalled.add(self.generation)
+            self.generation += 1
+
+    def outage(self, on: bool) -> None:
+        self.down = on
+        if on:
+            with self.lock:
+                conns, self.conns = self.conns, []
+            for c, u in conns:
+                for s in (c, u):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.closed = True
+        self.outage(True)
+        self.sock.close()
