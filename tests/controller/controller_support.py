@@ -22,7 +22,7 @@ from tcr_assistant.manager import Controller, Options
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "chart" / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
 ADDON_NS = "tcr-test-controller"  # not the chart's namespace: chart tests install there
-SAMPLE = {
+SAMPLE: dict[str, Any] = {
     "apiVersion": "tcr.tencentcloudcr.com/v1",
     "kind": "ImagePullSecret",
     "metadata": {"name": "imagepullsecret-sample"},
@@ -72,11 +72,12 @@ class K:
     def sa(self, ns: str, name: str = "default") -> dict[str, Any] | None:
         return self.kube.get(SERVICEACCOUNTS.path(ns, name))
 
-    def pull_secrets(self, ns: str, name: str = "default") -> list[str | None]:
+    def pull_secrets(self, ns: str, name: str = "default") -> list[str]:
         obj = self.sa(ns, name) or {}
-        return [(e or {}).get("name") for e in obj.get("imagePullSecrets") or []]
+        return [str((e or {}).get("name")) for e in obj.get("imagePullSecrets") or []]
 
-    def create_sa(self, ns: str, name: str, pull: list[str] | None = None, annotations: dict[str, str] | None = None):
+    def create_sa(self, ns: str, name: str, pull: list[str] | None = None, annotations: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
         if pull:
             body["imagePullSecrets"] = [{"name": n} for n in pull]

@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
@@ -50,14 +51,14 @@ def test_sample_applied_unchanged_distributes_and_links(k: K, controller: Runnin
     name = "tcr.ipsimagepullsecret-sample"
     try:
         for ns in (ns1, ns2, "default"):
-            secret = wait_for(lambda ns=ns: k.secret(ns, name), what=f"Secret in {ns}")
+            secret = wait_for(partial(k.secret, ns, name), what=f"Secret in {ns}")
             assert secret["type"] == "kubernetes.io/dockerconfigjson"
             entry = auths(secret)["fanjiankong-bj.tencentcloudcr.com"]
             assert entry["username"] == "100012345678"
             assert entry["password"] == "tcr.jwt.token"
             assert base64.b64decode(entry["auth"]).decode() == "100012345678:tcr.jwt.token"
             assert secret["metadata"]["labels"][api.LABEL_MANAGED_BY] == "tcr-assistant"
-            wait_for(lambda ns=ns: linked(k, ns, "default", name), what=f"{ns}/default linked")
+            wait_for(partial(linked, k, ns, "default", name), what=f"{ns}/default linked")
         wait_for(lambda: linked(k, ns2, "builder", name))
         assert k.pull_secrets(ns2, "builder") == ["my-own-registry", "another", name]  # kept, appended once
         controller.settle()
@@ -128,7 +129,7 @@ def test_credentials_edit_updates_every_secret(k: K, controller: RunningControll
     k.create_ips(name, spec(",".join(nss), password="old-pw"))
     secret = api.secret_name(name)
     for ns in nss:
-        wait_for(lambda ns=ns: k.secret(ns, secret))
+        wait_for(partial(k.secret, ns, secret))
     k.patch_ips(name, {"spec": {"docker": {"username": "u2", "password": "new-pw"}}})
 
     def all_new() -> bool:
@@ -306,7 +307,7 @@ def test_status_columns_events_and_no_secret_values(
 
     st = wait_for(synced, what="status Ready")
     assert (st["secretsDesired"], st["secretsSuccess"], st["sAsDesired"], st["sAsSuccess"]) == (2, 2, 3, 3)
-    assert st["observedGeneration"] == k.ips(name)["metadata"]["generation"]
+    assert st["observedGeneration"] == (k.ips(name) or {})["metadata"]["generation"]
     assert st["conditions"][0]["reason"] == "Synced"
     written = {e["namespacedName"] for e in st["secretUpdateSuccessful"]}
     assert written == {f"{ns1}/{api.secret_name(name)}", f"{ns2}/{api.secret_name(name)}"}

@@ -11,6 +11,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def test_api_server_outage_converges(
     time.sleep(3)
     proxy.outage(False)
     for ns in created:
-        wait_for(lambda ns=ns: linked(k, ns, secret), timeout=60, what=f"{ns} linked after the outage")
+        wait_for(partial(linked, k, ns, secret), timeout=60, what=f"{ns} linked after the outage")
 
 
 def test_real_api_server_restart(

@@ -110,7 +110,7 @@ def test_parse_bind() -> None:
 
 def test_cli_help_mentions_contract_flags() -> None:
     parser = cli.build_parser()
-    run_help = parser._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr]
+    run_help = parser._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr,index]
     for flag in (
         "--kubeconfig",
         "--namespace",
