@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from . import api
+from .hosts_cleanup import remove_hosts_lines
 from .kube import IMAGEPULLSECRETS, SERVICEACCOUNTS, Kube, KubeError, make_api_client
 
 log = logging.getLogger("tcr_assistant")
@@ -148,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument(
         "--timeout", type=float, default=120.0, metavar="S", help="wait up to S seconds (default: 120)"
     )
+    cleanup.add_argument(
+        "--hosts-daemonset",
+        metavar="NS/NAME",
+        help="first switch this hosts-updater DaemonSet to --remove mode and wait (up to --timeout) until every "
+        "node's Pod is Ready again, i.e. its hosts file no longer holds our lines; a timeout is reported, "
+        "not fatal, so the uninstall goes on",
+    )
     return parser
 
 
@@ -269,6 +277,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     kube = Kube(make_api_client(args.kubeconfig))
+    if args.hosts_daemonset:
+        namespace, _, name = args.hosts_daemonset.partition("/")
+        if not namespace or not name:
+            print(f"error: --hosts-daemonset must be NS/NAME, got {args.hosts_daemonset!r}", file=sys.stderr)
+            return 2
+        remove_hosts_lines(kube, namespace, name, args.timeout, say=print)
     path = IMAGEPULLSECRETS.path()
     try:
         items = kube.list_all(path, {"labelSelector": args.selector})["items"]

@@ -244,10 +244,12 @@ def test_hosts_updater_pod_touches_only_etc_hosts(name: str) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["hosts"] == {"name": "hosts", "hostPath": {"path": "/etc/hosts", "type": "File"}}
     assert volumes["config"] == {"name": "config", "configMap": {"name": "updater-config"}}
-    assert len(volumes) == 2
+    # The ready file (uninstall waits on it) lives in memory, never on the node.
+    assert volumes["run"] == {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+    assert len(volumes) == 3
     (container,) = spec["containers"]
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert set(mounts) == {"/host/etc/hosts", "/etc/updater"}
+    assert set(mounts) == {"/host/etc/hosts", "/etc/updater", "/run/hosts-updater"}
     assert all("subPath" not in m for m in mounts.values())
     assert mounts["/etc/updater"]["readOnly"] is True
     sc = container["securityContext"]
@@ -255,7 +257,9 @@ def test_hosts_updater_pod_touches_only_etc_hosts(name: str) -> None:
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert not sc.get("privileged")
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert container["args"] == ["--config=/etc/updater/config.json", "--hosts-file=/host/etc/hosts", "--interval=60"]
+    assert container["args"] == ["--config=/etc/updater/config.json", "--hosts-file=/host/etc/hosts", "--interval=60",
+                                 "--ready-file=/run/hosts-updater/ready"]
+    assert container["readinessProbe"]["exec"]["command"] == ["test", "-e", "/run/hosts-updater/ready"]
     config = json.loads(one(case(name), "ConfigMap", "updater-config")["data"]["config.json"])
     values = case_values(name)
     assert config == {"hosts": values["global"]["hosts"]}
@@ -434,12 +438,20 @@ def test_hooks_cleanup_and_helm_test() -> None:
     job = one(manifests, "Job", "tcr-assistant-cleanup")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["cleanup", f"--selector=app.kubernetes.io/instance={RELEASE}", "--timeout=300"]
+    assert container["args"] == ["cleanup", f"--selector=app.kubernetes.io/instance={RELEASE}", "--timeout=300",
+                                 f"--hosts-daemonset={NAMESPACE}/hosts-updater"]
     hooks = [m for m in manifests if is_hook(m)]
     pre_delete = {f"{m['kind']}/{m['metadata']['name']}" for m in hooks
                   if m["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"}
     assert pre_delete == {"ServiceAccount/tcr-assistant-cleanup", "ClusterRole/tcr-assistant-cleanup-role",
-                          "ClusterRoleBinding/tcr-assistant-cleanup-rolebinding", "Job/tcr-assistant-cleanup"}
+                          "ClusterRoleBinding/tcr-assistant-cleanup-rolebinding", "Job/tcr-assistant-cleanup",
+                          "Role/tcr-assistant-cleanup-role", "RoleBinding/tcr-assistant-cleanup-rolebinding"}
+    # Without hosts-updater the hook has nothing to take off the nodes, and no DaemonSet rights.
+    plain = render(None)
+    plain_job = one(plain, "Job", "tcr-assistant-cleanup")["spec"]["template"]["spec"]["containers"][0]
+    assert not any(arg.startswith("--hosts-daemonset") for arg in plain_job["args"])
+    assert not by_kind(plain, "Role") or "tcr-assistant-cleanup-role" not in [
+        m["metadata"]["name"] for m in by_kind(plain, "Role")]
     pod = one(manifests, "Pod", "tcr-assistant-test")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["containers"][0]["args"] == [
