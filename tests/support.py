@@ -8,13 +8,35 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import yaml
 
 from harness import cluster, tools
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The original add-on's allinone/imagepullsecret-sample.yaml, byte for byte (SPEC §3).
+SEED_SAMPLE_YAML = """\
+apiVersion: tcr.tencentcloudcr.com/v1
+kind: ImagePullSecret
+metadata:
+  name: imagepullsecret-sample
+spec:
+  namespaces: "*"
+  serviceAccounts: "*"
+  docker:
+    username: "100012345678"
+    password: tcr.jwt.token
+    server: fanjiankong-bj.tencentcloudcr.com
+"""
 CHART_DIR = REPO_ROOT / "chart"
 T = TypeVar("T")
+
+
+def seed_sample() -> dict[str, Any]:
+    """A fresh copy of the seed sample as a dict."""
+    sample: dict[str, Any] = yaml.safe_load(SEED_SAMPLE_YAML)
+    return sample
 
 
 def run_tool(name: str, *args: str, input_text: str | None = None, check: bool = True,

@@ -17,25 +17,13 @@ from chart_support import load_crd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from support import SEED_SAMPLE_YAML as SEED_SAMPLE
 from support import kubectl, wait_for
 
 GROUP, VERSION, PLURAL = "tcr.tencentcloudcr.com", "v1", "imagepullsecrets"
 CRD_NAME = "imagepullsecrets.tcr.tencentcloudcr.com"
 OWNER_LABEL = "tcr-addon.test/owner"
 
-SEED_SAMPLE = """\
-apiVersion: tcr.tencentcloudcr.com/v1
-kind: ImagePullSecret
-metadata:
-  name: imagepullsecret-sample
-spec:
-  namespaces: "*"
-  serviceAccounts: "*"
-  docker:
-    username: "100012345678"
-    password: tcr.jwt.token
-    server: fanjiankong-bj.tencentcloudcr.com
-"""
 
 
 @pytest.fixture(scope="module")

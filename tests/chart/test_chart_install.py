@@ -22,25 +22,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from harness.cluster import kubeconfig_yaml
+from support import SEED_SAMPLE_YAML as SEED_SAMPLE
 from support import kubectl, wait_for
 
 CRD_NAME = "imagepullsecrets.tcr.tencentcloudcr.com"
 VALUES = CI_DIR / "tke-two-registries-with-hosts-values.yaml"
 GROUP, VERSION, PLURAL = "tcr.tencentcloudcr.com", "v1", "imagepullsecrets"
 
-SEED_SAMPLE = """\
-apiVersion: tcr.tencentcloudcr.com/v1
-kind: ImagePullSecret
-metadata:
-  name: imagepullsecret-sample
-spec:
-  namespaces: "*"
-  serviceAccounts: "*"
-  docker:
-    username: "100012345678"
-    password: tcr.jwt.token
-    server: fanjiankong-bj.tencentcloudcr.com
-"""
 
 # (kubectl resource, name, namespaced): every object the release owns with the TKE-shaped values.
 RELEASE_OBJECTS = [

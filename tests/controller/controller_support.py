@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from support import seed_sample
 from tcr_assistant import api
 from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube
 from tcr_assistant.manager import Controller, Options
@@ -22,20 +23,7 @@ from tcr_assistant.manager import Controller, Options
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "chart" / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
 ADDON_NS = "tcr-test-controller"  # not the chart's namespace: chart tests install there
-SAMPLE: dict[str, Any] = {
-    "apiVersion": "tcr.tencentcloudcr.com/v1",
-    "kind": "ImagePullSecret",
-    "metadata": {"name": "imagepullsecret-sample"},
-    "spec": {
-        "namespaces": "*",
-        "serviceAccounts": "*",
-        "docker": {
-            "username": "100012345678",
-            "password": "tcr.jwt.token",
-            "server": "fanjiankong-bj.tencentcloudcr.com",
-        },
-    },
-}
+SAMPLE: dict[str, Any] = seed_sample()
 
 
 def wait_for(fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:

@@ -17,20 +17,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from support import REPO_ROOT, kubectl, wait_for
+from support import SEED_SAMPLE_YAML as SEED_SAMPLE
 
-SEED_SAMPLE = """\
-apiVersion: tcr.tencentcloudcr.com/v1
-kind: ImagePullSecret
-metadata:
-  name: imagepullsecret-sample
-spec:
-  namespaces: "*"
-  serviceAccounts: "*"
-  docker:
-    username: "100012345678"
-    password: tcr.jwt.token
-    server: fanjiankong-bj.tencentcloudcr.com
-"""
 PUBLIC, VPC, SAMPLE = "e2e-public", "e2e-vpc", "imagepullsecret-sample"
 SUFFIX = uuid.uuid4().hex[:6]
 TEAM, OTHER = f"e2e-team-{SUFFIX}", f"e2e-other-{SUFFIX}"

@@ -14,23 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.pki import CertificateAuthority, KeyPair
-from support import helm, kubectl, wait_for
+from support import helm, kubectl, seed_sample, wait_for
 from tcr_assistant.webhook import WEBHOOK_PATH, WebhookServer
 
-SEED_SAMPLE: dict[str, Any] = {
-    "apiVersion": "tcr.tencentcloudcr.com/v1",
-    "kind": "ImagePullSecret",
-    "metadata": {"name": "imagepullsecret-sample"},
-    "spec": {
-        "namespaces": "*",
-        "serviceAccounts": "*",
-        "docker": {
-            "username": "100012345678",
-            "password": "tcr.jwt.token",
-            "server": "fanjiankong-bj.tencentcloudcr.com",
-        },
-    },
-}
+SEED_SAMPLE: dict[str, Any] = seed_sample()
 
 
 def sample(name: str = "imagepullsecret-sample", **spec_changes: Any) -> dict[str, Any]:
