@@ -1,0 +1,213 @@
+"""The benchmark's environment: a local control plane, the chart installed by helm, the controller as a
+host process with a token of the chart's ServiceAccount (harness.addon), and an admin API client."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procstat, prom
+from harness import VENV
+from harness.addon import Addon
+from harness.cluster import ControlPlane, binary
+from tcr_assistant import api
+from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SERVICEACCOUNTS, Kube, KubeError, make_api_client
+
+BENCH_LABEL = "tcr-bench"
+EXTRA_SA = "builder"
+KCM_QPS = 500
+
+
+class BenchControlPlane(ControlPlane):
+    """The harness's control plane with kube-controller-manager's client rate limit raised.
+
+    kube-controller-manager's default (20 QPS, burst 30) would take ~8 minutes to create the
+    `default` ServiceAccounts and `kube-root-ca.crt` ConfigMaps of 10,000 namespaces; only the set-up
+    needs this, the add-on's figures do not depend on it except where noted (burst link latency
+    includes kube-controller-manager creating `default`).
+    """
+
+    def _start_controller_manager(self) -> None:
+        from harness.cluster import KUBE_CONTROLLERS
+
+        pki_dir = self.directory / "pki"
+        self._spawn("kube-controller-manager", [
+            binary("kube-controller-manager"),
+            f"--kubeconfig={self.directory / 'controller-manager.kubeconfig'}",
+            f"--controllers={KUBE_CONTROLLERS}",
+            f"--service-account-private-key-file={pki_dir / 'sa.key'}",
+            f"--root-ca-file={pki_dir / 'ca.crt'}",
+            "--leader-elect=false", "--secure-port=0", "--v=1",
+            f"--kube-api-qps={KCM_QPS}", f"--kube-api-burst={KCM_QPS * 2}",
+        ])
+
+
+class BenchAddon(Addon):
+    """harness.addon.Addon; with ``profile_out`` set, the controller runs under bench.profiling's sampler."""
+
+    profile_out: Path | None = None
+    extra_args: tuple[str, ...] = ()
+    starts: int = 0
+
+    def controller_argv(self, kubeconfig: Path) -> list[str]:
+        argv = [*super().controller_argv(kubeconfig), *self.extra_args]
+        if self.profile_out is None:
+            return argv
+        self.starts += 1
+        out = self.profile_out.with_name(f"{self.profile_out.stem}-start{self.starts}{self.profile_out.suffix}")
+        return [str(VENV / "bin" / "python"), "-m", "bench.profiling", str(out), *argv[1:]]
+
+
+CONTROLLER_METRICS = (
+    "tcr_assistant_reconcile_total",
+    "tcr_assistant_reconcile_errors_total",
+    "tcr_assistant_workqueue_depth",
+    "tcr_assistant_api_writes_total",
+    "tcr_assistant_leader",
+    "tcr_assistant_link_latency_seconds_bucket",
+    "tcr_assistant_link_latency_seconds_count",
+    "tcr_assistant_link_latency_seconds_sum",
+    "tcr_assistant_drift_repairs_total",
+)
+
+
+@dataclass
+class Env:
+    plane: ControlPlane
+    directory: Path
+    kube: Kube = field(init=False)
+    addon: BenchAddon = field(init=False)
+    namespaces: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.kube = Kube(make_api_client(str(self.plane.kubeconfig), pool_size=64), timeout=60)
+        self.addon = BenchAddon(self.plane, self.directory / "addon", [], [], tie_to_parent=True)
+        self._tls = prom.admin_context(self.plane.directory / "pki")
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def apiserver(self) -> prom.Samples:
+        text = prom.fetch(f"{self.plane.server}/metrics", self._tls)
+        return prom.parse(text, (prom.APISERVER_REQUESTS, prom.APF_DISPATCHED, prom.DURATION_SUM, prom.DURATION_COUNT))
+
+    def controller(self) -> prom.Samples:
+        return prom.parse(prom.fetch(self.addon.metrics_url, timeout=10), CONTROLLER_METRICS)
+
+    @property
+    def pid(self) -> int:
+        assert self.addon.process is not None, "the controller is not running"
+        return self.addon.process.pid
+
+    # -- controller -----------------------------------------------------------------------------
+
+    def start_controller(self) -> float:
+        """Start `tcr-assistant run` and wait until it is ready and leading; returns seconds to ready."""
+        started = time.monotonic()
+        self.addon.start_controller(timeout=600)
+        ready = time.monotonic() - started
+        self.wait_metric(lambda m: prom.value(m, "tcr_assistant_leader") == 1, 60, "leadership")
+        return ready
+
+    def stop_controller(self) -> None:
+        if self.addon.process is not None:
+            self.addon.stop_controller()
+
+    def wait_metric(self, predicate: Any, timeout: float, what: str) -> prom.Samples:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                samples = self.controller()
+                if predicate(samples):
+                    return samples
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"controller: no {what} within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def wait_quiet(self, quiet: float = 2.5, timeout: float = 900) -> float:
+        """Wait until the work queue is empty and no work item ran for ``quiet`` seconds; returns when
+        the last work ended (monotonic, approximate to the polling interval)."""
+        deadline = time.monotonic() + timeout
+        last_total = -1.0
+        last_change = time.monotonic()
+        while time.monotonic() < deadline:
+            samples = self.controller()
+            total = prom.value(samples, "tcr_assistant_reconcile_total") + prom.value(
+                samples, "tcr_assistant_reconcile_errors_total")
+            depth = prom.value(samples, "tcr_assistant_workqueue_depth")
+            now = time.monotonic()
+            if total != last_total or depth > 0:
+                last_total, last_change = total, now
+            elif now - last_change >= quiet:
+                return last_change
+            time.sleep(0.25)
+        raise TimeoutError("controller did not become idle")
+
+    # -- objects --------------------------------------------------------------------------------
+
+    def _create(self, path: str, body: dict[str, Any]) -> None:
+        for attempt in range(20):
+            try:
+                self.kube.request("POST", path, body=body)
+                return
+            except KubeError as exc:
+                if exc.already_exists:
+                    return
+                if exc.status in (429, 500, 503, 504) or (exc.status == 403 and attempt < 5):
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise
+
+    def create_namespace(self, name: str, extra_sa: bool, group: str = "n") -> None:
+        self._create(NAMESPACES.path(), {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": name, "labels": {BENCH_LABEL: group}}})
+        if extra_sa:
+            self._create(SERVICEACCOUNTS.path(name), {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                      "metadata": {"name": EXTRA_SA}})
+
+    def grow_namespaces(self, n: int, threads: int = 24) -> dict[str, float]:
+        """Create bench namespaces (each with ServiceAccount `builder`; kube-controller-manager adds
+        `default`) until there are ``n``; wait until every `default` exists."""
+        started = time.monotonic()
+        fresh = [f"b-{i:05d}" for i in range(len(self.namespaces), n)]
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda name: self.create_namespace(name, True), fresh))
+        self.namespaces.extend(fresh)
+        created = time.monotonic() - started
+        self.wait_default_service_accounts(set(self.namespaces))
+        return {"namespaces_created": len(fresh), "create_s": round(created, 1),
+                "until_default_sas_s": round(time.monotonic() - started, 1)}
+
+    def wait_default_service_accounts(self, namespaces: set[str], timeout: float = 1200) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            have = {sa["metadata"]["namespace"] for sa in self.kube.list_all(
+                SERVICEACCOUNTS.path(), {"fieldSelector": "metadata.name=default"})["items"]}
+            missing = namespaces - have
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(missing)} namespaces have no `default` ServiceAccount")
+            time.sleep(1.0)
+
+    def create_ips(self, name: str, password: str) -> None:
+        self.kube.request("POST", IMAGEPULLSECRETS.path(), body={
+            "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name},
+            "spec": {"namespaces": "*", "serviceAccounts": "*",
+                     "docker": {"server": SERVER, "username": USERNAME, "password": password}},
+        })
+
+    def set_password(self, name: str, password: str) -> None:
+        self.kube.request("PATCH", IMAGEPULLSECRETS.path(name=name), body={"spec": {"docker": {"password": password}}},
+                          content_type="application/merge-patch+json")
+
+    def rss(self) -> dict[str, float]:
+        return {"rss_mib": round(procstat.rss_mib(self.pid), 1),
+                "peak_rss_mib": round(procstat.peak_rss_mib(self.pid), 1)}
+
+
+SERVER = "bench.tencentcloudcr.com"
+USERNAME = "100012345678"

@@ -1,0 +1,278 @@
+"""Benchmark driver: ``PYTHONPATH=scripts .venv/bin/python -m bench.run [--quick] [--out FILE]``.
+
+Starts its own local control plane (etcd, kube-apiserver, kube-controller-manager), helm-installs the
+chart, runs `tcr-assistant run` as a host process with a token of the chart's ServiceAccount, and
+measures (see BENCHMARKS.md): full reconcile at each N, rotation, restart resync, idle cost and link
+latency at the detail N, ImagePullSecret cleanup, memory, and hosts-updater's RSS. Writes a JSON
+results file and prints a Markdown summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import procstat, scenarios
+from bench.env import KCM_QPS, BenchControlPlane, Env
+from harness import REPO_ROOT, tools
+
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+FULL: dict[str, Any] = {"sizes": [100, 1000, 10000], "detail": 1000, "sequential": 100, "bursts": 2, "burst_size": 50,
+        "idle_s": 120.0, "idle_largest_s": 30.0, "cleanup_last": False, "hosts_intervals": 5}
+QUICK: dict[str, Any] = {"sizes": [40], "detail": 40, "sequential": 10, "bursts": 1, "burst_size": 10,
+         "idle_s": 8.0, "idle_largest_s": 0.0, "cleanup_last": True, "hosts_intervals": 3}
+
+GOALS = [
+    # (key, description, limit, unit)
+    ("link_p99_ms", "link latency p99 at 1,000 namespaces, one after another (namespace created -> default SA "
+     "linked)", 100.0, "ms"),
+    ("link_burst_p99_ms", "link latency p99 at 1,000 namespaces, bursts of 50 (same measure; includes "
+     "kube-controller-manager creating `default`)", 100.0, "ms"),
+    ("reconcile_1000_s", "full reconcile at 1,000 namespaces", 5.0, "s"),
+    ("reconcile_10000_s", "full reconcile at 10,000 namespaces", 60.0, "s"),
+    ("resync_writes", "writes on an idle resync (controller restart) and an idle window", 0, "writes"),
+    ("rss_1000_mib", "controller RSS at 1,000 namespaces (peak)", 64.0, "MiB"),
+    ("rss_10000_mib", "controller RSS at 10,000 namespaces (peak)", 128.0, "MiB"),
+    ("hosts_updater_mib", "hosts-updater RSS (peak)", 20.0, "MiB"),
+]
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC).strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def versions() -> dict[str, str]:
+    out: dict[str, str] = {"python": sys.version.split()[0]}
+    for name in ("kube-apiserver", "helm"):
+        args = ["--version"] if name == "kube-apiserver" else ["version", "--short"]
+        try:
+            out[name] = subprocess.run([str(tools.bin_dir() / name), *args], capture_output=True, text=True,
+                                       timeout=30).stdout.strip()
+        except OSError:
+            out[name] = "?"
+    digest = hashlib.sha256()
+    for source in sorted((REPO_ROOT / "controller" / "tcr_assistant").glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    out["controller_sources_sha256"] = digest.hexdigest()[:16]
+    try:
+        out["git"] = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        out["git"] = "?"
+    return out
+
+
+def run(profile: dict[str, Any], workdir: Path, profile_dir: Path | None = None,
+        controller_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    results: dict[str, Any] = {"phases": []}
+    sizes: list[int] = profile["sizes"]
+    log("hosts-updater RSS")
+    results["hosts_updater"] = scenarios.hosts_updater(profile["hosts_intervals"])
+    log("starting the control plane")
+    plane = BenchControlPlane(workdir / "cluster", tie_to_parent=True)
+    t0 = time.monotonic()
+    plane.up()
+    results["control_plane_up_s"] = round(time.monotonic() - t0, 1)
+    env: Env | None = None
+    try:
+        env = Env(plane, workdir)
+        env.addon.extra_args = controller_args
+        log("helm install")
+        env.addon.install()
+        for index, n in enumerate(sizes):
+            phase: dict[str, Any] = {"n": n}
+            results["phases"].append(phase)
+            last = index == len(sizes) - 1
+            env.stop_controller()
+            log(f"N={n}: creating namespaces")
+            phase["setup"] = env.grow_namespaces(n)
+            if profile_dir is not None:
+                env.addon.profile_out = profile_dir / f"controller-{n}.txt"
+            log(f"N={n}: starting the controller")
+            phase["startup_ready_s"] = round(env.start_controller(), 2)
+            env.wait_quiet()
+            phase["before"] = env.rss()
+            name = f"bench-{n}"
+            log(f"N={n}: full reconcile")
+            phase["full_reconcile"] = scenarios.full_reconcile(env, name, "pw-1", timeout=max(300.0, n * 0.1))
+            log(f"N={n}: {_brief(phase['full_reconcile'])}")
+            if n == profile["detail"]:
+                log(f"N={n}: rotation")
+                phase["rotation"] = scenarios.rotation(env, name, "pw-2", timeout=max(300.0, n * 0.1))
+                log(f"N={n}: restart resync")
+                phase["restart_resync"] = scenarios.restart_resync(env, name)
+                log(f"N={n}: idle {profile['idle_s']:.0f} s")
+                phase["idle"] = scenarios.idle(env, profile["idle_s"])
+                if profile["sequential"] or profile["bursts"]:
+                    log(f"N={n}: link latency")
+                    phase["link_latency"] = scenarios.link_latency(env, name, profile["sequential"],
+                                                                   profile["bursts"], profile["burst_size"])
+            elif last and profile["idle_largest_s"]:
+                log(f"N={n}: idle {profile['idle_largest_s']:.0f} s")
+                phase["idle"] = scenarios.idle(env, profile["idle_largest_s"])
+            if not last or profile["cleanup_last"]:
+                log(f"N={n}: cleanup")
+                phase["cleanup"] = scenarios.cleanup(env, name, timeout=max(300.0, n * 0.2))
+            phase["after"] = env.rss()
+    finally:
+        if env is not None:
+            env.stop_controller()
+        plane.down()
+    return results
+
+
+def _brief(r: dict[str, Any]) -> str:
+    return (f"all linked {r['all_linked_s']} s, status {r['status_complete_s']} s, "
+            f"{r['writes_per_namespace']} writes/ns, RSS {r['rss_mib']} MiB (peak {r['peak_rss_mib']})")
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    by_n = {p["n"]: p for p in results["phases"]}
+    values: dict[str, float | None] = {k: None for k, *_ in GOALS}
+    for p in results["phases"]:
+        if "link_latency" in p and p["n"] == 1000:
+            values["link_p99_ms"] = p["link_latency"]["sequential"]["namespace_created_to_linked_ms"]["p99"]
+            values["link_burst_p99_ms"] = p["link_latency"]["burst"]["namespace_created_to_linked_ms"]["p99"]
+    for n, key in ((1000, "reconcile_1000_s"), (10000, "reconcile_10000_s")):
+        if n in by_n:
+            values[key] = by_n[n]["full_reconcile"]["all_linked_s"]
+    writes = [p[k]["writes_reconciled_resources"] for p in results["phases"] for k in ("restart_resync", "idle")
+              if k in p]
+    values["resync_writes"] = sum(writes) if writes else None
+    for n, key in ((1000, "rss_1000_mib"), (10000, "rss_10000_mib")):
+        if n in by_n:
+            values[key] = by_n[n]["after"]["peak_rss_mib"]
+    values["hosts_updater_mib"] = results["hosts_updater"]["peak_rss_mib"]
+    out = []
+    for key, text, limit, unit in GOALS:
+        v = values[key]
+        out.append({"goal": key, "what": text, "limit": limit, "unit": unit, "value": v,
+                    "met": None if v is None else v <= limit})
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| N | startup (ready) | full reconcile: all linked | status complete | writes/ns | requests/ns |"
+             " CPU | RSS before IPS | RSS after / peak | cleanup |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in results["phases"]:
+        r = p["full_reconcile"]
+        cleanup = f"{p['cleanup']['cleanup_s']} s" if "cleanup" in p else "-"
+        lines.append(f"| {p['n']:,} | {p['startup_ready_s']} s | {r['all_linked_s']} s | {r['status_complete_s']} s"
+                     f" | {r['writes_per_namespace']} | {r['requests_per_namespace']} |"
+                     f" {r['counts']['controller_cpu_s']} s | {p['before']['rss_mib']} MiB |"
+                     f" {p['after']['rss_mib']} / {p['after']['peak_rss_mib']} MiB | {cleanup} |")
+    for p in results["phases"]:
+        if "link_latency" in p:
+            lat = p["link_latency"]
+            lines += ["", f"Link latency with {lat['namespaces_present']:,} namespaces present (ms):", "",
+                      "| mode | measure | n | p50 | p90 | p99 | max |", "|---|---|---:|---:|---:|---:|---:|"]
+            for group in ("sequential", "burst"):
+                for measure, label in (("namespace_created_to_linked_ms", "namespace created -> linked"),
+                                       ("default_sa_to_linked_ms", "default SA appeared -> linked"),
+                                       ("namespace_created_to_default_sa_ms", "namespace created -> default SA")):
+                    s = lat[group][measure]
+                    lines.append(f"| {group} | {label} | {s['n']} | {s['p50']} | {s['p90']} | {s['p99']} |"
+                                 f" {s['max']} |")
+        if "rotation" in p:
+            r = p["rotation"]
+            lines.append(f"\nRotation at N={p['n']:,}: all {r['secrets']} Secrets rotated in {r['all_rotated_s']} s"
+                         f" ({r['writes_per_secret']} writes, {r['requests_per_secret']} requests per Secret)")
+        if "restart_resync" in p:
+            r = p["restart_resync"]
+            lines.append(f"\nRestart resync at N={p['n']:,}: ready {r['ready_s']} s, idle after {r['until_idle_s']} s,"
+                         f" {r['controller_requests']} requests, {r['writes_reconciled_resources']} writes,"
+                         f" CPU {r['controller_cpu_s']} s")
+        if "idle" in p:
+            r = p["idle"]
+            lines.append(f"\nIdle at N={p['n']:,} over {r['window_s']} s:"
+                         f" {r['controller_requests_per_min']} requests/min,"
+                         f" {r['controller_cpu_millicores']} millicores, {r['writes_reconciled_resources']} writes"
+                         f" (+ {r['lease_writes_per_min']} Lease renewals/min), RSS {r['rss_mib']} MiB")
+    h = results["hosts_updater"]
+    lines.append(f"\nhosts-updater: RSS {h['rss_mib']} MiB (peak {h['peak_rss_mib']} MiB)"
+                 f" over {h['intervals']} intervals")
+    lines += ["", "| goal | limit | measured | met |", "|---|---:|---:|---|"]
+    for g in results["goals"]:
+        met = "n/a" if g["met"] is None else ("yes" if g["met"] else "**no**")
+        lines.append(f"| {g['what']} | {g['limit']} {g['unit']} | {g['value']} | {met} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small N for CI smoke (< 2 minutes)")
+    parser.add_argument("--sizes", help="comma list of N (overrides the mode's); the detail N is the one "
+                        "nearest 1,000")
+    parser.add_argument("--idle", type=float, help="idle window in seconds (overrides the mode's)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the link-latency measurement")
+    parser.add_argument("--out", type=Path, help="results JSON (default: bench/results/<mode>-<UTC time>.json)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run the controller under bench.profiling (all-thread sampler; adds overhead, so "
+                        "figures are not comparable); reports go to DIR/controller-<N>.txt")
+    parser.add_argument("--controller-arg", action="append", default=[], metavar="ARG",
+                        help="extra `tcr-assistant run` argument, e.g. --controller-arg=--workers=16 (repeatable)")
+    parser.add_argument("--workdir", type=Path, help="state and logs (default: a temporary directory, removed "
+                        "unless the run fails)")
+    parser.add_argument("--summarize", type=Path, metavar="FILE",
+                        help="print the Markdown summary of an existing results file and exit")
+    args = parser.parse_args(argv)
+    if args.summarize is not None:
+        print(markdown(json.loads(args.summarize.read_text())))
+        return 0
+    profile: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    mode = "quick" if args.quick else "full"
+    if args.sizes:
+        profile["sizes"] = sorted(int(s) for s in args.sizes.split(","))
+        profile["detail"] = min(profile["sizes"], key=lambda n: abs(n - 1000))
+        mode = "custom"
+    if args.no_latency:
+        profile["sequential"] = profile["bursts"] = 0
+    if args.idle is not None:
+        profile["idle_s"] = args.idle
+    started = datetime.now(UTC)
+    out = args.out or RESULTS_DIR / f"{mode}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tcr-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "mode": mode, "profile": profile, "started": started.isoformat(timespec="seconds"),
+        "machine": procstat.machine(), "versions": versions(), "kube_controller_manager_qps": KCM_QPS,
+        "workdir": str(workdir),
+    }
+    log(f"{mode} benchmark; state in {workdir}")
+    t0 = time.monotonic()
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        meta["profiled"] = True
+    meta["controller_args"] = args.controller_arg
+    results = run(profile, workdir, args.profile, tuple(args.controller_arg))
+    meta["duration_s"] = round(time.monotonic() - t0, 1)
+    meta["loadavg_end"] = procstat.machine()["loadavg"]
+    results = {"meta": meta, **results}
+    results["goals"] = evaluate(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    log(f"results: {out} ({meta['duration_s']} s)")
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

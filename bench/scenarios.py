@@ -1,0 +1,357 @@
+"""The measurements. Each returns a JSON-able dict; times in seconds unless the key says ms."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench import procstat, prom
+from bench.env import EXTRA_SA, SERVER, Env
+from bench.watch import Watcher, wait_until
+from harness import VENV
+from tcr_assistant import api
+from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError
+
+# Writes that a resync must not make (leader-election Lease renewals and the harness's TokenRequest are not resync).
+RECONCILED_RESOURCES = ("secrets", "serviceaccounts", "imagepullsecrets", "imagepullsecrets/status", "events")
+
+
+def percentiles(values: Iterable[float], scale: float = 1000.0) -> dict[str, float]:
+    """p50/p90/p99/max/mean (nearest-rank), scaled (default: seconds -> ms)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"n": 0}
+
+    def rank(q: float) -> float:
+        index = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 1)) - 1))
+        return round(ordered[index] * scale, 1)
+
+    return {"n": len(ordered), "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99),
+            "max": round(ordered[-1] * scale, 1), "mean": round(sum(ordered) / len(ordered) * scale, 1)}
+
+
+def _pull_secrets(obj: dict[str, Any]) -> list[str]:
+    return [str((e or {}).get("name")) for e in obj.get("imagePullSecrets") or []]
+
+
+def _password(secret: dict[str, Any]) -> str | None:
+    raw = (secret.get("data") or {}).get(api.SECRET_KEY)
+    if not raw:
+        return None
+    try:
+        doc = json.loads(base64.b64decode(raw))
+        return str(doc["auths"][SERVER]["password"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _controller_requests(samples: prom.Samples) -> float:
+    """Requests dispatched for the controller: its ServiceAccount token puts it (alone) in APF's
+    `service-accounts` FlowSchema; the admin clients (bench, kube-controller-manager) are exempt."""
+    return prom.value(samples, prom.APF_DISPATCHED, flow_schema="service-accounts")
+
+
+class Window:
+    """Deltas of API requests (all clients, by verb/resource), the controller's dispatched requests,
+    its own write counters and its CPU time between start() and stop()."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.api0 = env.apiserver()
+        self.ctl0 = env.controller()
+        self.cpu0 = procstat.cpu_seconds(env.pid)
+        self.t0 = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.t0
+        cpu = procstat.cpu_seconds(self.env.pid) - self.cpu0
+        api_delta = prom.diff(self.env.apiserver(), self.api0)
+        ctl_delta = prom.diff(self.env.controller(), self.ctl0)
+        requests = prom.by_verb_resource(api_delta)
+        own_writes = {dict(labels).get("resource", "?"): round(v) for (name, labels), v in ctl_delta.items()
+                      if name == "tcr_assistant_api_writes_total"}
+        return {
+            "window_s": round(elapsed, 2),
+            "controller_cpu_s": round(cpu, 2),
+            "controller_cpu_millicores": round(cpu / elapsed * 1000, 1) if elapsed else None,
+            "controller_requests": round(_controller_requests(api_delta)),
+            "apiserver_requests_by_verb_resource": requests,
+            "apiserver_mean_latency_ms": prom.mean_latency_ms(api_delta),
+            "writes_reconciled_resources": prom.writes_of(requests, RECONCILED_RESOURCES),
+            "writes_leases": prom.writes_of(requests, ["leases"]),
+            "controller_reported_writes": own_writes,
+        }
+
+
+# -- full reconcile -----------------------------------------------------------------------------------
+
+
+def full_reconcile(env: Env, name: str, password: str, timeout: float) -> dict[str, Any]:
+    """Create one ImagePullSecret `*`/`*` over the existing namespaces; time until every bench
+    ServiceAccount lists the Secret, every bench namespace has it, and the status says done."""
+    secret = api.secret_name(name)
+    bench = set(env.namespaces)
+    want_sas = {(ns, sa) for ns in bench for sa in ("default", EXTRA_SA)}
+    linked: dict[tuple[str, str], float] = {}
+    secrets: dict[str, float] = {}
+    status_done: list[float] = []
+    last_status: dict[str, Any] = {}
+
+    def on_sa(kind: str, obj: dict[str, Any], now: float) -> None:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if key in want_sas and secret in _pull_secrets(obj):
+            linked.setdefault(key, now)
+
+    def on_secret(kind: str, obj: dict[str, Any], now: float) -> None:
+        if kind != "DELETED":
+            secrets.setdefault(str((obj.get("metadata") or {}).get("namespace")), now)
+
+    def on_ips(kind: str, obj: dict[str, Any], now: float) -> None:
+        status = obj.get("status") or {}
+        last_status.clear()
+        last_status.update({k: v for k, v in status.items() if not isinstance(v, list)})
+        if (status.get("secretsDesired", 0) >= len(bench) and status.get("secretsSuccess") == status.get(
+                "secretsDesired") and status.get("sAsDesired", 0) >= len(want_sas)
+                and status.get("sAsSuccess") == status.get("sAsDesired") and not status_done):
+            status_done.append(now)
+
+    watchers = [Watcher(env.kube, SERVICEACCOUNTS.path(), on_sa),
+                Watcher(env.kube, SECRETS.path(), on_secret, {"labelSelector": f"{api.LABEL_IPS}={name}"}),
+                Watcher(env.kube, IMAGEPULLSECRETS.path(), on_ips, {"fieldSelector": f"metadata.name={name}"})]
+    window = Window(env)
+    rss_samples: list[float] = []
+    try:
+        t0 = time.monotonic()
+        env.create_ips(name, password)
+        t_created = time.monotonic()
+
+        def done() -> bool:
+            with contextlib.suppress(OSError):
+                rss_samples.append(procstat.rss_mib(env.pid))
+            return len(linked) >= len(want_sas) and bench <= secrets.keys() and bool(status_done)
+
+        wait_until(done, timeout, f"ImagePullSecret {name} to reach {len(bench)} namespaces", interval=0.1)
+        env.wait_quiet()
+        counts = window.stop()
+    finally:
+        for w in watchers:
+            w.stop()
+    served = int(last_status.get("secretsDesired") or len(bench))
+    t_secrets = max(secrets[ns] for ns in bench)
+    t_linked = max(linked.values())
+    return {
+        "namespaces": len(bench),
+        "namespaces_served": served,
+        "service_accounts": len(want_sas),
+        "create_call_ms": round((t_created - t0) * 1000, 1),
+        "all_secrets_s": round(t_secrets - t0, 2),
+        "all_linked_s": round(t_linked - t0, 2),
+        "status_complete_s": round(status_done[0] - t0, 2),
+        "first_link_s": round(min(linked.values()) - t0, 3),
+        "writes_per_namespace": round(counts["writes_reconciled_resources"] / served, 2),
+        "requests_per_namespace": round(counts["controller_requests"] / served, 2),
+        "final_status": last_status,
+        "peak_rss_during_mib": round(max(rss_samples, default=0.0), 1),
+        **env.rss(),
+        "counts": counts,
+    }
+
+
+# -- rotation ------------------------------------------------------------------------------------------
+
+
+def rotation(env: Env, name: str, password: str, timeout: float) -> dict[str, Any]:
+    """Change the password; time until every distributed Secret carries it."""
+    expected = {s["metadata"]["namespace"] for s in env.kube.list_all(
+        SECRETS.path(), {"labelSelector": f"{api.LABEL_IPS}={name}"})["items"]}
+    rotated: dict[str, float] = {}
+
+    def on_secret(kind: str, obj: dict[str, Any], now: float) -> None:
+        if kind != "DELETED" and _password(obj) == password:
+            rotated.setdefault(str((obj.get("metadata") or {}).get("namespace")), now)
+
+    watcher = Watcher(env.kube, SECRETS.path(), on_secret, {"labelSelector": f"{api.LABEL_IPS}={name}"})
+    window = Window(env)
+    try:
+        t0 = time.monotonic()
+        env.set_password(name, password)
+        wait_until(lambda: expected <= rotated.keys(), timeout, "every Secret rotated", interval=0.1)
+        env.wait_quiet()
+        counts = window.stop()
+    finally:
+        watcher.stop()
+    times = [rotated[ns] - t0 for ns in expected]
+    return {"secrets": len(expected), "all_rotated_s": round(max(times), 2),
+            "first_rotated_s": round(min(times), 3), "spread_ms": percentiles(times),
+            "writes_per_secret": round(counts["writes_reconciled_resources"] / len(expected), 2),
+            "requests_per_secret": round(counts["controller_requests"] / len(expected), 2), "counts": counts}
+
+
+# -- idle and resync -----------------------------------------------------------------------------------
+
+
+def idle(env: Env, seconds: float) -> dict[str, Any]:
+    """Nothing changes: API requests per minute, CPU and writes of the controller over ``seconds``."""
+    window = Window(env)
+    time.sleep(seconds)
+    counts = window.stop()
+    minutes = counts["window_s"] / 60
+    return {"window_s": counts["window_s"],
+            "controller_requests_per_min": round(counts["controller_requests"] / minutes, 1),
+            "controller_cpu_millicores": counts["controller_cpu_millicores"],
+            "writes_reconciled_resources": counts["writes_reconciled_resources"],
+            "lease_writes_per_min": round(counts["writes_leases"] / minutes, 1),
+            **env.rss(), "counts": counts}
+
+
+def restart_resync(env: Env, name: str) -> dict[str, Any]:
+    """Restart the controller with everything in place (full re-list and a pass over every namespace):
+    writes must be zero."""
+    env.stop_controller()
+    api0 = env.apiserver()
+    t0 = time.monotonic()
+    ready_s = env.start_controller()
+    cpu0 = 0.0  # a fresh process: all its CPU time is this resync's
+    quiet_at = env.wait_quiet()
+    cpu = procstat.cpu_seconds(env.pid) - cpu0
+    api_delta = prom.diff(env.apiserver(), api0)
+    requests = prom.by_verb_resource(api_delta)
+    status = (env.kube.get(IMAGEPULLSECRETS.path(name=name)) or {}).get("status") or {}
+    return {"ready_s": round(ready_s, 2), "until_idle_s": round(quiet_at - t0, 2),
+            "status_after": {k: v for k, v in status.items() if not isinstance(v, list)},
+            "controller_cpu_s": round(cpu, 2),
+            "controller_requests": round(_controller_requests(api_delta)),
+            "writes_reconciled_resources": prom.writes_of(requests, RECONCILED_RESOURCES),
+            "apiserver_requests_by_verb_resource": requests, **env.rss()}
+
+
+# -- link latency --------------------------------------------------------------------------------------
+
+
+def link_latency(env: Env, name: str, sequential: int, bursts: int, burst_size: int) -> dict[str, Any]:
+    """New namespaces while the ImagePullSecret serves everything: namespace created (client side, when
+    the create call returned) -> its `default` ServiceAccount lists our Secret (seen on a watch)."""
+    secret = api.secret_name(name)
+    created: dict[str, tuple[float, float]] = {}
+    appeared: dict[str, float] = {}
+    linked: dict[str, float] = {}
+
+    def on_sa(kind: str, obj: dict[str, Any], now: float) -> None:
+        ns = str((obj.get("metadata") or {}).get("namespace"))
+        if not ns.startswith("lat-"):
+            return
+        appeared.setdefault(ns, now)
+        if secret in _pull_secrets(obj):
+            linked.setdefault(ns, now)
+
+    def create(ns: str) -> None:
+        before = time.monotonic()
+        env.create_namespace(ns, extra_sa=False, group="lat")
+        created[ns] = (before, time.monotonic())
+
+    watcher = Watcher(env.kube, SERVICEACCOUNTS.path(), on_sa, {"fieldSelector": "metadata.name=default"})
+    ctl0 = env.controller()
+    groups: dict[str, list[str]] = {"sequential": [], "burst": []}
+    try:
+        for i in range(sequential):
+            ns = f"lat-s-{i:03d}"
+            create(ns)
+            groups["sequential"].append(ns)
+            wait_until(lambda ns=ns: ns in linked, 60, f"{ns} linked", interval=0.005)  # type: ignore[misc]
+            time.sleep(0.05)
+        for b in range(bursts):
+            names = [f"lat-b{b}-{i:03d}" for i in range(burst_size)]
+            with ThreadPoolExecutor(burst_size) as pool:
+                list(pool.map(create, names))
+            groups["burst"].extend(names)
+            wait_until(lambda names=names: all(n in linked for n in names), 120,  # type: ignore[misc]
+                       f"burst {b} linked", interval=0.01)
+            time.sleep(1.0)
+    finally:
+        watcher.stop()
+    ctl1 = env.controller()
+    out: dict[str, Any] = {"namespaces_present": len(env.namespaces), "timestamp": (
+        "client side: time.monotonic() right after the namespace create call returned; link seen on an "
+        "admin watch of ServiceAccounts (fieldSelector metadata.name=default)")}
+    for group, names in groups.items():
+        out[group] = {
+            "namespace_created_to_linked_ms": percentiles(linked[n] - created[n][1] for n in names),
+            "create_call_started_to_linked_ms": percentiles(linked[n] - created[n][0] for n in names),
+            "namespace_created_to_default_sa_ms": percentiles(appeared[n] - created[n][1] for n in names),
+            "default_sa_to_linked_ms": percentiles(linked[n] - appeared[n] for n in names),
+        }
+    out["controller_histogram_delta"] = {dict(labels).get("le", name): round(v) for (name, labels), v in
+                                         prom.diff(ctl1, ctl0).items() if name.startswith("tcr_assistant_link")}
+    # tidy up: the namespaces go, so later phases see exactly their N
+    for ns in created:
+        with contextlib.suppress(KubeError):
+            env.kube.request("DELETE", NAMESPACES.path(name=ns))
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not env.kube.list_all(NAMESPACES.path(), {"labelSelector": "tcr-bench=lat"})["items"],
+                   300, "latency namespaces deleted", interval=1.0)
+    return out
+
+
+# -- cleanup -------------------------------------------------------------------------------------------
+
+
+def cleanup(env: Env, name: str, timeout: float) -> dict[str, Any]:
+    """Delete the ImagePullSecret; time until its finalizer is released (every Secret and entry removed)."""
+    window = Window(env)
+    t0 = time.monotonic()
+    env.kube.request("DELETE", IMAGEPULLSECRETS.path(name=name))
+    wait_until(lambda: env.kube.get(IMAGEPULLSECRETS.path(name=name)) is None, timeout, f"{name} gone", interval=0.2)
+    gone = time.monotonic() - t0
+    env.wait_quiet()
+    counts = window.stop()
+    return {"cleanup_s": round(gone, 2), "writes": counts["writes_reconciled_resources"], "counts": counts}
+
+
+# -- hosts-updater -------------------------------------------------------------------------------------
+
+
+def hosts_updater(intervals: int, interval: float = 1.0) -> dict[str, Any]:
+    """RSS of `hosts-updater` while it runs ``intervals`` loops over a 3-entry config."""
+    with tempfile.TemporaryDirectory(prefix="tcr-bench-hosts-") as tmp:
+        config = Path(tmp) / "config.json"
+        hosts = Path(tmp) / "hosts"
+        config.write_text(json.dumps({"hosts": [
+            {"domain": "a.tencentcloudcr.com", "ip": "10.0.0.10", "disabled": False},
+            {"domain": "b.tencentcloudcr.com", "ip": "10.0.0.11", "disabled": False},
+            {"domain": "c.tencentcloudcr.com", "ip": "10.0.0.12", "disabled": True},
+        ]}))
+        hosts.write_text("127.0.0.1 localhost\n::1 localhost\n")
+        proc = subprocess.Popen([str(VENV / "bin" / "hosts-updater"), "--config", str(config), "--hosts-file",
+                                 str(hosts), "--interval", str(interval)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        samples: list[float] = []
+        cpu = peak = 0.0
+        try:
+            deadline = time.monotonic() + intervals * interval + 0.5
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    err = proc.stderr.read() if proc.stderr else b""
+                    raise RuntimeError(f"hosts-updater exited {proc.returncode}: {err!r}")
+                samples.append(procstat.rss_mib(proc.pid))
+                time.sleep(0.1)
+            peak = procstat.peak_rss_mib(proc.pid)
+            cpu = procstat.cpu_seconds(proc.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        wrote = "10.0.0.11 b.tencentcloudcr.com" in hosts.read_text()
+    return {"intervals": intervals, "interval_s": interval, "rss_mib": round(samples[-1], 1),
+            "max_rss_mib": round(max(samples), 1), "peak_rss_mib": round(peak, 1), "cpu_s": round(cpu, 2),
+            "hosts_file_written": wrote}
