@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-long lint demo demo-down e2e e2e-kind clean
+.PHONY: setup test test-long lint demo demo-down e2e e2e-kind bench bench-quick clean
 HARNESS := PYTHONPATH=scripts $(PY) -m
 
 setup: $(STAMP) ## Install everything the tests need: .venv with pinned packages, Go-built tools.
@@ -28,8 +28,8 @@ test-long: ## The long property runs (>= 10,000 examples each).
 	@$(PY) -m pytest -m long
 
 lint: ## ruff and mypy over every Python file we ship.
-	@$(VENV)/bin/ruff check scripts controller hosts-updater tests
-	@$(VENV)/bin/mypy scripts/harness controller/tcr_assistant hosts-updater/hosts_updater
+	@$(VENV)/bin/ruff check scripts controller hosts-updater tests bench
+	@$(VENV)/bin/mypy scripts/harness controller/tcr_assistant hosts-updater/hosts_updater bench
 	@# Each test suite has its own conftest module: one mypy run per suite.
 	@$(VENV)/bin/mypy --no-error-summary tests/conftest.py tests/support.py
 	@for suite in tests/*/; do $(VENV)/bin/mypy --no-error-summary "$$suite" || exit 1; done
@@ -45,6 +45,12 @@ e2e: ## The e2e suite alone (local control plane, controller as a host process).
 
 e2e-kind: setup ## e2e suite + helm test on a kind cluster: needs Docker, NOT exercised in CI.
 	@$(HARNESS) harness.e2e_kind
+
+bench: setup ## Benchmarks (BENCHMARKS.md): own local control plane, N = 100 / 1,000 / 10,000, 6-8 minutes.
+	@PYTHONPATH=scripts $(PY) -m bench.run
+
+bench-quick: setup ## Benchmark smoke: N = 40, about 1 minute (also run by `make test`).
+	@PYTHONPATH=scripts $(PY) -m bench.run --quick
 
 clean: ## Remove the virtualenv and local state (the tool cache stays: scripts/tools path).
 	-@scripts/cluster down >/dev/null 2>&1 || true

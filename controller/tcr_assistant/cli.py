@@ -94,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"directory with tls.crt and tls.key, reloaded when they change (default: {api.DEFAULT_WEBHOOK_CERT_DIR})",
     )
-    run.add_argument("--workers", type=int, default=4, metavar="N", help="concurrent reconcile workers (default: 4)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        metavar="N",
+        help="concurrent reconcile workers; they mostly wait on the API server (default: 16)",
+    )
     run.add_argument(
         "--drift-check-qps",
         type=float,

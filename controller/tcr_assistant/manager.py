@@ -589,11 +589,12 @@ ABSENT = "absent"  # secret state: known not to exist
 @dataclass
 class Options:
     namespace: str
-    workers: int = 4
+    workers: int = 16
     drift_qps: float = 20.0
     drift_period: float = 60.0
     sa_drift_delay: float = 1.0
     status_delay: float = 1.0
+    status_settle_limit: float = 30.0
     watch_timeout: int = 300
     read_timeout: float = 330.0
     leader_elect: bool = False
@@ -638,6 +639,7 @@ class Controller:
         self._recent_events: dict[tuple[str, str, str], float] = {}
         self.elector: LeaderElector | None = None
         self.fanned_out: dict[str, tuple[Any, ...]] = {}
+        self.status_deferred_since: dict[str, float] = {}
         self.exit_code = 0
         self.leading = threading.Event()
         w, r = options.watch_timeout, options.read_timeout
@@ -840,7 +842,9 @@ class Controller:
                             self.written_secrets.setdefault(plan.name, []).append(f"{ns_name}/{plan.secret_name}")
                     if result in ("created", "updated"):
                         log.info("Secret %s/%s %s", ns_name, plan.secret_name, result)
-                        self.queue.add_after(("status", plan.name), self.opts.status_delay)
+                    # Also on "unchanged": after a restart the counts only become complete as each
+                    # namespace is re-checked, so the status must follow every state change.
+                    self.queue.add_after(("status", plan.name), self.opts.status_delay)
                 elif plan.managed and state != ABSENT and (plan.deleting or plan.problem is None):
                     existing = self.kube.get_secret(ns_name, plan.secret_name)
                     if existing is not None and reconcile.is_ours(existing, plan.name):
@@ -962,11 +966,29 @@ class Controller:
             for sa in accounts:
                 self.link_service_account(sa)
 
+    def _unchecked_namespaces(self, plan: Plan) -> bool:
+        """Some served namespace has not been checked yet (start-up, or a fan-out in progress)."""
+        if not plan.active or plan.creds is None:
+            return False
+        return any(
+            reconcile.namespace_served(plan.target, ns) and (ns.name, plan.name) not in self.secret_state
+            for ns in self.namespaces.values()
+        )
+
     def sync_status(self, name: str) -> None:
         with self.lock:
             plan = self.plans.get(name)
             if plan is None or plan.deleting:
                 return
+            # Writing counts while namespaces are still being checked would store a wrong status
+            # (and an extra write on every restart); wait for them, but not forever: a namespace
+            # that keeps failing must show up in the status.
+            if self._unchecked_namespaces(plan):
+                first = self.status_deferred_since.setdefault(name, time.monotonic())
+                if time.monotonic() - first < self.opts.status_settle_limit:
+                    self.queue.add_after(("status", name), max(self.opts.status_delay, 0.1))
+                    return
+            self.status_deferred_since.pop(name, None)
             counts = self._counts(plan)
             secrets_written = self.written_secrets.pop(name, [])
             sas_written = self.written_sas.pop(name, [])

@@ -6,7 +6,9 @@ import base64
 import copy
 import json
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -370,6 +372,41 @@ def test_zero_writes_when_nothing_changed(k: K, controller: RunningController, i
     c.queue.add(("status", name))
     controller.settle()
     assert dict(c.kube.writes) == before
+
+
+def test_restart_writes_nothing_and_keeps_a_complete_status(
+    k: K, start_controller: Callable[..., RunningController]
+) -> None:
+    """A new leader (restart, failover) re-checks everything: no write, and no half-counted status."""
+    first = start_controller()
+    nss = [k.create_namespace() for _ in range(3)]
+    for ns in nss:
+        k.wait_default_sa(ns)
+    name = f"rs-{uid()}"
+    k.create_ips(name, spec(",".join(nss)))
+
+    def complete() -> dict[str, Any] | None:
+        status = (k.ips(name) or {}).get("status") or {}
+        done = status.get("secretsSuccess") == 3 and status.get("sAsSuccess") == 3
+        return status if done and status["conditions"][0]["status"] == "True" else None
+
+    try:
+        stored = wait_for(complete, what="status complete")
+        first.settle()
+        first.stop()
+        # Many workers and no status delay: a status update races the re-check of each namespace.
+        second = start_controller(workers=16, status_delay=0.0)
+        c = second.controller
+        wait_for(lambda: second.controller.idle() and not c.status_deferred_since, timeout=60,
+                 what="the restarted controller to re-check every namespace")
+        time.sleep(1.0)  # a status update queued last runs after status_delay
+        second.settle()
+        ours = {kind: n for kind, n in c.kube.writes.items()
+                if kind.split()[-1] in ("secrets", "serviceaccounts", f"{api.PLURAL}/status")}
+        assert ours == {}, f"a restart with nothing changed wrote {ours}"
+        assert complete() == stored
+    finally:
+        k.delete_ips(name, wait=True, timeout=60)
 
 
 def test_conflict_already_exists_and_terminating(k: K, controller: RunningController, ips_cleanup: list[str]) -> None:
