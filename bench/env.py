@@ -13,7 +13,7 @@ from typing import Any
 from bench import procstat, prom
 from harness import VENV
 from harness.addon import Addon
-from harness.cluster import ControlPlane, binary
+from harness.cluster import ControlPlane
 from tcr_assistant import api
 from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SERVICEACCOUNTS, Kube, KubeError, make_api_client
 
@@ -31,19 +31,7 @@ class BenchControlPlane(ControlPlane):
     includes kube-controller-manager creating `default`).
     """
 
-    def _start_controller_manager(self) -> None:
-        from harness.cluster import KUBE_CONTROLLERS
-
-        pki_dir = self.directory / "pki"
-        self._spawn("kube-controller-manager", [
-            binary("kube-controller-manager"),
-            f"--kubeconfig={self.directory / 'controller-manager.kubeconfig'}",
-            f"--controllers={KUBE_CONTROLLERS}",
-            f"--service-account-private-key-file={pki_dir / 'sa.key'}",
-            f"--root-ca-file={pki_dir / 'ca.crt'}",
-            "--leader-elect=false", "--secure-port=0", "--v=1",
-            f"--kube-api-qps={KCM_QPS}", f"--kube-api-burst={KCM_QPS * 2}",
-        ])
+    controller_manager_args = (f"--kube-api-qps={KCM_QPS}", f"--kube-api-burst={KCM_QPS * 2}")
 
 
 class BenchAddon(Addon):

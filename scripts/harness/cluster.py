@@ -84,6 +84,8 @@ def kubeconfig_yaml(server: str, ca_pem: bytes, *, cert_pem: bytes | None = None
 class ControlPlane:
     """Start with `up()`, stop with `down()`. State, PKI, kubeconfig and logs live in `directory`."""
 
+    controller_manager_args: tuple[str, ...] = ()  # extra kube-controller-manager flags (benchmarks)
+
     def __init__(self, directory: Path, *, tie_to_parent: bool = False) -> None:
         self.directory = directory.resolve()
         self.tie_to_parent = tie_to_parent
@@ -209,6 +211,7 @@ class ControlPlane:
             f"--service-account-private-key-file={pki_dir / 'sa.key'}",
             f"--root-ca-file={pki_dir / 'ca.crt'}",
             "--leader-elect=false", "--secure-port=0", "--v=1",
+            *self.controller_manager_args,
         ])
 
     def crash_and_restart(self, name: str) -> None:
