@@ -153,13 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="label selector of the ImagePullSecrets to delete, e.g. app.kubernetes.io/instance=x",
     )
     cleanup.add_argument(
-        "--timeout", type=float, default=120.0, metavar="S", help="wait up to S seconds (default: 120)"
+        "--timeout", type=float, default=120.0, metavar="S", help="wait up to S seconds in all (default: 120)"
     )
     cleanup.add_argument(
         "--hosts-daemonset",
         metavar="NS/NAME",
-        help="first switch this hosts-updater DaemonSet to --remove mode and wait (up to --timeout) until every "
-        "node's Pod is Ready again, i.e. its hosts file no longer holds our lines; a timeout is reported, "
+        help="first switch this hosts-updater DaemonSet to --remove mode and wait (up to half of --timeout) until "
+        "every node's Pod is Ready again, i.e. its hosts file no longer holds our lines; a timeout is reported, "
         "not fatal, so the uninstall goes on",
     )
     return parser
@@ -282,13 +282,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     kube = Kube(make_api_client(args.kubeconfig))
     if args.hosts_daemonset:
         namespace, _, name = args.hosts_daemonset.partition("/")
         if not namespace or not name:
             print(f"error: --hosts-daemonset must be NS/NAME, got {args.hosts_daemonset!r}", file=sys.stderr)
             return 2
-        remove_hosts_lines(kube, namespace, name, args.timeout, say=print)
+        # At most half of the overall --timeout, so the ImagePullSecret cleanup keeps its share.
+        remove_hosts_lines(kube, namespace, name, args.timeout / 2, say=print)
     path = IMAGEPULLSECRETS.path()
     try:
         items = kube.list_all(path, {"labelSelector": args.selector})["items"]
@@ -301,7 +303,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     for name in names:
         kube.delete(IMAGEPULLSECRETS.path(name=name))
         print(f"deleting ImagePullSecret {name}")
-    deadline = time.monotonic() + args.timeout
+    deadline = started + args.timeout
     remaining = list(names)
     while remaining and time.monotonic() < deadline:
         remaining = [n for n in remaining if kube.get(IMAGEPULLSECRETS.path(name=n)) is not None]
