@@ -236,15 +236,20 @@ class Kube:
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(SECRETS.path(namespace, name))
 
-    def ensure_secret(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None = None) -> str:
+    def ensure_secret(
+        self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None = None, assume_absent: bool = False
+    ) -> str:
         """Make the Secret match ``desired``. Returns "unchanged", "created", "updated" or "skipped"
-        (namespace gone or terminating). ``observed``: a fresh read, if the caller has one."""
+        (namespace gone or terminating). ``observed``: a fresh read, if the caller has one;
+        ``assume_absent``: try to create it before reading (a new namespace), read only on AlreadyExists."""
         ns = desired["metadata"]["namespace"]
         name = desired["metadata"]["name"]
         current = observed
+        create_first = assume_absent and observed is None
         for _attempt in range(CONFLICT_RETRIES):
-            if current is None:
+            if current is None and not create_first:
                 current = self.get_secret(ns, name)
+            create_first = False
             try:
                 if current is None:
                     self.request("POST", SECRETS.path(ns), body=dict(desired))

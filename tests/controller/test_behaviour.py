@@ -430,6 +430,14 @@ def test_conflict_already_exists_and_terminating(k: K, controller: RunningContro
     assert kube.ensure_secret(desired) == "unchanged"
     # creating via a stale "absent" view hits AlreadyExists and still converges
     assert kube.ensure_secret(desired, observed=None) == "unchanged"
+    # a new namespace: create without reading first; a wrong guess falls back to read-and-update
+    k.kube.request("PUT", SECRETS.path(ns, desired["metadata"]["name"]),
+                   body={**stale_secret, "metadata": (k.secret(ns, desired["metadata"]["name"]) or {})["metadata"]})
+    assert kube.ensure_secret(desired, assume_absent=True) == "updated"
+    fresh = reconcile.desired_secret("y", ns, reconcile.Credentials("r.example.com", "u", "p"))
+    posts = kube.writes["POST secrets"]
+    assert kube.ensure_secret(fresh, assume_absent=True) == "created"
+    assert kube.writes["POST secrets"] == posts + 1
     # Forbidden in a terminating namespace: skipped, not an error
     term = k.create_namespace()
     k.kube.request(
