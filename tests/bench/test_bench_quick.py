@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from harness import REPO_ROOT, tools
 
 
@@ -20,8 +18,8 @@ def _positive(value: object) -> bool:
 
 
 def test_quick_bench_writes_results(tmp_path: Path) -> None:
-    if not (tools.bin_dir() / "kube-apiserver").exists() or not (tools.bin_dir() / "helm").exists():
-        pytest.skip("control-plane binaries or helm not built ('make setup')")
+    for tool in ("kube-apiserver", "helm"):
+        assert (tools.bin_dir() / tool).exists(), f"{tool} is not built: run 'make setup'"
     out = tmp_path / "quick.json"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "scripts"), str(REPO_ROOT),
