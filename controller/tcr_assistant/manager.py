@@ -271,15 +271,18 @@ class Reflector:
             old = self.store.pop(key)
             self._fire("DELETED", old, None)
         for key, (_obj, new) in fresh.items():
-            old = self.store.get(key)
-            self.store[key] = new
-            if old is None:
-                self._fire("ADDED", None, new)
-            elif old != new:
-                self._fire("MODIFIED", old, new)
+            self._upsert(key, new)
         self.resource_version = doc["resourceVersion"]
         self.relists += 1
         self.synced.set()
+
+    def _upsert(self, key: Any, new: Any) -> None:
+        old = self.store.get(key)
+        self.store[key] = new
+        if old is None:
+            self._fire("ADDED", None, new)
+        elif old != new:
+            self._fire("MODIFIED", old, new)
 
     def _fire(self, kind: str, old: Any, new: Any) -> None:
         try:
@@ -316,13 +319,7 @@ class Reflector:
                     continue
                 key = self.key_of(obj)
                 if etype in ("ADDED", "MODIFIED"):
-                    new = self.reduce(obj)
-                    old = self.store.get(key)
-                    self.store[key] = new
-                    if old is None:
-                        self._fire("ADDED", None, new)
-                    elif old != new:
-                        self._fire("MODIFIED", old, new)
+                    self._upsert(key, self.reduce(obj))
                 elif etype == "DELETED":
                     old = self.store.pop(key, None)
                     if old is not None:
