@@ -640,50 +640,19 @@ class Controller:
         self.new_namespaces: set[str] = set()  # created after start-up, not yet given our Secrets
         self.exit_code = 0
         self.leading = threading.Event()
-        w, r = options.watch_timeout, options.read_timeout
-        s = self.stop_event
+        def reflector(resource: Resource, reduce: Callable[[Mapping[str, Any]], Any],
+                      handler: Callable[[str, Any, Any], None], name: str = "",
+                      namespace: str | None = None) -> Reflector:
+            return Reflector(kube, resource, reduce, handler, name=name or resource.plural, namespace=namespace,
+                             watch_timeout=options.watch_timeout, read_timeout=options.read_timeout,
+                             stop=self.stop_event)
+
         self.reflectors = [
-            Reflector(
-                kube,
-                IMAGEPULLSECRETS,
-                _ips_reduce,
-                self._on_ips,
-                name="imagepullsecrets",
-                watch_timeout=w,
-                read_timeout=r,
-                stop=s,
-            ),
-            Reflector(
-                kube,
-                SECRETS,
-                _secret_reduce,
-                self._on_local_secret,
-                name="local-secrets",
-                namespace=options.namespace,
-                watch_timeout=w,
-                read_timeout=r,
-                stop=s,
-            ),
-            Reflector(
-                kube,
-                NAMESPACES,
-                reconcile.namespace_info,
-                self._on_namespace,
-                name="namespaces",
-                watch_timeout=w,
-                read_timeout=r,
-                stop=s,
-            ),
-            Reflector(
-                kube,
-                SERVICEACCOUNTS,
-                reconcile.service_account_info,
-                self._on_sa,
-                name="serviceaccounts",
-                watch_timeout=w,
-                read_timeout=r,
-                stop=s,
-            ),
+            reflector(IMAGEPULLSECRETS, _ips_reduce, self._on_ips),
+            # Only the add-on's own namespace (passwordSecretRef): never Secrets cluster-wide.
+            reflector(SECRETS, _secret_reduce, self._on_local_secret, "local-secrets", options.namespace),
+            reflector(NAMESPACES, reconcile.namespace_info, self._on_namespace),
+            reflector(SERVICEACCOUNTS, reconcile.service_account_info, self._on_sa),
         ]
         self._threads: list[threading.Thread] = []
 

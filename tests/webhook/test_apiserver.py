@@ -29,17 +29,15 @@ from webhook_support import (
     kubectl_json,
     labelled,
     loopback_pair,
-    registered_webhook,
     running_webhook,
     sample,
-    wait_until_consulted,
+    stopped_webhook,
     webhook_configuration,
     write_pair,
 )
 
 from harness.pki import CertificateAuthority
 from support import kubectl, wait_for
-from tcr_assistant.webhook import WebhookServer
 
 
 @pytest.fixture(scope="module")
@@ -144,63 +142,42 @@ def test_update_that_breaks_a_valid_object_is_refused(webhook: Webhook) -> None:
 def test_webhook_down_fails_closed_but_core_objects_still_work(
     webhook: Webhook, tmp_path: Path, test_namespace: str
 ) -> None:
-    ca = CertificateAuthority("tcr-addon-webhook-down-ca")
-    cert_dir = tmp_path / "certs"
-    write_pair(cert_dir, loopback_pair(ca))
-    name = f"tcr-webhook-down-{uuid.uuid4().hex[:6]}"
-    server = WebhookServer("127.0.0.1", 0, cert_dir)
-    server.start()
-    try:
-        with registered_webhook(name, server.port, ca.cert_pem):
-            wait_until_consulted(server, labelled(sample(unique("probe"))))
-            server.stop()
-            proc = apply(sample(unique()))
-            assert proc.returncode != 0
-            assert f'failed calling webhook "{CHART_WEBHOOK_NAME}"' in proc.stderr, proc.stderr
-            # Core objects are not matched by the webhook's rules.
-            ns = unique("ns")
-            kubectl("create", "namespace", ns)
-            try:
-                kubectl("-n", test_namespace, "create", "serviceaccount", "builder")
-                kubectl("-n", test_namespace, "create", "secret", "generic", "plain", "--from-literal=a=b")
-                wait_for(
-                    lambda: (
-                        kubectl("-n", test_namespace, "get", "serviceaccount", "default", check=False).returncode == 0
-                    ),
-                    timeout=60,
-                    what="the default ServiceAccount",
-                )
-                pod = {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {"name": "stored-not-run", "namespace": test_namespace},
-                    "spec": {"containers": [{"name": "c", "image": "registry.example.com/app:1"}]},
-                }
-                kubectl_json("create", obj=pod, check=True)
-                assert kubectl("-n", test_namespace, "get", "pod", "stored-not-run", check=False).returncode == 0
-            finally:
-                kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    finally:
-        server.stop()
+    with stopped_webhook(tmp_path / "certs", "tcr-addon-webhook-down-ca"):
+        proc = apply(sample(unique()))
+        assert proc.returncode != 0
+        assert f'failed calling webhook "{CHART_WEBHOOK_NAME}"' in proc.stderr, proc.stderr
+        # Core objects are not matched by the webhook's rules.
+        ns = unique("ns")
+        kubectl("create", "namespace", ns)
+        try:
+            kubectl("-n", test_namespace, "create", "serviceaccount", "builder")
+            kubectl("-n", test_namespace, "create", "secret", "generic", "plain", "--from-literal=a=b")
+            wait_for(
+                lambda: (
+                    kubectl("-n", test_namespace, "get", "serviceaccount", "default", check=False).returncode == 0
+                ),
+                timeout=60,
+                what="the default ServiceAccount",
+            )
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "stored-not-run", "namespace": test_namespace},
+                "spec": {"containers": [{"name": "c", "image": "registry.example.com/app:1"}]},
+            }
+            kubectl_json("create", obj=pod, check=True)
+            assert kubectl("-n", test_namespace, "get", "pod", "stored-not-run", check=False).returncode == 0
+        finally:
+            kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_update_fails_closed_while_webhook_down(webhook: Webhook, tmp_path: Path) -> None:
     obj = sample(unique())
     assert apply(obj).returncode == 0
-    ca = CertificateAuthority("tcr-addon-webhook-down-ca-2")
-    write_pair(tmp_path, loopback_pair(ca))
-    name = f"tcr-webhook-down-{uuid.uuid4().hex[:6]}"
-    server = WebhookServer("127.0.0.1", 0, tmp_path)
-    server.start()
-    try:
-        with registered_webhook(name, server.port, ca.cert_pem):
-            wait_until_consulted(server, labelled(sample(unique("probe"))))
-            server.stop()
-            proc = apply(sample(obj["metadata"]["name"], namespaces="team-b"))
-            assert proc.returncode != 0
-            assert "failed calling webhook" in proc.stderr, proc.stderr
-    finally:
-        server.stop()
+    with stopped_webhook(tmp_path, "tcr-addon-webhook-down-ca-2"):
+        proc = apply(sample(obj["metadata"]["name"], namespaces="team-b"))
+        assert proc.returncode != 0
+        assert "failed calling webhook" in proc.stderr, proc.stderr
 
 
 def test_certificate_rotation_through_the_api_server(webhook: Webhook) -> None:

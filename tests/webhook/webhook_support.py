@@ -357,6 +357,22 @@ def wait_until_consulted(server: WebhookServer, probe: dict[str, Any]) -> None:
     wait_for(consulted, timeout=60, interval=0.2, what="the API server to call the webhook")
 
 
+@contextmanager
+def stopped_webhook(cert_dir: Path, ca_name: str) -> Iterator[None]:
+    """A webhook the API server has been seen calling, then stopped: its configuration stays registered."""
+    ca = CertificateAuthority(ca_name)
+    write_pair(cert_dir, loopback_pair(ca))
+    server = WebhookServer("127.0.0.1", 0, cert_dir)
+    server.start()
+    try:
+        with registered_webhook(f"tcr-webhook-down-{uuid.uuid4().hex[:6]}", server.port, ca.cert_pem):
+            wait_until_consulted(server, labelled(sample(f"probe-{uuid.uuid4().hex[:6]}")))
+            server.stop()
+            yield
+    finally:
+        server.stop()
+
+
 class Webhook:
     """A running WebhookServer registered with the API server under ``name``."""
 
