@@ -24,7 +24,13 @@ HELM_VERSION = "v3.22.0"
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 KIND_VERSION = "v0.33.0"
+CONTAINERD_VERSION = "v2.4.2"
 GO_MINIMUM = (1, 26)
+# Control plane, client and node: built together from one wrapper module.
+KUBERNETES_COMMANDS = (
+    "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy",
+)
+CONTAINERD_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2")
 GO_WANTED = ".".join(map(str, GO_MINIMUM))
 
 
@@ -128,6 +134,14 @@ def build_kind(out: Path) -> None:
            cwd=out, env_extra={"GOBIN": str(out)})
 
 
+def build_containerd(out: Path) -> None:
+    flags = f"-s -w -X github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION}"
+    packages = [f"github.com/containerd/containerd/v2/cmd/{name}@{CONTAINERD_VERSION}" for name in CONTAINERD_COMMANDS]
+    # No cgo: the snapshotters that need C libraries are left out by build tags.
+    run_go(["install", "-trimpath", "-tags", "no_btrfs no_devmapper no_zfs", "-ldflags", flags, *packages],
+           cwd=out, env_extra={"GOBIN": str(out)})
+
+
 def write_wrapper_module(workdir: Path, name: str, go_directives: str, body: str) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "go.mod").write_text(f"module tcr-addon.local/{name}\n\n{go_directives}\n{body}")
@@ -176,13 +190,11 @@ def build_kubernetes(out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="k8s-build-") as tmp:
         work = Path(tmp)
         write_wrapper_module(work, "kubernetes", directives, body)
-        # One `go build` for all three commands, so they share compiled packages.
+        # One `go build` for every command, so they share compiled packages.
         run_go(
             [
                 "build", "-trimpath", "-ldflags", k8s_ldflags(KUBERNETES_VERSION), "-o", str(out) + "/",
-                "k8s.io/kubernetes/cmd/kube-apiserver",
-                "k8s.io/kubernetes/cmd/kube-controller-manager",
-                "k8s.io/kubernetes/cmd/kubectl",
+                *(f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_COMMANDS),
             ],
             cwd=work,
         )
@@ -191,9 +203,16 @@ def build_kubernetes(out: Path) -> None:
 TOOLS: list[Tool] = [
     Tool("helm", HELM_VERSION, ["version", "--template", "{{.Version}}"], build_helm, "helm"),
     Tool("etcd", ETCD_VERSION, ["--version"], build_etcd, "etcd"),
-    Tool("kube-apiserver", KUBERNETES_VERSION, ["--version"], build_kubernetes, "kubernetes"),
-    Tool("kube-controller-manager", KUBERNETES_VERSION, ["--version"], build_kubernetes, "kubernetes"),
-    Tool("kubectl", KUBERNETES_VERSION, ["version", "--client"], build_kubernetes, "kubernetes"),
+    *(
+        Tool(name, KUBERNETES_VERSION, ["version", "--client"] if name == "kubectl" else ["--version"],
+             build_kubernetes, "kubernetes")
+        for name in KUBERNETES_COMMANDS
+    ),
+    *(
+        Tool(name, CONTAINERD_VERSION, ["-v"] if name.startswith("containerd-shim") else ["--version"],
+             build_containerd, "containerd")
+        for name in CONTAINERD_COMMANDS
+    ),
     Tool("kind", KIND_VERSION, ["version"], build_kind, "kind"),
 ]
 
