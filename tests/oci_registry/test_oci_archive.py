@@ -1,0 +1,205 @@
+"""OCI image archives: byte-for-byte deterministic, valid per the image-layout spec, readable by skopeo."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import signal
+import struct
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import oci
+
+PT_INTERP = 3
+
+
+def _members(archive: Path) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    out: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            extracted = tar.extractfile(member) if member.isfile() else None
+            out[member.name] = (member, extracted.read() if extracted else b"")
+    return out
+
+
+def _blob(members: dict[str, tuple[tarfile.TarInfo, bytes]], digest: str) -> bytes:
+    algorithm, hexdigest = digest.split(":")
+    assert algorithm == "sha256"
+    return members[f"blobs/sha256/{hexdigest}"][1]
+
+
+def _json(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def _skopeo(*args: str) -> str:
+    proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_same_inputs_give_a_byte_identical_archive(tmp_path: Path) -> None:
+    files: dict[str, oci.FileSpec | bytes] = {
+        "/bin/tool": oci.FileSpec(b"#!/bin/sh\necho hi\n", 0o755), "/etc/motd": b"hello\n", "/z": b"z"}
+    first = oci.build_image_archive(tmp_path / "a.tar", "example.local/x:1", files, ["/bin/tool"],
+                                    labels={"b": "2", "a": "1"}, env={"A": "1"})
+    time.sleep(1.1)  # a timestamp leaking in would now differ
+    second = oci.build_image_archive(tmp_path / "b.tar", "example.local/x:1", dict(reversed(files.items())),
+                                     ["/bin/tool"], labels={"a": "1", "b": "2"}, env={"A": "1"})
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert (first.manifest_digest, first.config_digest) == (second.manifest_digest, second.config_digest)
+
+
+def test_pause_image_is_deterministic_across_builds(tmp_path: Path, pause_archive: oci.ImageInfo) -> None:
+    again = oci.pause_image(tmp_path / "pause.tar")
+    assert again.manifest_digest == pause_archive.manifest_digest
+    assert again.archive.read_bytes() == pause_archive.archive.read_bytes()
+    assert pause_archive.ref == oci.PAUSE_REF == "tcr-addon.local/pause:1.0"
+
+
+def test_archive_follows_the_oci_image_layout(pause_archive: oci.ImageInfo) -> None:
+    members = _members(pause_archive.archive)
+    for info, _ in members.values():
+        assert info.isfile() or info.isdir(), info.name
+        assert (info.mtime, info.uid, info.gid, info.uname, info.gname) == (0, 0, 0, "", ""), info.name
+    assert _json(members["oci-layout"][1]) == {"imageLayoutVersion": "1.0.0"}
+
+    index = _json(members["index.json"][1])
+    assert index["schemaVersion"] == 2
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    [descriptor] = index["manifests"]
+    assert descriptor["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert descriptor["digest"] == pause_archive.manifest_digest
+    assert descriptor["annotations"] == {
+        "io.containerd.image.name": "tcr-addon.local/pause:1.0",
+        "org.opencontainers.image.ref.name": "1.0",
+    }
+    assert descriptor["platform"] == {"architecture": "amd64", "os": "linux"}
+
+    # Every blob is named by the digest of its contents; every descriptor's size is right.
+    blobs = {name: data for name, (_, data) in members.items() if name.startswith("blobs/sha256/")}
+    for name, data in blobs.items():
+        assert name == "blobs/sha256/" + hashlib.sha256(data).hexdigest()
+    manifest_bytes = _blob(members, descriptor["digest"])
+    assert len(manifest_bytes) == descriptor["size"]
+    manifest = _json(manifest_bytes)
+    assert manifest["schemaVersion"] == 2
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert manifest["config"]["digest"] == pause_archive.config_digest
+    config_bytes = _blob(members, manifest["config"]["digest"])
+    assert len(config_bytes) == manifest["config"]["size"]
+    [layer_descriptor] = manifest["layers"]
+    assert layer_descriptor["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert layer_descriptor["digest"] == pause_archive.layer_digest
+    layer = _blob(members, layer_descriptor["digest"])
+    assert len(layer) == layer_descriptor["size"]
+    assert len(blobs) == 3  # manifest, config, layer: nothing unreferenced
+
+    # The config's diff_id is the digest of the uncompressed layer; gzip carries no timestamp.
+    assert layer[:2] == b"\x1f\x8b" and layer[4:8] == b"\0\0\0\0"
+    layer_tar = gzip.decompress(layer)
+    config = _json(config_bytes)
+    assert config["rootfs"] == {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer_tar).hexdigest()]}
+    assert config["rootfs"]["diff_ids"][0] == pause_archive.diff_id
+    assert (config["architecture"], config["os"]) == ("amd64", "linux")
+    assert config["config"]["Entrypoint"] == ["/pause"]
+
+    with tarfile.open(fileobj=io.BytesIO(layer_tar)) as tar:
+        [pause] = tar.getmembers()
+        assert (pause.name, pause.mode, pause.mtime, pause.uid, pause.gid) == ("pause", 0o755, 0, 0, 0)
+        extracted = tar.extractfile(pause)
+        assert extracted is not None
+        assert extracted.read() == oci.pause_binary().read_bytes()
+
+
+def test_files_get_their_parent_directories_and_modes(tmp_path: Path) -> None:
+    info = oci.build_image_archive(tmp_path / "x.tar", "example.local/x:1",
+                                   {"/usr/bin/run": oci.FileSpec(b"x", 0o700), "etc/conf": b"c"}, ["/usr/bin/run"])
+    members = _members(info.archive)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(_blob(members, info.layer_digest)))) as tar:
+        listing = [(m.name, m.type, m.mode) for m in tar.getmembers()]
+    assert listing == [
+        ("etc", tarfile.DIRTYPE, 0o755), ("etc/conf", tarfile.REGTYPE, 0o644),
+        ("usr", tarfile.DIRTYPE, 0o755), ("usr/bin", tarfile.DIRTYPE, 0o755),
+        ("usr/bin/run", tarfile.REGTYPE, 0o700),
+    ]
+
+
+@pytest.mark.parametrize("ref", ["example.local/x", "example.local/x@sha256:" + "0" * 64, "host:5000/x"])
+def test_a_reference_needs_a_tag(tmp_path: Path, ref: str) -> None:
+    with pytest.raises(oci.OciError, match=r"tag|digest"):
+        oci.build_image_archive(tmp_path / "x.tar", ref, {"/a": b"a"}, ["/a"])
+
+
+@pytest.mark.parametrize("path", ["/", "../etc/passwd", "/a/../b", ""])
+def test_bad_paths_are_refused(tmp_path: Path, path: str) -> None:
+    with pytest.raises(oci.OciError, match="bad path"):
+        oci.build_image_archive(tmp_path / "x.tar", "example.local/x:1", {path: b"a"}, ["/a"])
+
+
+def test_each_nonce_gives_its_own_digest(tmp_path: Path) -> None:
+    ref = "tcr-e2e-abc.tencentcloudcr.com/team/app:v1"
+    one = oci.private_test_image(tmp_path / "one.tar", ref, "nonce-1")
+    two = oci.private_test_image(tmp_path / "two.tar", ref, "nonce-2")
+    one_again = oci.private_test_image(tmp_path / "one-again.tar", ref, "nonce-1")
+    assert one.manifest_digest != two.manifest_digest
+    assert one.layer_digest != two.layer_digest
+    assert one_again.manifest_digest == one.manifest_digest
+    members = _members(two.archive)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(_blob(members, two.layer_digest)))) as tar:
+        assert sorted(tar.getnames()) == ["nonce", "pause"]
+        nonce = tar.extractfile("nonce")
+        assert nonce is not None and nonce.read() == b"nonce-2\n"
+    assert (two.repository, two.tag) == ("tcr-e2e-abc.tencentcloudcr.com/team/app", "v1")
+
+
+def test_pause_binary_is_static_cached_and_stops_on_sigterm() -> None:
+    binary = oci.pause_binary()
+    assert binary.parent.name.startswith("pause-") and len(binary.parent.name) == len("pause-") + 12
+    stamp = binary.stat().st_mtime_ns
+    assert oci.pause_binary() == binary and binary.stat().st_mtime_ns == stamp  # cached, not rebuilt
+
+    elf = binary.read_bytes()
+    assert elf[:4] == b"\x7fELF" and elf[4] == 2  # 64-bit
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    kinds = [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
+    assert PT_INTERP not in kinds  # no dynamic loader: runs in an image with nothing else
+
+    assert subprocess.run([binary, "-v"], capture_output=True, text=True).stdout == "tcr-addon pause 1.0\n"
+    proc = subprocess.Popen([binary])
+    try:
+        time.sleep(0.2)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_skopeo_reads_the_archive(tmp_path: Path, pause_archive: oci.ImageInfo) -> None:
+    inspected = json.loads(_skopeo("inspect", f"oci-archive:{pause_archive.archive}"))
+    assert inspected["Digest"] == pause_archive.manifest_digest
+    assert (inspected["Architecture"], inspected["Os"]) == ("amd64", "linux")
+    assert inspected["Layers"] == [pause_archive.layer_digest]
+    # By the ref.name annotation (the tag) as well.
+    raw = _skopeo("inspect", "--raw", f"oci-archive:{pause_archive.archive}:1.0")
+    assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == pause_archive.manifest_digest
+    config = json.loads(_skopeo("inspect", "--config", f"oci-archive:{pause_archive.archive}"))
+    assert config["config"]["Entrypoint"] == ["/pause"]
+
+    _skopeo("copy", "--quiet", f"oci-archive:{pause_archive.archive}", f"dir:{tmp_path / 'dir'}")
+    manifest = (tmp_path / "dir" / "manifest.json").read_bytes()
+    assert "sha256:" + hashlib.sha256(manifest).hexdigest() == pause_archive.manifest_digest
+    layer = (tmp_path / "dir" / pause_archive.layer_digest.split(":")[1]).read_bytes()
+    assert "sha256:" + hashlib.sha256(layer).hexdigest() == pause_archive.layer_digest
