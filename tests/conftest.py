@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from harness import cluster
+from harness import cluster, node
 from support import pointed_at
 
 
@@ -44,3 +44,15 @@ def test_namespace(kube: client.ApiClient) -> Iterator[str]:
     except ApiException as error:
         if error.status != 404:
             raise
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[node.NodeCluster]:
+    """A second control plane with one real node (kubelet, containerd, kube-proxy) where Pods run.
+
+    Started on first use; its namespaces, mounts, cgroups and containers are removed at session
+    end. Callers point KUBECONFIG at it themselves (`support.pointed_at`): the default
+    `control_plane` stays the session's default.
+    """
+    with node.running(Path(tmp_path_factory.mktemp("node-cluster"))) as cluster:
+        yield cluster

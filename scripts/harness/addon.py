@@ -19,16 +19,25 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from harness import REPO_ROOT, VENV, pki, tools
+from harness import REPO_ROOT, VENV, images, pki, tools
 from harness.cluster import DEFAULT_DIR as DEFAULT_CLUSTER_DIR
-from harness.cluster import ClusterError, ControlPlane, _die_with_parent, _terminate, free_port, kubeconfig_yaml
+from harness.cluster import (
+    ClusterError,
+    ControlPlane,
+    _die_with_parent,
+    _terminate,
+    free_port,
+    kubeconfig_yaml,
+    plane_class,
+)
+from harness.node import NodeCluster
 
 CHART_DIR = REPO_ROOT / "chart"
 DEFAULT_DIR = REPO_ROOT / ".local" / "addon"
@@ -246,6 +255,60 @@ class Addon:
         return json.loads(path.read_text()) if path.exists() else {}
 
 
+@dataclass
+class NodeRelease:
+    """The chart on a cluster with a real node: locally built images, real Pods, real hooks.
+
+    `install()` builds the images (cached), loads them into the node and runs
+    `helm upgrade --install --wait`; `uninstall()` is a real `helm uninstall` (the pre-delete Job
+    runs as a Job on the node).
+    """
+
+    cluster: NodeCluster
+    values_files: list[Path] = field(default_factory=list)
+    set_values: list[str] = field(default_factory=list)
+    release: str = RELEASE
+    namespace: str = NAMESPACE
+    timeout: str = "5m"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.cluster.kubeconfig)
+        env["PATH"] = f"{tools.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def helm(self, *args: str, timeout: float = 600) -> str:
+        return run([str(tools.bin_dir() / "helm"), *args], env=self._env(), timeout=timeout)
+
+    @staticmethod
+    def image_values(built: Sequence[images.BuiltImage]) -> list[str]:
+        """`--set` values that point the chart at the locally built images (never pulled)."""
+        values = []
+        for image, key in zip(built, ("controller", "hostsUpdater"), strict=True):
+            values += [f"{key}.image.registry={image.registry}", f"{key}.image.repository={image.repository}",
+                       f"{key}.image.tag={image.tag}", f"{key}.image.pullPolicy=Never"]
+        return values
+
+    def install(self) -> None:
+        """Build and load the images, then `helm upgrade --install --wait`; the same call upgrades."""
+        built = images.build_images()
+        self.cluster.import_images([image.archive for image in built])
+        args = ["upgrade", "--install", self.release, str(CHART_DIR), "-n", self.namespace, "--create-namespace",
+                "--wait", "--timeout", self.timeout]
+        for values in self.values_files:
+            args += ["-f", str(values)]
+        for assignment in [*self.image_values(built), *self.set_values]:
+            args += ["--set", assignment]
+        self.helm(*args)
+
+    def test(self) -> str:
+        """`helm test --logs`: the test Pod runs on the node; its log comes back."""
+        return self.helm("test", self.release, "-n", self.namespace, "--logs", "--timeout", self.timeout)
+
+    def uninstall(self) -> None:
+        self.helm("uninstall", self.release, "-n", self.namespace, "--wait", "--timeout", self.timeout)
+
+
 @contextlib.contextmanager
 def running(plane: ControlPlane, directory: Path, values_files: list[Path] | None = None,
             set_values: list[str] | None = None) -> Iterator[Addon]:
@@ -262,22 +325,27 @@ def running(plane: ControlPlane, directory: Path, values_files: list[Path] | Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/addon",
-        description="Install the chart on a local control plane ('scripts/cluster up') and run the controller "
-        "and webhook as a host process with a token of the chart's own ServiceAccount.",
+        description="Install the chart on a local cluster ('scripts/cluster up'). On a control plane without a "
+        "node, the controller and webhook run as a host process with a token of the chart's own ServiceAccount. "
+        "On a cluster with a node ('scripts/cluster --node up'), the images are built and loaded into the node "
+        "and the chart is installed with 'helm install --wait': everything runs as Pods.",
     )
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"add-on state and logs (default: {DEFAULT_DIR})")
     parser.add_argument("--cluster-dir", type=Path, default=DEFAULT_CLUSTER_DIR,
                         help=f"the control plane's --dir (default: {DEFAULT_CLUSTER_DIR})")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="helm-install the chart, start tcr-assistant, return once it is ready")
+    up = sub.add_parser("up", help="helm-install the chart; return once tcr-assistant is ready")
     up.add_argument("-f", "--values", action="append", type=Path, default=[], help="a values file (repeatable)")
     up.add_argument("--set", action="append", default=[], dest="set_values", help="a helm --set value (repeatable)")
-    down = sub.add_parser("down", help="stop tcr-assistant (the release stays unless --uninstall)")
+    down = sub.add_parser("down", help="stop the host-process tcr-assistant (the release stays unless --uninstall)")
     down.add_argument("--uninstall", action="store_true",
-                      help="also run the pre-delete cleanup and 'helm uninstall' so nothing of the add-on is left")
+                      help="also uninstall, so nothing of the add-on is left: a real 'helm uninstall' on a node "
+                      "(pre-delete Job included), else the cleanup hook's command and 'helm uninstall'")
     args = parser.parse_args(argv)
     try:
-        plane = ControlPlane.attach(args.cluster_dir)
+        plane = plane_class(args.cluster_dir).attach(args.cluster_dir)
+        if isinstance(plane, NodeCluster):
+            return node_main(args, plane)
         if args.command == "up":
             if (args.dir / "state.json").exists():
                 raise AddonError(f"tcr-assistant already runs from {args.dir}: 'scripts/addon down' first")
@@ -302,4 +370,22 @@ def main(argv: list[str] | None = None) -> int:
     except (AddonError, ClusterError) as error:
         print(f"scripts/addon: error: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def node_main(args: argparse.Namespace, cluster: NodeCluster) -> int:
+    release = NodeRelease(cluster)
+    started = time.monotonic()
+    if args.command == "up":
+        release.values_files = [v.resolve() for v in args.values]
+        release.set_values = args.set_values
+        release.install()
+        print(f"tcr-addon installed with helm --wait on node {cluster.node_name} in {time.monotonic() - started:.1f} s")
+        print(f"pods: kubectl -n {NAMESPACE} get pods   logs: kubectl -n {NAMESPACE} logs "
+              "deploy/tcr-assistant-controller-manager")
+    elif args.uninstall:
+        release.uninstall()
+        print(f"tcr-addon uninstalled (helm uninstall, pre-delete Job on the node) in {time.monotonic() - started:.1f} s")
+    else:
+        print("tcr-assistant runs as a Pod on the node: 'scripts/addon down --uninstall' removes the release")
     return 0

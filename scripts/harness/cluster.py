@@ -85,6 +85,11 @@ class ControlPlane:
     """Start with `up()`, stop with `down()`. State, PKI, kubeconfig and logs live in `directory`."""
 
     controller_manager_args: tuple[str, ...] = ()  # extra kube-controller-manager flags (benchmarks)
+    kube_controllers = KUBE_CONTROLLERS
+    authorization_mode = "RBAC"
+    service_cidr = "10.0.0.0/24"
+    service_ip = "10.0.0.1"  # the `kubernetes` Service: first address of service_cidr
+    extra_apiserver_ips: tuple[str, ...] = ()
 
     def __init__(self, directory: Path, *, tie_to_parent: bool = False) -> None:
         self.directory = directory.resolve()
@@ -102,6 +107,11 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     @property
+    def internal_server(self) -> str:
+        """The API address as the components see it (a node's live in their own network namespace)."""
+        return self.server
+
+    @property
     def ca_pem(self) -> bytes:
         return (self.directory / "pki" / "ca.crt").read_bytes()
 
@@ -112,15 +122,18 @@ class ControlPlane:
             raise ClusterError(f"a control plane already runs from {self.directory}: 'scripts/cluster down' first")
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            self._write_pki()
-            etcd_url = self._start_etcd(timeout)
-            self._start_apiserver(etcd_url, timeout)
-            self._start_controller_manager()
-            self._write_state()
-            self._wait_for_default_service_account(timeout)
+            self._start(timeout)
         except BaseException:
             self.down()
             raise
+
+    def _start(self, timeout: float) -> None:
+        self._write_pki()
+        etcd_url = self._start_etcd(timeout)
+        self._start_apiserver(etcd_url, timeout)
+        self._start_controller_manager()
+        self._write_state()
+        self._wait_for_default_service_account(timeout)
 
     def _write_pki(self) -> None:
         pki_dir = self.directory / "pki"
@@ -131,7 +144,7 @@ class ControlPlane:
             "kube-apiserver",
             dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                        "kubernetes.default.svc.cluster.local"),
-            ip_addresses=("127.0.0.1", "10.0.0.1"),
+            ip_addresses=("127.0.0.1", self.service_ip, *self.extra_apiserver_ips),
             server=True,
         ).write(pki_dir, "apiserver")
         admin = authority.issue("admin", organization="system:masters", client=True)
@@ -141,19 +154,28 @@ class ControlPlane:
         signing = pki.service_account_signing_key()
         (pki_dir / "sa.pub").write_bytes(signing.cert_pem)
         (pki_dir / "sa.key").write_bytes(signing.key_pem)
+        self._write_more_pki(authority, pki_dir)
         self.api_port = free_port()
         self.kubeconfig.write_text(
             kubeconfig_yaml(self.server, authority.cert_pem, cert_pem=admin.cert_pem, key_pem=admin.key_pem)
         )
         (self.directory / "controller-manager.kubeconfig").write_text(
-            kubeconfig_yaml(self.server, authority.cert_pem, cert_pem=manager.cert_pem, key_pem=manager.key_pem,
+            kubeconfig_yaml(self.internal_server, authority.cert_pem, cert_pem=manager.cert_pem, key_pem=manager.key_pem,
                             user="kube-controller-manager")
         )
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _write_more_pki(self, authority: pki.CertificateAuthority, pki_dir: Path) -> None:
+        """Extra certificates a subclass needs (the node's); none for a bare control plane."""
+
+    def command_prefix(self) -> list[str]:
+        """What every component's command line starts with (a node enters its namespaces)."""
+        return []
+
+    def _spawn(self, name: str, argv: list[str], *, inside: bool = True,
+               env: dict[str, str] | None = None) -> None:
         log = (self.directory / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [*(self.command_prefix() if inside else []), *argv], stdout=log, env=env, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=_die_with_parent if self.tie_to_parent else None,
         )
         log.close()
@@ -175,39 +197,55 @@ class ControlPlane:
             f"--initial-cluster=local=http://127.0.0.1:{peer}", "--unsafe-no-fsync", "--log-level=warn",
             "--quota-backend-bytes=8589934592",
         ])
-        self._wait("etcd", lambda: _http_ok(f"{url}/health"), timeout)
+        self._wait("etcd", lambda: self._etcd_healthy(url), timeout)
         return url
+
+    def _etcd_healthy(self, url: str) -> bool:
+        return _http_ok(f"{url}/health")
 
     def _start_apiserver(self, etcd_url: str, timeout: float) -> None:
         pki_dir = self.directory / "pki"
         self._spawn("kube-apiserver", [
             binary("kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
-            # Endpoints reject loopback addresses; nothing reaches the API through its Service here.
-            "--endpoint-reconciler-type=none",
+            *self.apiserver_network_args(),
             f"--cert-dir={pki_dir}",
             f"--tls-cert-file={pki_dir / 'apiserver.crt'}", f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
             f"--client-ca-file={pki_dir / 'ca.crt'}",
-            "--authorization-mode=RBAC",
+            f"--authorization-mode={self.authorization_mode}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki_dir / 'sa.pub'}",
             f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--allow-privileged=true",
             # The benchmarks drive thousands of requests from one client; keep fairness from queueing them.
             "--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
             "--v=1",
+            *self.extra_apiserver_args(),
         ])
+        self._after_apiserver_spawned()
         context = self._admin_ssl_context()
         self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", context), timeout)
+
+    def apiserver_network_args(self) -> list[str]:
+        return [
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
+            # Endpoints reject loopback addresses; nothing reaches the API through its Service here.
+            "--endpoint-reconciler-type=none",
+        ]
+
+    def extra_apiserver_args(self) -> list[str]:
+        return []
+
+    def _after_apiserver_spawned(self) -> None:
+        """Hook between starting kube-apiserver and waiting for it (a node bridges its port here)."""
 
     def _start_controller_manager(self) -> None:
         pki_dir = self.directory / "pki"
         self._spawn("kube-controller-manager", [
             binary("kube-controller-manager"),
             f"--kubeconfig={self.directory / 'controller-manager.kubeconfig'}",
-            f"--controllers={KUBE_CONTROLLERS}",
+            f"--controllers={self.kube_controllers}",
             f"--service-account-private-key-file={pki_dir / 'sa.key'}",
             f"--root-ca-file={pki_dir / 'ca.crt'}",
             "--leader-elect=false", "--secure-port=0", "--v=1",
@@ -220,7 +258,7 @@ class ControlPlane:
         argv = [str(arg) for arg in proc.args]  # type: ignore[union-attr]
         proc.kill()
         proc.wait(30)
-        self._spawn(name, argv)
+        self._spawn(name, argv, inside=False)  # argv already holds any namespace prefix
 
     def _admin_ssl_context(self) -> ssl.SSLContext:
         pki_dir = self.directory / "pki"
@@ -244,12 +282,16 @@ class ControlPlane:
 
     def _write_state(self) -> None:
         state = {
+            **self.extra_state(),
             "pids": {name: proc.pid for name, proc in self.processes.items()},
             "etcd_data": str(self.etcd_data),
             "api_port": self.api_port,
             "kubeconfig": str(self.kubeconfig),
         }
         (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def extra_state(self) -> dict[str, object]:
+        return {}
 
     # -- stop --------------------------------------------------------------------------------
 
@@ -262,9 +304,8 @@ class ControlPlane:
             pids = {**state.get("pids", {}), **pids}
             if state.get("etcd_data"):
                 self.etcd_data = Path(state["etcd_data"])
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
-            if name in pids:
-                _terminate(pids[name], self.processes.get(name))
+        for name in reversed(list(pids)):  # newest first: clients before the servers they talk to
+            _terminate(pids[name], self.processes.get(name))
         self.processes.clear()
         if self.etcd_data is not None:
             shutil.rmtree(self.etcd_data, ignore_errors=True)
@@ -335,34 +376,59 @@ def running(directory: Path) -> Iterator[ControlPlane]:
         plane.down()
 
 
+def plane_class(directory: Path) -> type[ControlPlane]:
+    """The class that runs (or ran) the plane in `directory`: a node cluster records its node."""
+    state_file = directory / STATE_FILE
+    if state_file.exists() and json.loads(state_file.read_text()).get("node"):
+        from harness.node import NodeCluster  # a node needs more tools; import it only then
+
+        return NodeCluster
+    return ControlPlane
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scripts/cluster",
-        description="A real local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on "
-        "loopback, with its own PKI. No kubelet: Pods are stored but never run.",
-    )
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
+    # Options are accepted before and after the subcommand (`--dir D up` and `up --dir D`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", type=Path, default=argparse.SUPPRESS,
                         help=f"state, kubeconfig and component logs (default: {DEFAULT_DIR})")
+    common.add_argument("--node", action="store_true", default=argparse.SUPPRESS,
+                        help="with 'up': also run a real node (kube-scheduler, containerd, kubelet, kube-proxy) "
+                        "inside a network and mount namespace of its own, so Pods run; needs root")
+    parser = argparse.ArgumentParser(
+        prog="scripts/cluster", parents=[common],
+        description="A real local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on "
+        "loopback, with its own PKI. Without --node, Pods are stored but never run; with --node, one real "
+        "node runs them, and the host reaches the API through a loopback port.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the control plane; returns once the API is ready and "
-                   "namespace 'default' has its 'default' ServiceAccount")
-    sub.add_parser("down", help="stop every process 'up' started and remove its state (logs stay)")
-    sub.add_parser("env", help="print 'export KUBECONFIG=…' for the running control plane")
+    sub.add_parser("up", parents=[common], help="start the control plane (and with --node the node); returns "
+                   "once the API is ready, namespace 'default' has its 'default' ServiceAccount and the node "
+                   "is Ready")
+    sub.add_parser("down", parents=[common], help="stop every process 'up' started and remove its state, and a "
+                   "node's namespaces, mounts, cgroups and containers (logs stay)")
+    sub.add_parser("env", parents=[common], help="print 'export KUBECONFIG=…' and PATH for the running plane")
     args = parser.parse_args(argv)
-    directory: Path = args.dir
+    directory: Path = getattr(args, "dir", DEFAULT_DIR)
+    node: bool = getattr(args, "node", False)
     try:
         if args.command == "up":
             started = time.monotonic()
-            plane = ControlPlane(directory)
+            if node:
+                from harness.node import NodeCluster
+
+                plane: ControlPlane = NodeCluster(directory)
+            else:
+                plane = ControlPlane(directory)
             plane.up()
-            print(f"control plane ready at {plane.server} in {time.monotonic() - started:.1f} s")
+            print(f"control plane{' and node' if node else ''} ready at {plane.server} "
+                  f"in {time.monotonic() - started:.1f} s")
             print(f"export KUBECONFIG={plane.kubeconfig}")
-            print(f"logs: {directory}/{{etcd,kube-apiserver,kube-controller-manager}}.log")
+            print(f"logs: {directory}/*.log")
         elif args.command == "down":
-            ControlPlane(directory).down()
+            plane_class(directory)(directory).down()
             print("control plane stopped")
         else:
-            plane = ControlPlane.attach(directory)
+            plane = plane_class(directory).attach(directory)
             print(f"export KUBECONFIG={plane.kubeconfig}")
             print(f'export PATH="{tools.bin_dir()}:$PATH"')
     except ClusterError as error:

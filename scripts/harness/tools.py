@@ -217,6 +217,56 @@ TOOLS: list[Tool] = [
 ]
 
 
+# Debian packages the local node, the image build and the private registry need.
+DEBIAN_PACKAGES = (
+    "iproute2", "util-linux", "runc", "containernetworking-plugins", "iptables", "nftables", "conntrack", "socat",
+    "mmdebstrap", "skopeo", "apache2-utils", "docker.io", "docker-registry", "gcc", "libc6-dev",
+)
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+
+
+def missing_debian_packages() -> list[str]:
+    missing = []
+    for package in DEBIAN_PACKAGES:
+        proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+        if proc.returncode != 0 or not proc.stdout.endswith(" installed"):
+            missing.append(package)
+    return missing
+
+
+def install_debian_packages() -> None:
+    """apt-get the node's packages; no service may start (a policy-rc.d that says no, while installing)."""
+    if shutil.which("dpkg-query") is None:
+        log("not a Debian system: install the equivalents of " + " ".join(DEBIAN_PACKAGES) + " yourself")
+        return
+    missing = missing_debian_packages()
+    if not missing:
+        log(f"Debian packages ready ({len(DEBIAN_PACKAGES)})")
+        return
+    if os.geteuid() != 0:
+        raise ToolError(f"Debian packages missing: {' '.join(missing)}; run 'make setup' as root or "
+                        f"'apt-get install --no-install-recommends {' '.join(missing)}'")
+    log(f"installing Debian packages: {' '.join(missing)} …")
+    started = time.monotonic()
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    own_policy = not POLICY_RC_D.exists()
+    if own_policy:
+        POLICY_RC_D.write_text("#!/bin/sh\n# tcr-addon's make setup: installing a package starts no service.\nexit 101\n")
+        POLICY_RC_D.chmod(0o755)
+    try:
+        command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:  # package lists may be missing or stale on a fresh machine
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, env=env)
+            proc = subprocess.run(command, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise ToolError(f"apt-get install failed:\n{proc.stderr[-3000:]}")
+    finally:
+        if own_policy:
+            POLICY_RC_D.unlink(missing_ok=True)
+    log(f"installed {len(missing)} Debian packages in {time.monotonic() - started:.0f} s")
+
+
 def link(tool: Tool, target: Path) -> None:
     bin_dir().mkdir(parents=True, exist_ok=True)
     dest = bin_dir() / tool.name
@@ -261,6 +311,8 @@ def ensure(tool: Tool, built_groups: set[str]) -> None:
 
 
 def install(names: list[str] | None = None) -> None:
+    if not names:
+        install_debian_packages()
     built: set[str] = set()
     for tool in TOOLS:
         if names and tool.name not in names:
@@ -272,12 +324,15 @@ def install(names: list[str] | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/tools",
-        description="Build (from Go modules) and cache helm, etcd, kube-apiserver, kube-controller-manager, "
-        "kubectl and kind, keyed by version, under $TCR_ADDON_CACHE (default ~/.cache/tcr-addon).",
+        description="Install the Debian packages the local node needs (as root; no service is started), then "
+        "build (from Go modules) and cache helm, etcd, kube-apiserver, kube-controller-manager, kube-scheduler, "
+        "kubectl, kubelet, kube-proxy, containerd (with ctr and its runc shim) and kind, keyed by version, "
+        "under $TCR_ADDON_CACHE (default ~/.cache/tcr-addon).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    inst = sub.add_parser("install", help="build or reuse every tool (idempotent; fast when cached)")
-    inst.add_argument("names", nargs="*", help="only these tools (default: all)")
+    inst = sub.add_parser("install", help="install the Debian packages, then build or reuse every tool "
+                          "(idempotent; fast when cached)")
+    inst.add_argument("names", nargs="*", help="only these tools, no Debian packages (default: everything)")
     sub.add_parser("path", help="print the directory holding the tool binaries")
     sub.add_parser("versions", help="print the pinned version of each tool")
     args = parser.parse_args(argv)

@@ -1,0 +1,103 @@
+"""What the host looks like from outside the node: compared before, during and after a node runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness import node, tools
+
+SYSCTL_TREES = ("/proc/sys/net/ipv4", "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/bridge",
+                "/proc/sys/net/netfilter", "/proc/sys/vm", "/proc/sys/kernel/keys")
+SYSCTL_FILES = ("/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops")
+# Counters and per-flow tables move on their own; they are not settings.
+VOLATILE = ("count", "neigh", "stat", "route/gc_", "nr_", "drop_caches", "compact_memory")
+
+
+def sysctls() -> dict[str, str]:
+    values: dict[str, str] = {}
+    paths = [Path(p) for p in SYSCTL_FILES]
+    for tree in SYSCTL_TREES:
+        paths += [Path(d) / f for d, _, files in os.walk(tree) for f in files]
+    for path in paths:
+        if any(word in str(path) for word in VOLATILE):
+            continue
+        try:
+            values[str(path)] = path.read_text()
+        except OSError:
+            continue  # write-only or not permitted to read
+    return values
+
+
+def command(*argv: str) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30).stdout
+
+
+def host_state() -> dict[str, Any]:
+    """The host's network, routes, files, sysctls, namespaces, mounts and cgroups."""
+    return {
+        "/etc/hosts": Path("/etc/hosts").read_bytes(),
+        "/etc/resolv.conf": Path("/etc/resolv.conf").read_bytes(),
+        "addresses": command("ip", "-o", "address", "show"),
+        "links": command("ip", "-o", "link", "show"),
+        "routes": command("ip", "route", "show", "table", "all"),
+        "rules": command("ip", "rule", "show"),
+        "iptables": strip_counters(command("iptables-save")),
+        "nftables": command("nft", "list", "ruleset"),
+        "netns": command("ip", "netns", "list"),
+        "sysctls": sysctls(),
+        "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()),
+        "cgroups": sorted(str(p) for h in node.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()),
+    }
+
+
+def strip_counters(rules: str) -> str:
+    return "\n".join(line for line in rules.splitlines() if not line.startswith("#"))
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    changed = []
+    for key, value in before.items():
+        if key == "sysctls":
+            changed += [f"sysctl {name}: {value[name]!r} -> {after[key].get(name)!r}"
+                        for name in value if after[key].get(name) != value[name]]
+        elif after[key] != value:
+            changed.append(f"{key}: {value!r} -> {after[key]!r}")
+    return changed
+
+
+NODE_BINARIES = {*node.NODE_TOOLS, "kube-apiserver", "kube-controller-manager", "etcd", "dockerd",
+                 "docker-registry", "registry"}
+
+
+def node_processes() -> list[str]:
+    """Processes of any local node or image build still alive on the machine."""
+    found = []
+    cache = str(tools.cache_root())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0]:
+            continue
+        program = argv[0].decode(errors="replace")
+        if Path(program).name in NODE_BINARIES or program.startswith(cache) and "pause" in program:
+            found.append(f"{entry.name}: {' '.join(a.decode(errors='replace') for a in argv)[:200]}")
+    return found
+
+
+def node_leftovers() -> list[str]:
+    """Namespaces, pins and cgroups of local nodes that are still on the machine."""
+    left = [f"netns {name}" for name in command("ip", "netns", "list").split() if name.startswith(node.NAME_PREFIX)]
+    if node.RUN_ROOT.is_dir():
+        left += [f"pin {p}" for p in node.RUN_ROOT.iterdir()]
+    left += [f"cgroup {p}" for h in node.cgroup_hierarchies() for p in h.iterdir()
+             if p.name.startswith(node.NAME_PREFIX)]
+    left += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
+             if "tcr-addon" in line.split()[4] or node.NAME_PREFIX in line]
+    return left
