@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gzip
 import hashlib
 import io
 import json
+import shutil
 import signal
 import struct
 import subprocess
 import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import oci
+from harness import oci, tools
 
 PT_INTERP = 3
+PR_SET_PDEATHSIG = 1
+# A containerd of our own: no CRI, the native snapshotter (no mounts), unpacking for linux/amd64.
+CONTAINERD_CONFIG = """
+version = 3
+root = "{root}/root"
+state = "{root}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]
+[grpc]
+  address = "{root}/containerd.sock"
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "native"
+"""
 
 
 def _members(archive: Path) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
@@ -203,3 +222,51 @@ def test_skopeo_reads_the_archive(tmp_path: Path, pause_archive: oci.ImageInfo) 
     assert "sha256:" + hashlib.sha256(manifest).hexdigest() == pause_archive.manifest_digest
     layer = (tmp_path / "dir" / pause_archive.layer_digest.split(":")[1]).read_bytes()
     assert "sha256:" + hashlib.sha256(layer).hexdigest() == pause_archive.layer_digest
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _containerd() -> Iterator[list[str]]:
+    """A throw-away containerd; yields the `ctr … -n k8s.io` command prefix."""
+    binary, ctr = tools.bin_dir() / "containerd", tools.bin_dir() / "ctr"
+    assert binary.exists() and ctr.exists(), "containerd is not installed: run 'make setup'"
+    root = Path(tempfile.mkdtemp(prefix="ctrd-"))  # short: the socket path must stay under 108 bytes
+    (root / "config.toml").write_text(CONTAINERD_CONFIG.format(root=root))
+    with (root / "containerd.log").open("wb") as log:
+        proc = subprocess.Popen([str(binary), "--config", str(root / "config.toml")], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+    command = [str(ctr), "--address", str(root / "containerd.sock"), "-n", "k8s.io"]
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run([*command, "version"], capture_output=True).returncode != 0:
+            assert proc.poll() is None, (root / "containerd.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "containerd did not answer within 30 s"
+            time.sleep(0.1)
+        yield command
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_containerd_imports_and_unpacks_the_archives(tmp_path: Path, pause_archive: oci.ImageInfo) -> None:
+    app = oci.private_test_image(tmp_path / "app.tar", "tcr-e2e-abc.tencentcloudcr.com/team/app:v1", "ctr")
+    with _containerd() as ctr:
+        for image in (pause_archive, app):
+            imported = subprocess.run([*ctr, "images", "import", str(image.archive)], capture_output=True, text=True)
+            assert imported.returncode == 0, imported.stderr
+        listing = subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True, check=True).stdout
+        rows = {line.split()[0]: line.split()[2] for line in listing.splitlines()[1:]}
+        assert rows == {pause_archive.ref: pause_archive.manifest_digest, app.ref: app.manifest_digest}
+        # Unpacked: one committed snapshot per image, keyed by its layer's diff_id (its chain ID).
+        snapshots = subprocess.run([*ctr, "snapshots", "--snapshotter", "native", "ls"],
+                                   capture_output=True, text=True, check=True).stdout
+        keys = {line.split()[0] for line in snapshots.splitlines()[1:]}
+        assert keys == {pause_archive.diff_id, app.diff_id}
