@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -500,6 +501,20 @@ class NodeCluster(ControlPlane):
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return run([binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args], check=check,
                    input_text=input_text, timeout=timeout)
+
+    def container_peak_memory(self, pod: dict[str, Any], container: str) -> int:
+        """The peak memory (bytes) of a running container, from its cgroup on this node."""
+        statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
+        container_id = statuses[container]["containerID"].split("://", 1)[1]
+        for hierarchy in cgroup_hierarchies():
+            if hierarchy.name not in ("memory", "cgroup"):
+                continue
+            root = hierarchy / self.namespaces.cgroup_root.lstrip("/") if self.namespaces else hierarchy
+            for directory, _, files in os.walk(root):
+                if Path(directory).name.endswith(container_id):
+                    name = "memory.max_usage_in_bytes" if "memory.max_usage_in_bytes" in files else "memory.peak"
+                    return int((Path(directory) / name).read_text())
+        raise ClusterError(f"no memory cgroup for container {container} ({container_id}) on node {self.node_name}")
 
     def _write_state(self) -> None:
         super()._write_state()

@@ -1,12 +1,16 @@
-"""The e2e suite runs against any cluster.
+"""The e2e suite runs against any cluster. By default (`make test`) it runs twice:
 
-- Default (CI, no Docker): the session's local control plane; the chart is installed with helm
-  and the controller and webhook run as a host process with the chart's ServiceAccount token
+- `host-process`: the session's local control plane; the chart is installed with helm and the
+  controller and webhook run as a host process with the chart's ServiceAccount token
   (`harness.addon`); hooks (`helm test`, the pre-delete cleanup) run their exact commands on
   the host with their own ServiceAccount tokens.
-- `TCR_E2E_MODE=cluster` (used by `make e2e-kind`): the cluster in `$KUBECONFIG`, where Pods
-  run: `helm upgrade --install --wait`, `helm test`, `helm uninstall` with hooks. Extra helm
-  arguments (image overrides) come from `$TCR_E2E_HELM_ARGS`.
+- `node`: the session's local node (`node_cluster`), in cluster mode: the images built by our
+  Dockerfiles, `helm upgrade --install --wait`, the controller in its Pod with in-cluster config
+  and leader election, the webhook reached through its Service, `helm test --logs` as a real
+  Pod, `helm uninstall` with the pre-delete Job as a real Job.
+
+`TCR_E2E_MODE=cluster` (used by `make e2e-kind`) runs it once, on the cluster in `$KUBECONFIG`,
+in cluster mode. Extra helm arguments (image overrides) come from `$TCR_E2E_HELM_ARGS`.
 
 pytest-helm-charts' fixtures are not used: they wrap pykube and assume Pods run (`--wait`
 style readiness helpers); this suite needs the `kubernetes` client and the host-process path.
@@ -24,8 +28,9 @@ from typing import Protocol
 import pytest
 from kubernetes import client, config
 
-from harness import addon, tools
+from harness import addon, node, tools
 from harness.cluster import ControlPlane
+from support import pointed_at
 
 NAMESPACE = "tcr-assistant-system"
 RELEASE = "tcr-addon"
@@ -65,12 +70,13 @@ class LocalRelease:
 
 
 class ClusterRelease:
-    def __init__(self) -> None:
-        self.extra = shlex.split(os.environ.get("TCR_E2E_HELM_ARGS", ""))
+    def __init__(self, extra: list[str] | None = None, kubeconfig: Path | None = None) -> None:
+        self.extra = shlex.split(os.environ.get("TCR_E2E_HELM_ARGS", "")) if extra is None else extra
+        self.env = {**os.environ, **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {})}
         self.installed = False
 
     def _helm(self, *args: str) -> None:
-        subprocess.run([str(tools.bin_dir() / "helm"), *args], check=True, timeout=600)
+        subprocess.run([str(tools.bin_dir() / "helm"), *args], check=True, timeout=600, env=self.env)
 
     def install(self, values: Path) -> None:
         self.upgrade(values)
@@ -89,24 +95,46 @@ class ClusterRelease:
 
     def close(self) -> None:
         if self.installed:
-            subprocess.run([str(tools.bin_dir() / "helm"), "uninstall", RELEASE, "-n", NAMESPACE], check=False)
+            subprocess.run([str(tools.bin_dir() / "helm"), "uninstall", RELEASE, "-n", NAMESPACE], check=False,
+                           env=self.env)
+
+
+def node_release(cluster: node.NodeCluster) -> ClusterRelease:
+    """Cluster mode on the local node, with the images our Dockerfiles build (loaded, never pulled)."""
+    built = addon.images.build_images()
+    cluster.import_images([image.archive for image in built])
+    extra = [arg for value in addon.NodeRelease.image_values(built) for arg in ("--set", value)]
+    return ClusterRelease(extra, cluster.kubeconfig)
+
+
+MODES = ["cluster"] if os.environ.get("TCR_E2E_MODE") == "cluster" else ["host-process", "node"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def e2e_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane | None]:
+    """The cluster the journey runs on (None: `$KUBECONFIG`); KUBECONFIG points at it meanwhile."""
+    if request.param == "cluster":
+        yield None
+        return
+    plane: ControlPlane = request.getfixturevalue("node_cluster" if request.param == "node" else "control_plane")
+    with pointed_at(plane):
+        yield plane
 
 
 @pytest.fixture(scope="module")
-def e2e_kube(request: pytest.FixtureRequest) -> client.ApiClient:
-    if os.environ.get("TCR_E2E_MODE") == "cluster":
-        return config.new_client_from_config(os.environ["KUBECONFIG"])
-    plane: ControlPlane = request.getfixturevalue("control_plane")
-    return config.new_client_from_config(str(plane.kubeconfig))
+def e2e_kube(e2e_plane: ControlPlane | None) -> client.ApiClient:
+    return config.new_client_from_config(str(e2e_plane.kubeconfig) if e2e_plane else os.environ["KUBECONFIG"])
 
 
 @pytest.fixture(scope="module")
-def release(request: pytest.FixtureRequest, e2e_kube: client.ApiClient,
+def release(e2e_plane: ControlPlane | None, e2e_kube: client.ApiClient,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     chosen: Release
-    if os.environ.get("TCR_E2E_MODE") == "cluster":
+    if e2e_plane is None:
         chosen = ClusterRelease()
+    elif isinstance(e2e_plane, node.NodeCluster):
+        chosen = node_release(e2e_plane)
     else:
-        chosen = LocalRelease(request.getfixturevalue("control_plane"), tmp_path_factory.mktemp("e2e-addon"))
+        chosen = LocalRelease(e2e_plane, tmp_path_factory.mktemp("e2e-addon"))
     yield chosen
     chosen.close()

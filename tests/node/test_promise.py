@@ -1,0 +1,248 @@
+"""The product's promise on a real node: a Pod that names no imagePullSecrets pulls a private image.
+
+A private registry (Debian's distribution) with htpasswd authentication and TLS from our own CA
+runs inside the node's network namespace under a TCR-like name that resolves only through the
+node's hosts file, where the hosts-updater DaemonSet writes it. Values come from
+`scripts/values`, as a user writes them. The steps run in order, on one release:
+
+1. a Deployment in a namespace created after the install pulls a private image and is Ready;
+2. the same Pod in an excluded namespace is refused by the registry (the kubelet's own error);
+3. with the hosts-updater turned off the name no longer resolves (the kubelet's own error);
+4. the password rotates: new values, `helm upgrade`, and a freshly pushed image is pulled;
+5. the controller container stayed within the chart's memory limit (peak from its cgroup);
+6. `helm uninstall` leaves the node's hosts file byte for byte as it was before the install.
+
+Every private image has a digest of its own: the kubelet remembers which Secret pulled an image
+and would otherwise refuse or allow a cached one for reasons unrelated to the step.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import addon, node, oci, pki, registry
+from support import REPO_ROOT, kubectl, pointed_at, wait_for
+
+NAMESPACE = addon.NAMESPACE
+IPS_NAME = "e2e-private"
+SECRET = f"tcr.ips{IPS_NAME}"
+USERNAME = "100012345678"
+REPOSITORY = "team/app"
+RESULTS = REPO_ROOT / ".local" / "results" / "node-promise.json"
+
+
+@dataclass
+class Promise:
+    cluster: node.NodeCluster
+    registry: registry.PrivateRegistry
+    release: addon.NodeRelease
+    directory: Path
+    excluded: str
+    hosts_before: bytes
+    started: float
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hostname(self) -> str:
+        return self.registry.hostname
+
+    def push(self, tag: str) -> str:
+        """A new private image with a digest of its own; returns its reference."""
+        image = oci.private_test_image(self.directory / f"{tag}.tar", f"{self.hostname}/{REPOSITORY}:{tag}",
+                                       nonce=secrets.token_hex(16))
+        self.registry.push(image.archive, REPOSITORY, tag, via=self.registry.listen)
+        return image.ref
+
+    def values(self, password: str, *, hosts_updater: bool = True) -> Path:
+        """Values as a user writes them with `scripts/values` (password from a file, never echoed)."""
+        password_file = self.directory / "password"
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+        path = self.directory / "values.yaml"
+        argv = [sys.executable, str(REPO_ROOT / "scripts" / "values"), "--registry", self.hostname,
+                "--name", IPS_NAME, "--username", USERNAME, "--password-file", str(password_file),
+                "--exclude-namespaces", self.excluded, "-o", str(path)]
+        if hosts_updater:
+            argv += ["--host", f"{self.hostname}={node.SERVICE_HOST_IP}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert password not in proc.stdout + proc.stderr
+        return path
+
+    def upgrade(self, values: Path, *extra: str) -> None:
+        self.release.values_files = [values]
+        self.release.set_values = ["hostsUpdater.interval=2", *extra]
+        self.release.install()
+
+
+def deployment(name: str, image: str) -> str:
+    """A Deployment whose Pod spec names no imagePullSecrets (the point of the add-on)."""
+    return yaml.safe_dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"terminationGracePeriodSeconds": 0,
+                                       "containers": [{"name": "app", "image": image,
+                                                       "imagePullPolicy": "IfNotPresent"}]}}},
+    })
+
+
+def pods(namespace: str, app: str) -> list[dict[str, Any]]:
+    out = kubectl("-n", namespace, "get", "pods", "-l", f"app={app}", "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def ready(namespace: str, app: str) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for pod in pods(namespace, app) for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def pull_failure(namespace: str, app: str) -> str | None:
+    """The kubelet's message once the Pod's image pull has failed (ErrImagePull / ImagePullBackOff)."""
+    for pod in pods(namespace, app):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") and waiting.get("message"):
+                return str(waiting["message"])
+    events = kubectl("-n", namespace, "get", "events", "--field-selector", "reason=Failed", "-o", "json").stdout
+    messages = [e.get("message", "") for e in json.loads(events)["items"]
+                if e.get("message", "").startswith("Failed to pull image")]
+    return messages[-1] if messages else None
+
+
+def new_namespace(prefix: str) -> str:
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def promise(node_cluster: node.NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Promise]:
+    directory = Path(tmp_path_factory.mktemp("promise"))
+    hostname = f"tcr-{secrets.token_hex(4)}.tencentcloudcr.com"
+    private = registry.PrivateRegistry(
+        directory / "registry", hostname=hostname, listen=f"{node.SERVICE_HOST_IP}:443",
+        ca=pki.CertificateAuthority("tcr-addon-e2e-registry-ca"), username=USERNAME,
+        password=secrets.token_urlsafe(18), command_prefix=node_cluster.command_prefix(), tie_to_parent=True)
+    with pointed_at(node_cluster), private:
+        # The node trusts the registry's CA, as a node of a cluster trusts its company's CA.
+        trust = node_cluster.certs_dir / hostname
+        trust.mkdir(parents=True)
+        (trust / "hosts.toml").write_text(
+            f'server = "https://{hostname}"\n\n[host."https://{hostname}"]\n'
+            f'  capabilities = ["pull", "resolve"]\n  ca = "{private.ca_file}"\n')
+        state = Promise(node_cluster, private, addon.NodeRelease(node_cluster), directory,
+                        excluded=f"excluded-{secrets.token_hex(3)}", hosts_before=node_cluster.hosts_file.read_bytes(),
+                        started=time.monotonic())
+        try:
+            yield state
+        finally:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(state.figures, indent=2) + "\n")
+            print(f"\n[node] promise figures: {json.dumps(state.figures)}")
+            if addon.NAMESPACE in kubectl("get", "namespaces", "-o", "name").stdout and kubectl(
+                    "-n", NAMESPACE, "get", "deploy", "-o", "name").stdout:
+                with contextlib.suppress(addon.AddonError):
+                    state.release.uninstall()
+
+
+def test_a_new_namespace_pulls_a_private_image_with_no_pull_secret_written(promise: Promise) -> None:
+    image = promise.push("v1")
+    assert f"{promise.hostname}" not in promise.hosts_before.decode(), "the name resolves only through our line"
+    installed = time.monotonic()
+    promise.upgrade(promise.values(promise.registry.password))
+    promise.figures["helm_install_wait_s"] = round(time.monotonic() - installed, 1)
+    assert f"{node.SERVICE_HOST_IP}\t{promise.hostname}".encode() in promise.cluster.hosts_file.read_bytes() or (
+        promise.hostname.encode() in promise.cluster.hosts_file.read_bytes()), "hosts-updater wrote the node's line"
+
+    created = time.monotonic()
+    namespace = new_namespace("app")
+    kubectl("-n", namespace, "apply", "-f", "-", input_text=deployment("app", image))
+    wait_for(lambda: ready(namespace, "app"), timeout=180, interval=0.2,
+             what=f"the private image's Pod in {namespace} Ready (last pull error: {pull_failure(namespace, 'app')})")
+    promise.figures["namespace_to_pod_ready_s"] = round(time.monotonic() - created, 1)
+    promise.figures["nothing_to_pod_ready_s"] = round(time.monotonic() - promise.started, 1)
+    pod = pods(namespace, "app")[0]
+    assert [ref["name"] for ref in pod["spec"].get("imagePullSecrets", [])] == [SECRET], (
+        "the Pod got the pull secret from its ServiceAccount, not from its spec")
+    assert "imagePullSecrets" not in json.loads(
+        kubectl("-n", namespace, "get", "deploy", "app", "-o", "json").stdout)["spec"]["template"]["spec"]
+
+
+def test_an_excluded_namespace_is_refused_by_the_registry(promise: Promise) -> None:
+    kubectl("create", "namespace", promise.excluded)
+    image = f"{promise.hostname}/{REPOSITORY}:v1"  # the very image the node already pulled with our Secret
+    kubectl("-n", promise.excluded, "apply", "-f", "-", input_text=deployment("app", image))
+    message = wait_for(lambda: pull_failure(promise.excluded, "app"), timeout=120, interval=0.5,
+                       what="the kubelet's pull error in the excluded namespace")
+    assert "no basic auth credentials" in message or "401" in message or "authorization failed" in message, message
+    assert not ready(promise.excluded, "app")
+
+
+def test_without_the_hosts_line_the_name_does_not_resolve(promise: Promise) -> None:
+    promise.upgrade(promise.values(promise.registry.password, hosts_updater=False), "hostsUpdater.enabled=false")
+    wait_for(lambda: promise.cluster.hosts_file.read_bytes() == promise.hosts_before, timeout=60,
+             what="the hosts line removed from the node")
+    image = promise.push("v2")
+    namespace = new_namespace("nohosts")
+    kubectl("-n", namespace, "apply", "-f", "-", input_text=deployment("app", image))
+    message = wait_for(lambda: pull_failure(namespace, "app"), timeout=120, interval=0.5,
+                       what="the kubelet's pull error without the hosts line")
+    assert promise.hostname in message and ("no such host" in message or "lookup" in message), message
+    promise.upgrade(promise.values(promise.registry.password))
+    wait_for(lambda: promise.hostname.encode() in promise.cluster.hosts_file.read_bytes(), timeout=60,
+             what="the hosts line back on the node")
+
+
+def test_rotated_password_reaches_new_pulls_after_helm_upgrade(promise: Promise) -> None:
+    new_password = secrets.token_urlsafe(18)
+    promise.registry.set_password(new_password)
+    promise.upgrade(promise.values(new_password))
+    namespace = new_namespace("rotated")
+
+    def distributed_password() -> str | None:
+        out = kubectl("-n", namespace, "get", "secret", SECRET, "-o", "json", check=False)
+        if out.returncode != 0:
+            return None
+        config = json.loads(base64.b64decode(json.loads(out.stdout)["data"][".dockerconfigjson"]))
+        return str(config["auths"][promise.hostname]["password"])
+
+    wait_for(lambda: distributed_password() == new_password, timeout=60, what="the new password distributed")
+    image = promise.push("v3")
+    kubectl("-n", namespace, "apply", "-f", "-", input_text=deployment("app", image))
+    wait_for(lambda: ready(namespace, "app"), timeout=180, interval=0.2,
+             what=f"a fresh image pulled with the rotated password (last error: {pull_failure(namespace, 'app')})")
+
+
+def test_controller_stays_within_its_memory_limit(promise: Promise) -> None:
+    pod = json.loads(kubectl("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/component=controller",
+                             "-o", "json").stdout)["items"][0]
+    limit = pod["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    peak = promise.cluster.container_peak_memory(pod, "manager")
+    promise.figures["controller_peak_memory_mib"] = round(peak / 2**20, 1)
+    promise.figures["controller_memory_limit"] = limit
+    assert limit.endswith("Mi") and peak < int(limit[:-2]) * 2**20, (peak, limit)
+    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+    assert restarts == 0, "the controller was never restarted (an OOM kill would restart it)"
+
+
+def test_uninstall_leaves_the_node_hosts_file_as_it_was(promise: Promise) -> None:
+    promise.release.uninstall()
+    assert promise.cluster.hosts_file.read_bytes() == promise.hosts_before
+    leftovers = [s["metadata"]["namespace"] for s in json.loads(kubectl("get", "secrets", "-A", "-o", "json").stdout)
+                 ["items"] if s["metadata"]["name"] == SECRET]
+    assert leftovers == []
