@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-long lint demo demo-down e2e e2e-kind bench bench-quick clean
+.PHONY: setup test test-long lint demo demo-down e2e e2e-kind images bench bench-quick clean
 HARNESS := PYTHONPATH=scripts $(PY) -m
 
 setup: $(STAMP) ## Install everything the tests need: .venv with pinned packages, Go-built tools.
@@ -45,6 +45,9 @@ e2e: ## The e2e suite alone (local control plane, controller as a host process).
 
 e2e-kind: setup ## e2e suite + helm test on a kind cluster: needs Docker, NOT exercised in CI.
 	@$(HARNESS) harness.e2e_kind
+
+images: $(STAMP) ## Build both images offline with a throw-away Docker engine (root; cached; README "Images").
+	@PYTHONPATH=scripts $(PY) -m harness.images build
 
 bench: setup ## Benchmarks (BENCHMARKS.md): own local control plane, N = 100 / 1,000 / 10,000, 6-8 minutes.
 	@PYTHONPATH=scripts $(PY) -m bench.run

@@ -1,0 +1,853 @@
+"""`make images`: build controller/Dockerfile and hosts-updater/Dockerfile with a real Docker engine, offline.
+
+No registry is reachable here, so the Dockerfiles' base image `python:3.11-slim` is made locally:
+a Debian bookworm root filesystem from `mmdebstrap` (the machine's own Debian mirror) with
+python3 and python3-venv, plus an offline wheelhouse of the controller's pinned runtime
+dependencies and the build backend (`/opt/wheelhouse`, used through `/etc/pip.conf`). Both are
+cached in the tool cache, keyed by a hash of their inputs.
+
+The Docker engine is Debian's dockerd (with its containerd 1.6 and runc), started for one build
+inside a network namespace and a private mount namespace that this module creates, with its own
+data root, exec root, socket and cgroup parent, and stopped afterwards: no process, mount,
+network namespace or cgroup is left (checked). The Dockerfiles are built unchanged with the
+classic builder and `--network none`; each image is saved (`docker save`) to an archive in the
+cache, named by a content hash of its build context and the base image, so an unchanged source
+tree is not built again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import functools
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import REPO_ROOT, VENV, tools
+
+REGISTRY = "tcr-addon.local"
+BASE_REF = "python:3.11-slim"
+SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
+# Keep the image slim; licences stay.
+DPKG_OPTIONS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+)
+# Wheels for the image's interpreter: Debian bookworm has CPython 3.11 and glibc 2.36.
+WHEEL_PYTHON = "3.11"
+WHEEL_ABI = "cp311"
+IMAGE_GLIBC_MINOR = 36
+EXTRA_WHEELS = ("wheel",)
+# apt settings of this machine that mmdebstrap's apt must share (mmdebstrap reads no host apt.conf).
+APT_OPTION_KEYS = (
+    "Acquire::Check-Valid-Until", "Acquire::Check-Date", "Acquire::http::Proxy", "Acquire::https::Proxy",
+)
+# Bump when the way images are made changes, so cached archives are not reused.
+RECIPE_VERSION = "1"
+BASE_DOCKERFILE = """\
+# Local stand-in for python:3.11-slim (no registry here): Debian {suite} python3 + an offline wheelhouse.
+FROM {rootfs_ref}
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+COPY wheelhouse /opt/wheelhouse
+COPY pip.conf /etc/pip.conf
+CMD ["python3"]
+"""
+PIP_CONF = "[global]\nno-index = true\nfind-links = /opt/wheelhouse\n"
+# Files of a build context that never reach an image (the Dockerfiles COPY only sources):
+# editable-install metadata and caches that tests create. Left out of the copy and the hash.
+CONTEXT_IGNORE = re.compile(r"^(__pycache__|.*\.pyc|.*\.egg-info|\.pytest_cache|\.mypy_cache|\.ruff_cache)$")
+
+DOCKERD = "/usr/sbin/dockerd"
+DOCKER = "/usr/bin/docker"  # Debian's 20.10 client (another docker may come first on PATH)
+CONTAINERD = "/usr/bin/containerd"
+ENGINE_PATH = "/usr/bin:/usr/sbin:/bin:/sbin"  # Debian's containerd 1.6 and runc, not the tool cache's
+ENGINE_PREFIX = "tcr-addon-img-"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+RUN_NETNS = Path("/run/netns")
+LOG_DIR = REPO_ROOT / ".local" / "images"
+PR_SET_PDEATHSIG = 1
+
+
+class ImageError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[images] {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    ref: str  # e.g. "tcr-addon.local/tcr-assistant:dev-0123456789ab"
+    registry: str  # "tcr-addon.local"
+    repository: str  # "tcr-assistant"
+    tag: str
+    archive: Path  # docker-save archive (importable with `ctr -n k8s.io images import`)
+    cached: bool = field(default=False, compare=False)  # True: taken from the cache, no engine started
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    repository: str
+    context: Path
+    command: str  # the entrypoint, smoke-tested with --help
+
+    def ref(self, tag: str) -> str:
+        return f"{REGISTRY}/{self.repository}:{tag}"
+
+
+IMAGES = (
+    ImageSpec("tcr-assistant", REPO_ROOT / "controller", "tcr-assistant"),
+    ImageSpec("hosts-updater", REPO_ROOT / "hosts-updater", "hosts-updater"),
+)
+
+
+def images_dir() -> Path:
+    return tools.cache_root() / "images"
+
+
+def digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+# -- prerequisites ---------------------------------------------------------------------------
+
+
+def require(path: str, what: str) -> None:
+    if not os.access(path, os.X_OK):
+        raise ImageError(f"{path} not found: {what}")
+
+
+def check_engine_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise ImageError("needs root: it creates network and mount namespaces and runs dockerd (run it as root)")
+    require(DOCKERD, "install Debian's Docker engine: apt-get install docker.io (brings containerd and runc)")
+    require(DOCKER, "install Debian's Docker client: apt-get install docker.io")
+    require(CONTAINERD, "install Debian's containerd: apt-get install containerd")
+    for name in ("runc", "unshare", "nsenter", "ip", "mount", "umount"):
+        if shutil.which(name, path=ENGINE_PATH) is None:
+            raise ImageError(f"{name} not found: apt-get install runc util-linux mount iproute2")
+
+
+# -- base image inputs: Debian root filesystem + wheelhouse -----------------------------------
+
+
+def apt_sources(suite: str = SUITE, apt: Path = Path("/etc/apt")) -> list[str]:
+    """One-line `deb URI SUITE COMPONENTS` entries for `suite` (and its -updates, -security) from apt's sources."""
+    lines: list[str] = []
+    files = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        for raw in path.read_text().splitlines():
+            words = re.sub(r"\[[^]]*\]", " ", raw.split("#", 1)[0]).split()
+            if len(words) >= 4 and words[0] == "deb":
+                lines.append(" ".join(words))
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", path.read_text()):
+            fields: dict[str, str] = {}
+            for raw in stanza.splitlines():
+                if raw.startswith("#") or ":" not in raw or raw[:1].isspace():
+                    continue
+                key, value = raw.split(":", 1)
+                fields[key.strip().lower()] = value.strip()
+            if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes").lower() == "no":
+                continue
+            for uri in fields.get("uris", "").split():
+                for entry in fields.get("suites", "").split():
+                    lines.append(f"deb {uri} {entry} {fields.get('components', 'main')}")
+    wanted = [line for line in lines if line.split()[2].split("-")[0].split("/")[0] == suite]
+    return list(dict.fromkeys(wanted))
+
+
+def apt_options() -> list[str]:
+    """This machine's apt settings that matter to downloading (validity checks of a snapshot, proxies)."""
+    try:
+        dump = subprocess.run(["apt-config", "dump"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    options = []
+    for line in dump.splitlines():
+        match = re.match(r'^(\S+) "(.*)";$', line)
+        if match and match.group(1) in APT_OPTION_KEYS and match.group(2):
+            options.append(f'{match.group(1)} "{match.group(2)}"')
+    return options
+
+
+def wheel_requirements() -> list[str]:
+    """Runtime dependencies and build backends of both packages, plus `wheel`."""
+    requirements: list[str] = []
+    for spec in IMAGES:
+        pyproject = tomllib.loads((spec.context / "pyproject.toml").read_text())
+        requirements += pyproject.get("project", {}).get("dependencies", [])
+        requirements += pyproject.get("build-system", {}).get("requires", [])
+    return sorted(dict.fromkeys([*requirements, *EXTRA_WHEELS]))
+
+
+def wheel_platforms() -> list[str]:
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(IMAGE_GLIBC_MINOR, 4, -1)]
+    return [*platforms, "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+
+
+@dataclass(frozen=True)
+class BaseInputs:
+    sources: tuple[str, ...]
+    requirements: tuple[str, ...]
+
+    @property
+    def rootfs_key(self) -> str:
+        return digest("rootfs", SUITE, *BASE_PACKAGES, *DPKG_OPTIONS, *self.sources)[:12]
+
+    @property
+    def wheels_key(self) -> str:
+        return digest("wheels", WHEEL_PYTHON, WHEEL_ABI, *wheel_platforms(), *self.requirements)[:12]
+
+    @property
+    def key(self) -> str:
+        return digest(RECIPE_VERSION, self.rootfs_key, self.wheels_key, BASE_DOCKERFILE, PIP_CONF)[:12]
+
+    @property
+    def rootfs_dir(self) -> Path:
+        return tools.cache_root() / f"base-rootfs-{self.rootfs_key}"
+
+    @property
+    def wheels_dir(self) -> Path:
+        return tools.cache_root() / f"base-wheels-{self.wheels_key}"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.rootfs_dir / "rootfs.tar"
+
+    @property
+    def wheelhouse(self) -> Path:
+        return self.wheels_dir / "wheelhouse"
+
+
+def base_inputs() -> BaseInputs:
+    return BaseInputs(tuple(apt_sources()), tuple(wheel_requirements()))
+
+
+def _remove_stale_partials() -> None:
+    """Half-made cache entries of builds that were killed (their process is gone)."""
+    for partial in tools.cache_root().glob("base-*.partial-*"):
+        pid = partial.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+    for partial in images_dir().glob("*.tar.partial"):
+        partial.unlink(missing_ok=True)  # only written under the build lock
+
+
+def _fill_cache_dir(target: Path, fill: Callable[[Path], None]) -> None:
+    """Run `fill(partial_dir)`, then move the result into place (a half-made cache is never used)."""
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        fill(partial)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def build_rootfs(inputs: BaseInputs, out: Path) -> None:
+    if shutil.which("mmdebstrap") is None:
+        raise ImageError("mmdebstrap not found: apt-get install mmdebstrap")
+    if os.geteuid() != 0:
+        raise ImageError("mmdebstrap needs root here (it runs in root mode): run it as root")
+    if not inputs.sources:
+        raise ImageError(f"no '{SUITE}' entry in /etc/apt/sources.list(.d): mmdebstrap needs this machine's mirror")
+    argv = ["unshare", "--mount", "--propagation", "private",  # its /proc, /dev mounts stay private
+            "mmdebstrap", "--variant=minbase", "--mode=root", f"--include={','.join(BASE_PACKAGES)}",
+            *(f"--aptopt={option}" for option in apt_options()),
+            *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
+            SUITE, str(out / "rootfs.tar"), *inputs.sources]
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / "mmdebstrap.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise ImageError(f"mmdebstrap failed ({proc.returncode}); log tail:\n{log_path.read_text()[-3000:]}")
+    (out / "manifest.json").write_text(json.dumps(
+        {"suite": SUITE, "packages": BASE_PACKAGES, "sources": inputs.sources, "dpkg": DPKG_OPTIONS}, indent=2))
+
+
+def build_wheelhouse(inputs: BaseInputs, out: Path) -> None:
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        raise ImageError(f"{python} not found: run 'make setup' (the wheelhouse is downloaded with its pip)")
+    wheelhouse = out / "wheelhouse"
+    argv = [str(python), "-m", "pip", "download", "--disable-pip-version-check", "--no-cache-dir", "--quiet",
+            "--only-binary=:all:", "--python-version", WHEEL_PYTHON, "--implementation", "cp",
+            "--abi", WHEEL_ABI, *itertools.chain.from_iterable(("--platform", p) for p in wheel_platforms()),
+            "--dest", str(wheelhouse), *inputs.requirements]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ImageError(f"pip download failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    wheels = sorted(path.name for path in wheelhouse.glob("*.whl"))
+    (out / "manifest.json").write_text(json.dumps({"requirements": inputs.requirements, "wheels": wheels}, indent=2))
+
+
+def ensure_base(force: bool = False) -> BaseInputs:
+    """The base root filesystem and wheelhouse, from the cache or made now."""
+    inputs = base_inputs()
+    for name, target, build in (("root filesystem", inputs.rootfs_dir, build_rootfs),
+                                ("wheelhouse", inputs.wheels_dir, build_wheelhouse)):
+        if not force and (target / "manifest.json").exists():
+            log(f"base {name}: cached ({target})")
+            continue
+        started = time.monotonic()
+        if build is build_rootfs:
+            log(f"base {name}: mmdebstrap {SUITE} with {', '.join(BASE_PACKAGES)} (about a minute) …")
+        else:
+            log(f"base {name}: pip download for CPython {WHEEL_PYTHON} manylinux x86_64: "
+                f"{' '.join(inputs.requirements)} …")
+        _fill_cache_dir(target, functools.partial(build, inputs))
+        log(f"base {name}: made in {time.monotonic() - started:.1f} s ({target})")
+    wheels = json.loads((inputs.wheels_dir / "manifest.json").read_text())["wheels"]
+    log(f"base {BASE_REF} key {inputs.key}: {inputs.rootfs}, {len(wheels)} wheels")
+    return inputs
+
+
+# -- build contexts --------------------------------------------------------------------------
+
+
+def _context_ignore(directory: str, names: list[str]) -> set[str]:
+    return {name for name in names if CONTEXT_IGNORE.match(name)}
+
+
+def context_files(context: Path) -> list[Path]:
+    files = []
+    for root, dirs, names in os.walk(context):
+        dirs[:] = sorted(d for d in dirs if not CONTEXT_IGNORE.match(d))
+        files += [Path(root) / name for name in sorted(names) if not CONTEXT_IGNORE.match(name)]
+    return files
+
+
+def context_hash(context: Path) -> str:
+    hasher = hashlib.sha256()
+    for path in context_files(context):
+        relative = path.relative_to(context).as_posix()
+        if path.is_symlink():
+            hasher.update(f"L {relative} {os.readlink(path)}\0".encode())
+            continue
+        hasher.update(f"F {relative} {os.stat(path).st_mode & 0o111:o}\0".encode())
+        hasher.update(hashlib.sha256(path.read_bytes()).digest())
+    return hasher.hexdigest()
+
+
+def image_tag(base_key: str, context_digest: str) -> str:
+    return "dev-" + digest(RECIPE_VERSION, base_key, context_digest)[:12]
+
+
+def archive_path(spec: ImageSpec, tag: str) -> Path:
+    return images_dir() / f"{spec.repository}-{tag}.tar"
+
+
+# -- the throw-away Docker engine --------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setsid()
+
+
+def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise ImageError(f"'{' '.join(argv)}' failed ({proc.returncode}): {(proc.stdout + proc.stderr).strip()}")
+    return proc
+
+
+def _unescape_mountinfo(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as mountinfo:
+        return [_unescape_mountinfo(line.split()[4]) for line in mountinfo]
+
+
+def _ns_inode(path: Path) -> int | None:
+    """The namespace inode pinned at `path`, or None when nothing is pinned there."""
+    try:
+        pinned, nsfs = os.stat(path), os.stat("/proc/self/ns/mnt")
+    except OSError:
+        return None
+    return pinned.st_ino if pinned.st_dev == nsfs.st_dev else None
+
+
+def _netns_names() -> list[str]:
+    proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    candidates = [CGROUP_ROOT / name, *(hierarchy / name for hierarchy in sorted(CGROUP_ROOT.iterdir())
+                                        if hierarchy.is_dir() and not hierarchy.is_symlink())]
+    return [path for path in candidates if path.is_dir()]
+
+
+def _pids_in_cgroups(name: str) -> set[int]:
+    pids: set[int] = set()
+    for top in _cgroup_dirs(name):
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                pids.update(int(pid) for pid in procs.read_text().split())
+    return pids
+
+
+def _processes_of(name: str, state_dir: Path, ns_inodes: set[int]) -> set[int]:
+    """Processes of engine `name`: in its namespaces or cgroups, or naming its state directory."""
+    pids = _pids_in_cgroups(name)
+    marker = f"{state_dir}/".encode()  # not a prefix of another engine's directory
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "cmdline").read_bytes():
+                pids.add(int(entry.name))
+                continue
+            for kind in ("mnt", "net"):
+                match = re.search(r"\[(\d+)\]", os.readlink(entry / "ns" / kind))
+                if match and int(match.group(1)) in ns_inodes:
+                    pids.add(int(entry.name))
+    pids.discard(os.getpid())
+    return pids
+
+
+class DockerEngine:
+    """A throw-away dockerd in its own network + private mount namespaces: `with DockerEngine() as engine:`.
+
+    Everything it makes (state directory, namespaces, cgroups named after the engine) is removed
+    by `stop()`, which then checks that nothing is left.
+    """
+
+    starts = 0  # engines started by this process (the tests check that a cached build starts none)
+    _serial = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.name = f"{ENGINE_PREFIX}{os.getpid()}-{next(self._serial)}"
+        self.state = Path(tempfile.gettempdir()) / self.name
+        self.socket = self.state / "docker.sock"
+        self.dockerd: subprocess.Popen[bytes] | None = None
+        self.reaper: subprocess.Popen[bytes] | None = None
+        self._owns_run_netns = False
+
+    @property
+    def mntns(self) -> Path:
+        return self.state / "mntns"
+
+    @property
+    def netns(self) -> Path:
+        return RUN_NETNS / self.name
+
+    @property
+    def cgroup_parent(self) -> str:
+        return "/" + self.name
+
+    @property
+    def log_path(self) -> Path:
+        return LOG_DIR / "dockerd.log"
+
+    def __enter__(self) -> DockerEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _start_reaper(self) -> None:
+        """A watcher that tears this engine down if this process dies without doing so (SIGKILL)."""
+        paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        with (LOG_DIR / "reaper.log").open("ab") as reaper_log:
+            self.reaper = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from harness.images import reap; sys.exit(reap())"],
+                stdin=subprocess.PIPE, stdout=reaper_log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        assert self.reaper.stdin is not None
+        # The name goes through the pipe, not the command line, so the reaper is not one of the engine's processes.
+        self.reaper.stdin.write(f"{self.name}\n{self.state}\n".encode())
+        self.reaper.stdin.flush()
+
+    def _stop_reaper(self) -> None:
+        if self.reaper is None:
+            return
+        with contextlib.suppress(OSError):
+            assert self.reaper.stdin is not None
+            self.reaper.stdin.write(b"stopped\n")
+            self.reaper.stdin.close()
+        try:
+            self.reaper.wait(30)
+        except subprocess.TimeoutExpired:
+            self.reaper.kill()
+            self.reaper.wait()
+        self.reaper = None
+
+    def _nsenter(self, *argv: str) -> list[str]:
+        return ["nsenter", f"--mount={self.mntns}", f"--net={self.netns}", "--", *argv]
+
+    def start(self, timeout: float = 60) -> None:
+        check_engine_prerequisites()
+        sweep_stale()
+        started = time.monotonic()
+        DockerEngine.starts += 1
+        self._start_reaper()
+        try:
+            self._make_namespaces()
+            self._start_dockerd(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log(f"dockerd {self.name} ready in {time.monotonic() - started:.1f} s (netns {self.name}, "
+            f"cgroup parent {self.cgroup_parent}, state {self.state})")
+
+    def _make_namespaces(self) -> None:
+        self.state.mkdir(mode=0o700)
+        # The mount namespace is pinned to a file; its directory must be a private mount.
+        _run(["mount", "--bind", str(self.state), str(self.state)])
+        _run(["mount", "--make-private", str(self.state)])
+        self.mntns.touch()
+        _run(["unshare", f"--mount={self.mntns}", "--propagation", "private", "true"])
+        self._owns_run_netns = str(RUN_NETNS) not in mount_points()
+        _run(["ip", "netns", "add", self.name])
+        _run(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        inside = ["nsenter", f"--mount={self.mntns}", "--"]
+        # Its copies of other network namespaces' pins (if any) are not ours to hold.
+        _run([*inside, "umount", "--recursive", "--lazy", str(RUN_NETNS)], check=False)
+        _run([*inside, "mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run"])
+        # No sysctl of this machine may change: /proc/sys is read-only for the engine.
+        _run([*inside, "mount", "--bind", "/proc/sys", "/proc/sys"])
+        _run([*inside, "mount", "-o", "remount,bind,ro", "/proc/sys"])
+
+    def _start_dockerd(self, timeout: float) -> None:
+        (self.state / "data").mkdir()
+        (self.state / "exec").mkdir()
+        config = self.state / "daemon.json"
+        config.write_text(json.dumps({"deprecated-key-path": str(self.state / "key.json")}))  # not /etc/docker
+        argv = self._nsenter(
+            DOCKERD, f"--data-root={self.state / 'data'}", f"--exec-root={self.state / 'exec'}",
+            f"--host=unix://{self.socket}", f"--pidfile={self.state / 'dockerd.pid'}",
+            f"--config-file={config}", f"--cgroup-parent={self.cgroup_parent}",
+            "--exec-opt=native.cgroupdriver=cgroupfs", "--iptables=false", "--ip-masq=false",
+            "--ip-forward=false", "--bridge=none", "--userland-proxy=false",
+        )
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log_file:
+            self.dockerd = subprocess.Popen(
+                argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={"PATH": ENGINE_PATH, "HOME": str(self.state)}, preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while not self._ping():
+            if self.dockerd.poll() is not None:
+                raise ImageError(f"dockerd exited with {self.dockerd.returncode}; log tail:\n{self._log_tail()}")
+            if time.monotonic() > deadline:
+                raise ImageError(f"dockerd was not ready within {timeout:.0f} s; log tail:\n{self._log_tail()}")
+            time.sleep(0.1)
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-3000:]
+        return ""
+
+    def _ping(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2)
+                sock.connect(str(self.socket))
+                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                status = sock.recv(4096).split(b"\r\n", 1)[0].split()
+                return status[1:2] == [b"200"]
+        except OSError:
+            return False
+
+    def docker(self, *args: str, timeout: float = 600, check: bool = True,
+               log_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run Debian's docker client against this engine (classic builder, own client config)."""
+        env = {"PATH": ENGINE_PATH, "HOME": str(self.state), "DOCKER_CONFIG": str(self.state / "client"),
+               "DOCKER_BUILDKIT": "0"}
+        argv = [DOCKER, f"--host=unix://{self.socket}", *args]
+        if log_file is not None:
+            with log_file.open("w") as out:
+                proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+                                      timeout=timeout, stdin=subprocess.DEVNULL)
+            output = log_file.read_text(errors="replace")
+            proc = subprocess.CompletedProcess(argv, proc.returncode, output, "")
+        else:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise ImageError(f"docker {' '.join(args[:2])} … failed ({proc.returncode}):\n"
+                             f"{(proc.stdout + proc.stderr)[-3000:]}")
+        return proc
+
+    def stop(self) -> None:
+        """Stop dockerd, containerd and every container; remove namespaces, mounts, cgroups, state."""
+        if self.dockerd is not None and self.dockerd.poll() is None:
+            with contextlib.suppress(ImageError, subprocess.TimeoutExpired):
+                ids = self.docker("ps", "--all", "--quiet", timeout=30).stdout.split()
+                if ids:
+                    self.docker("rm", "--force", *ids, timeout=60)
+            self.dockerd.terminate()
+            try:
+                self.dockerd.wait(30)
+            except subprocess.TimeoutExpired:
+                self.dockerd.kill()
+                self.dockerd.wait(10)
+        self.dockerd = None
+        try:
+            teardown(self.name, self.state, owns_run_netns=self._owns_run_netns)
+        finally:
+            self._owns_run_netns = False
+            self._stop_reaper()
+
+
+def reap() -> int:
+    """The reaper's side: wait until the engine's owner says "stopped" or dies, then clean up if it died."""
+    name, state = sys.stdin.readline().strip(), sys.stdin.readline().strip()
+    if sys.stdin.read().strip() == "stopped":
+        return 0
+    print(f"[images] {time.strftime('%F %T')} the owner of {name} died: tearing it down", flush=True)
+    teardown(name, Path(state))
+    return 0
+
+
+def leftovers(name: str, state_dir: Path, ns_inodes: set[int] | None = None) -> list[str]:
+    """What engine `name` left behind: processes, mounts, network namespace, cgroups, state directory."""
+    found = [f"process {pid}" for pid in sorted(_processes_of(name, state_dir, ns_inodes or set()))]
+    found += [f"mount {point}" for point in mount_points() if re.search(rf"/{re.escape(name)}(/|$)", point)]
+    found += [f"netns {ns}" for ns in _netns_names() if ns == name]
+    found += [f"cgroup {path}" for path in _cgroup_dirs(name)]
+    if state_dir.exists():
+        found.append(f"directory {state_dir}")
+    return found
+
+
+def _kill_all(name: str, state_dir: Path, ns_inodes: set[int], grace: float = 10.0) -> None:
+    """SIGKILL what is left of the engine (dockerd was already asked to stop): shims, containers."""
+    deadline = time.monotonic() + grace
+    while pids := _processes_of(name, state_dir, ns_inodes):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise ImageError(f"processes of {name} do not exit: {sorted(pids)}")
+        time.sleep(0.1)
+
+
+def _remove_cgroups(name: str, grace: float = 10.0) -> None:
+    deadline = time.monotonic() + grace
+    while remaining := _cgroup_dirs(name):
+        for top in remaining:
+            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+        if time.monotonic() > deadline:
+            raise ImageError(f"cannot remove cgroups of {name}: {remaining}")
+        time.sleep(0.1)
+
+
+def teardown(name: str, state_dir: Path, *, owns_run_netns: bool = False) -> None:
+    """Remove everything engine `name` made; raise if anything is left. Safe to call twice."""
+    ns_inodes = {inode for inode in (_ns_inode(state_dir / "mntns"), _ns_inode(RUN_NETNS / name)) if inode}
+    _kill_all(name, state_dir, ns_inodes)
+    _remove_cgroups(name)
+    if str(state_dir / "mntns") in mount_points():
+        _run(["umount", str(state_dir / "mntns")], check=False)  # the namespace and every mount in it go away
+    if name in _netns_names():
+        _run(["ip", "netns", "delete", name], check=False)
+    # `ip netns add` made /run/netns a mount point; undo that if it was ours and nothing else uses it.
+    if owns_run_netns and str(RUN_NETNS) in mount_points() and not any(RUN_NETNS.iterdir()):
+        _run(["umount", str(RUN_NETNS)], check=False)
+        with contextlib.suppress(OSError):
+            RUN_NETNS.rmdir()
+    if str(state_dir) in mount_points():
+        _run(["umount", str(state_dir)], check=False)
+    below = [point for point in mount_points() if point.startswith(str(state_dir) + "/") or point == str(state_dir)]
+    if below:
+        raise ImageError(f"mounts left under {state_dir}, not deleting it: {below}")
+    shutil.rmtree(state_dir, ignore_errors=True)
+    left = leftovers(name, state_dir, ns_inodes)
+    if left:
+        raise ImageError(f"engine {name} left: {', '.join(left)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def sweep_stale() -> list[str]:
+    """Tear down engines whose harness process is gone (a killed build); returns their names."""
+    names: set[str] = set()
+    names.update(p.name for p in Path(tempfile.gettempdir()).glob(f"{ENGINE_PREFIX}*"))
+    names.update(ns for ns in _netns_names() if ns.startswith(ENGINE_PREFIX))
+    if CGROUP_ROOT.is_dir():
+        for hierarchy in CGROUP_ROOT.iterdir():
+            with contextlib.suppress(OSError):
+                names.update(p.name for p in hierarchy.glob(f"{ENGINE_PREFIX}*") if p.is_dir())
+    swept = []
+    for name in sorted(names):
+        match = re.fullmatch(re.escape(ENGINE_PREFIX) + r"(\d+)-\d+", name)
+        if not match or _pid_alive(int(match.group(1))):
+            continue
+        log(f"removing what a killed build left: {name}")
+        teardown(name, Path(tempfile.gettempdir()) / name)
+        swept.append(name)
+    return swept
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    images_dir().mkdir(parents=True, exist_ok=True)
+    with (images_dir() / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load_base(engine: DockerEngine, base: BaseInputs) -> None:
+    """`docker import` the root filesystem, then add the wheelhouse and pip.conf: tagged python:3.11-slim."""
+    started = time.monotonic()
+    rootfs_ref = f"{REGISTRY}/base-rootfs:{base.rootfs_key}"
+    engine.docker("import", str(base.rootfs), rootfs_ref)
+    context = engine.state / "base-context"
+    shutil.copytree(base.wheelhouse, context / "wheelhouse")
+    (context / "pip.conf").write_text(PIP_CONF)
+    (context / "Dockerfile").write_text(BASE_DOCKERFILE.format(suite=SUITE, rootfs_ref=rootfs_ref))
+    engine.docker("build", "--network", "none", "--tag", BASE_REF, str(context),
+                  log_file=LOG_DIR / "build-base.log")
+    log(f"{BASE_REF} (key {base.key}) loaded in {time.monotonic() - started:.1f} s")
+
+
+def build_one(engine: DockerEngine, spec: ImageSpec, tag: str, context_digest: str) -> Path:
+    """Build from a copy of the context (without caches), smoke-test `--help`, save the archive."""
+    ref = spec.ref(tag)
+    context = engine.state / f"context-{spec.repository}"
+    shutil.copytree(spec.context, context, ignore=_context_ignore, symlinks=True)
+    if context_hash(context) != context_digest:
+        raise ImageError(f"{spec.context} changed while it was being built: run it again")
+    started = time.monotonic()
+    log(f"docker build {ref} from {spec.context.relative_to(REPO_ROOT)}/Dockerfile …")
+    engine.docker("build", "--network", "none", "--tag", ref, str(context),
+                  log_file=LOG_DIR / f"build-{spec.repository}.log")
+    smoke = engine.docker("run", "--rm", "--network", "none", ref, "--help", timeout=120)
+    if "usage:" not in smoke.stdout:
+        raise ImageError(f"{ref}: '{spec.command} --help' printed no usage:\n{smoke.stdout[-2000:]}")
+    user = engine.docker("image", "inspect", "--format", "{{.Config.User}}", ref).stdout.strip()
+    archive = archive_path(spec, tag)
+    partial = archive.with_name(archive.name + ".partial")
+    engine.docker("save", "--output", str(partial), ref)
+    partial.chmod(0o644)
+    partial.rename(archive)
+    for old in images_dir().glob(f"{spec.repository}-dev-*.tar"):
+        if old != archive:
+            old.unlink(missing_ok=True)
+    log(f"built {ref} (user {user or 'root'}, {archive.stat().st_size / 2**20:.0f} MiB archive) "
+        f"in {time.monotonic() - started:.1f} s")
+    return archive
+
+
+def build_images(force: bool = False) -> list[BuiltImage]:
+    """Both images (controller first, then hosts-updater), from the cache or built now."""
+    started = time.monotonic()
+    with build_lock():
+        _remove_stale_partials()
+        inputs = base_inputs()
+        digests = [context_hash(spec.context) for spec in IMAGES]
+        tags = [image_tag(inputs.key, context_digest) for context_digest in digests]
+        cached = [archive_path(spec, tag).exists() for spec, tag in zip(IMAGES, tags, strict=True)]
+        if all(cached) and not force:
+            log(f"cache hit: both images unchanged ({time.monotonic() - started:.2f} s, no engine started)")
+            return [_built(spec, tag, cached=True) for spec, tag in zip(IMAGES, tags, strict=True)]
+        base = ensure_base()
+        assert base.key == inputs.key
+        with DockerEngine() as engine:
+            load_base(engine, base)
+            for spec, tag, context_digest, hit in zip(IMAGES, tags, digests, cached, strict=True):
+                if hit and not force:
+                    log(f"{spec.ref(tag)}: cached")
+                    continue
+                build_one(engine, spec, tag, context_digest)
+        log(f"engine {engine.name} stopped; nothing left (process, mount, netns, cgroup)")
+    log(f"done in {time.monotonic() - started:.1f} s")
+    return [_built(spec, tag, cached=hit and not force) for spec, tag, hit in zip(IMAGES, tags, cached, strict=True)]
+
+
+def _built(spec: ImageSpec, tag: str, *, cached: bool) -> BuiltImage:
+    return BuiltImage(spec.ref(tag), REGISTRY, spec.repository, tag, archive_path(spec, tag), cached=cached)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.images",
+        description="Build controller/Dockerfile and hosts-updater/Dockerfile offline with a throw-away Docker "
+        f"engine (Debian's dockerd, in namespaces this command creates and removes; needs root). The base image "
+        f"{BASE_REF} is made locally with mmdebstrap ({SUITE}) plus a wheelhouse of the pinned dependencies. "
+        f"Images are {REGISTRY}/tcr-assistant:TAG and {REGISTRY}/hosts-updater:TAG, TAG a content hash; their "
+        f"docker-save archives and the base are cached under $TCR_ADDON_CACHE (default ~/.cache/tcr-addon).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build both images (cached: an unchanged source tree is not built again); "
+                           "prints each image reference and its archive")
+    build.add_argument("--force", action="store_true", help="build the images even if their archives are cached "
+                       "(the base still comes from the cache)")
+    base = sub.add_parser("base", help=f"make only the base: the {SUITE} root filesystem and the wheelhouse")
+    base.add_argument("--force", action="store_true", help="make them again even if cached")
+    sub.add_parser("sweep", help="remove what an interrupted build left behind (namespaces, cgroups, state)")
+    args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so a running engine is stopped and removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        if args.command == "build":
+            for image in build_images(force=args.force):
+                print(f"{image.ref} {image.archive}")
+        elif args.command == "base":
+            inputs = ensure_base(force=args.force)
+            print(f"{BASE_REF} key {inputs.key}: {inputs.rootfs} {inputs.wheelhouse}")
+        elif args.command == "sweep":
+            check_engine_prerequisites()
+            swept = sweep_stale()
+            log(f"removed {len(swept)} stale engine(s)" if swept else "nothing to remove")
+    except (ImageError, tools.ToolError) as error:
+        print(f"harness.images: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
