@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 .PHONY: setup test test-long lint demo demo-down e2e e2e-kind images bench bench-quick clean
 HARNESS := PYTHONPATH=scripts $(PY) -m
 
-setup: $(STAMP) ## Install everything the tests need: .venv with pinned packages, Go-built tools.
+setup: $(STAMP) ## Install everything the tests need: .venv, Debian packages, Go-built tools, the images' base.
 	@$(PYTHON) scripts/tools install
+	@PYTHONPATH=scripts $(PY) -m harness.images base
+	@PYTHONPATH=scripts $(PY) -c 'from harness import oci; print("[setup] pause binary:", oci.pause_binary())'
 
 $(STAMP): requirements-dev.txt controller/pyproject.toml hosts-updater/pyproject.toml
 	@echo "[setup] creating $(VENV) with pinned Python packages …"
@@ -20,7 +22,7 @@ $(STAMP): requirements-dev.txt controller/pyproject.toml hosts-updater/pyproject
 	@$(PIP) install --quiet --disable-pip-version-check -e controller -e hosts-updater
 	@touch $(STAMP)
 
-test: ## The whole suite: lint, type checks, unit, property and integration tests on a local control plane.
+test: ## The whole suite: lint, types, unit, property, integration tests, and the node suite (real Pods; root).
 	@$(MAKE) --no-print-directory lint
 	@$(PY) -m pytest -m "not long"
 
@@ -46,8 +48,8 @@ e2e: ## The e2e suite alone (local control plane, controller as a host process).
 e2e-kind: setup ## e2e suite + helm test on a kind cluster: needs Docker, NOT exercised in CI.
 	@$(HARNESS) harness.e2e_kind
 
-images: $(STAMP) ## Build both images offline with a throw-away Docker engine (root; cached; README "Images").
-	@PYTHONPATH=scripts $(PY) -m harness.images build
+images: $(STAMP) ## Build both images offline with a real Docker engine (root; cached) and load them into a running node.
+	@PYTHONPATH=scripts $(PY) -m harness.images build --load
 
 bench: setup ## Benchmarks (BENCHMARKS.md): own local control plane, N = 100 / 1,000 / 10,000, 6-8 minutes.
 	@PYTHONPATH=scripts $(PY) -m bench.run

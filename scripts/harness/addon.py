@@ -206,7 +206,7 @@ class Addon:
         """Run the chart's `hook` (`test`, `pre-delete`) container command on this host.
 
         No kubelet runs the hook's Pod or Job here, so: apply the hook's own ServiceAccount and
-        RBAC objects from the chart, take a token of that ServiceAccount, run the container's
+        RBAC objects from the chart (if they are hooks too), take a token of that ServiceAccount, run the container's
         exact command and arguments with `--kubeconfig` added, then delete the hook objects.
         """
         hook_docs = [doc for doc in self.render()
@@ -221,14 +221,16 @@ class Addon:
         argv = [*container.get("command", []), *container.get("args", [])]
         kubectl = str(tools.bin_dir() / "kubectl")
         manifest = yaml.safe_dump_all(support)
-        run([kubectl, "apply", "-f", "-"], env=self._env(), input_text=manifest)
+        if support:  # a hook's own ServiceAccount and RBAC (the test's are release objects)
+            run([kubectl, "apply", "-f", "-"], env=self._env(), input_text=manifest)
         try:
             kubeconfig = self.service_account_kubeconfig(pod_spec["serviceAccountName"], f"hook-{hook}")
             return subprocess.run([str(VENV / "bin" / argv[0]), *argv[1:], f"--kubeconfig={kubeconfig}"],
                                   capture_output=True, text=True, env=self._env(), timeout=timeout)
         finally:
-            run([kubectl, "delete", "--ignore-not-found", "--wait=false", "-f", "-"], env=self._env(),
-                input_text=manifest)
+            if support:
+                run([kubectl, "delete", "--ignore-not-found", "--wait=false", "-f", "-"], env=self._env(),
+                    input_text=manifest)
 
     def cleanup_and_uninstall(self, timeout: float = 180) -> None:
         """What `helm uninstall` does on a real cluster: the pre-delete hook, then the release.
@@ -385,7 +387,8 @@ def node_main(args: argparse.Namespace, cluster: NodeCluster) -> int:
               "deploy/tcr-assistant-controller-manager")
     elif args.uninstall:
         release.uninstall()
-        print(f"tcr-addon uninstalled (helm uninstall, pre-delete Job on the node) in {time.monotonic() - started:.1f} s")
+        print("tcr-addon uninstalled (helm uninstall, pre-delete Job on the node) "
+              f"in {time.monotonic() - started:.1f} s")
     else:
         print("tcr-assistant runs as a Pod on the node: 'scripts/addon down --uninstall' removes the release")
     return 0

@@ -160,8 +160,8 @@ class ControlPlane:
             kubeconfig_yaml(self.server, authority.cert_pem, cert_pem=admin.cert_pem, key_pem=admin.key_pem)
         )
         (self.directory / "controller-manager.kubeconfig").write_text(
-            kubeconfig_yaml(self.internal_server, authority.cert_pem, cert_pem=manager.cert_pem, key_pem=manager.key_pem,
-                            user="kube-controller-manager")
+            kubeconfig_yaml(self.internal_server, authority.cert_pem, cert_pem=manager.cert_pem,
+                            key_pem=manager.key_pem, user="kube-controller-manager")
         )
 
     def _write_more_pki(self, authority: pki.CertificateAuthority, pki_dir: Path) -> None:
@@ -175,7 +175,8 @@ class ControlPlane:
                env: dict[str, str] | None = None) -> None:
         log = (self.directory / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [*(self.command_prefix() if inside else []), *argv], stdout=log, env=env, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [*(self.command_prefix() if inside else []), *argv], env=env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=_die_with_parent if self.tie_to_parent else None,
         )
         log.close()

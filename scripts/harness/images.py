@@ -39,7 +39,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import REPO_ROOT, VENV, tools
+from harness import REPO_ROOT, VENV, namespaces, tools
+from harness.namespaces import RUN_NETNS, mount_points, netns_names
 
 REGISTRY = "tcr-addon.local"
 BASE_REF = "python:3.11-slim"
@@ -83,8 +84,8 @@ CONTAINERD = "/usr/bin/containerd"
 ENGINE_PATH = "/usr/bin:/usr/sbin:/bin:/sbin"  # Debian's containerd 1.6 and runc, not the tool cache's
 ENGINE_PREFIX = "tcr-addon-img-"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-RUN_NETNS = Path("/run/netns")
 LOG_DIR = REPO_ROOT / ".local" / "images"
+DEFAULT_CLUSTER_DIR = REPO_ROOT / ".local" / "cluster"
 PR_SET_PDEATHSIG = 1
 
 
@@ -380,15 +381,6 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 60) -> sub
     return proc
 
 
-def _unescape_mountinfo(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def mount_points() -> list[str]:
-    with open("/proc/self/mountinfo") as mountinfo:
-        return [_unescape_mountinfo(line.split()[4]) for line in mountinfo]
-
-
 def _ns_inode(path: Path) -> int | None:
     """The namespace inode pinned at `path`, or None when nothing is pinned there."""
     try:
@@ -396,11 +388,6 @@ def _ns_inode(path: Path) -> int | None:
     except OSError:
         return None
     return pinned.st_ino if pinned.st_dev == nsfs.st_dev else None
-
-
-def _netns_names() -> list[str]:
-    proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
 
 
 def _cgroup_dirs(name: str) -> list[Path]:
@@ -527,17 +514,12 @@ class DockerEngine:
 
     def _make_namespaces(self) -> None:
         self.state.mkdir(mode=0o700)
-        # The mount namespace is pinned to a file; its directory must be a private mount.
-        _run(["mount", "--bind", str(self.state), str(self.state)])
-        _run(["mount", "--make-private", str(self.state)])
-        self.mntns.touch()
-        _run(["unshare", f"--mount={self.mntns}", "--propagation", "private", "true"])
-        self._owns_run_netns = str(RUN_NETNS) not in mount_points()
-        _run(["ip", "netns", "add", self.name])
+        namespaces.pin_mount_namespace(self.mntns)
+        self._owns_run_netns = namespaces.add_netns(self.name)
         _run(["ip", "-n", self.name, "link", "set", "lo", "up"])
         inside = ["nsenter", f"--mount={self.mntns}", "--"]
-        # Its copies of other network namespaces' pins (if any) are not ours to hold.
-        _run([*inside, "umount", "--recursive", "--lazy", str(RUN_NETNS)], check=False)
+        # Its copies of other namespaces' pins (if any) are not ours to hold.
+        _run([*inside, "/bin/sh", "-c", namespaces.DROP_FOREIGN_PINS], check=False)
         _run([*inside, "mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run"])
         # No sysctl of this machine may change: /proc/sys is read-only for the engine.
         _run([*inside, "mount", "--bind", "/proc/sys", "/proc/sys"])
@@ -640,7 +622,7 @@ def leftovers(name: str, state_dir: Path, ns_inodes: set[int] | None = None) -> 
     """What engine `name` left behind: processes, mounts, network namespace, cgroups, state directory."""
     found = [f"process {pid}" for pid in sorted(_processes_of(name, state_dir, ns_inodes or set()))]
     found += [f"mount {point}" for point in mount_points() if re.search(rf"/{re.escape(name)}(/|$)", point)]
-    found += [f"netns {ns}" for ns in _netns_names() if ns == name]
+    found += [f"netns {ns}" for ns in netns_names() if ns == name]
     found += [f"cgroup {path}" for path in _cgroup_dirs(name)]
     if state_dir.exists():
         found.append(f"directory {state_dir}")
@@ -678,17 +660,8 @@ def teardown(name: str, state_dir: Path, *, owns_run_netns: bool = False) -> Non
     ns_inodes = {inode for inode in (_ns_inode(state_dir / "mntns"), _ns_inode(RUN_NETNS / name)) if inode}
     _kill_all(name, state_dir, ns_inodes)
     _remove_cgroups(name)
-    if str(state_dir / "mntns") in mount_points():
-        _run(["umount", str(state_dir / "mntns")], check=False)  # the namespace and every mount in it go away
-    if name in _netns_names():
-        _run(["ip", "netns", "delete", name], check=False)
-    # `ip netns add` made /run/netns a mount point; undo that if it was ours and nothing else uses it.
-    if owns_run_netns and str(RUN_NETNS) in mount_points() and not any(RUN_NETNS.iterdir()):
-        _run(["umount", str(RUN_NETNS)], check=False)
-        with contextlib.suppress(OSError):
-            RUN_NETNS.rmdir()
-    if str(state_dir) in mount_points():
-        _run(["umount", str(state_dir)], check=False)
+    namespaces.unpin_mount_namespace(state_dir / "mntns")  # the namespace and every mount in it go away
+    namespaces.delete_netns(name, owns_run_netns=owns_run_netns)
     below = [point for point in mount_points() if point.startswith(str(state_dir) + "/") or point == str(state_dir)]
     if below:
         raise ImageError(f"mounts left under {state_dir}, not deleting it: {below}")
@@ -710,7 +683,7 @@ def sweep_stale() -> list[str]:
     """Tear down engines whose harness process is gone (a killed build); returns their names."""
     names: set[str] = set()
     names.update(p.name for p in Path(tempfile.gettempdir()).glob(f"{ENGINE_PREFIX}*"))
-    names.update(ns for ns in _netns_names() if ns.startswith(ENGINE_PREFIX))
+    names.update(ns for ns in netns_names() if ns.startswith(ENGINE_PREFIX))
     if CGROUP_ROOT.is_dir():
         for hierarchy in CGROUP_ROOT.iterdir():
             with contextlib.suppress(OSError):
@@ -812,6 +785,19 @@ def _built(spec: ImageSpec, tag: str, *, cached: bool) -> BuiltImage:
     return BuiltImage(spec.ref(tag), REGISTRY, spec.repository, tag, archive_path(spec, tag), cached=cached)
 
 
+def load_into_node(cluster_dir: Path, built: Sequence[BuiltImage]) -> None:
+    """Import the archives into the node running from `cluster_dir` (none running: say so, do nothing)."""
+    from harness.cluster import plane_class  # the node needs the .venv; the build does not
+    from harness.node import NodeCluster
+
+    if not (cluster_dir / "state.json").exists() or plane_class(cluster_dir) is not NodeCluster:
+        log(f"no node runs from {cluster_dir} ('scripts/cluster --node up'): images built, not loaded")
+        return
+    node = NodeCluster.attach(cluster_dir)
+    node.import_images([image.archive for image in built])
+    log(f"loaded {len(built)} images into node {node.node_name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.images",
@@ -826,6 +812,9 @@ def main(argv: list[str] | None = None) -> int:
                            "prints each image reference and its archive")
     build.add_argument("--force", action="store_true", help="build the images even if their archives are cached "
                        "(the base still comes from the cache)")
+    build.add_argument("--load", metavar="CLUSTER_DIR", type=Path, nargs="?", const=DEFAULT_CLUSTER_DIR,
+                       help="also load both images into the node of the cluster that 'scripts/cluster --node up' "
+                       f"runs from CLUSTER_DIR (default {DEFAULT_CLUSTER_DIR}), if one runs there")
     base = sub.add_parser("base", help=f"make only the base: the {SUITE} root filesystem and the wheelhouse")
     base.add_argument("--force", action="store_true", help="make them again even if cached")
     sub.add_parser("sweep", help="remove what an interrupted build left behind (namespaces, cgroups, state)")
@@ -834,8 +823,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         if args.command == "build":
-            for image in build_images(force=args.force):
+            built = build_images(force=args.force)
+            for image in built:
                 print(f"{image.ref} {image.archive}")
+            if args.load:
+                load_into_node(args.load, built)
         elif args.command == "base":
             inputs = ensure_base(force=args.force)
             print(f"{BASE_REF} key {inputs.key}: {inputs.rootfs} {inputs.wheelhouse}")

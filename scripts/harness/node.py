@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from harness import oci, pki, tools
+from harness import namespaces, oci, pki, tools
 from harness.cluster import ClusterError, ControlPlane, _pid_alive, binary, free_port, kubeconfig_yaml
 
 NODE_NAME = "tcr-node"
@@ -125,7 +125,7 @@ class NodeNamespaces:
 
     @property
     def netns(self) -> Path:
-        return Path("/run/netns") / self.name
+        return namespaces.RUN_NETNS / self.name
 
     @property
     def pin_dir(self) -> Path:
@@ -151,18 +151,16 @@ class NodeNamespaces:
         return run([*self.prefix(), "/bin/sh", "-ec", script], timeout=timeout)
 
     def create(self, node_dir: Path) -> None:
-        run(["ip", "netns", "add", self.name])
         self.pin_dir.mkdir(parents=True)
-        self.write_record([os.getpid()], node_dir)
-        # The pin file must sit on a private mount, or the namespace would see its own pin.
-        run(["mount", "--bind", str(self.pin_dir), str(self.pin_dir)])
-        run(["mount", "--make-private", str(self.pin_dir)])
-        self.mount_file.touch()
-        run(["unshare", f"--mount={self.mount_file}", "--propagation", "private", "true"])
+        self.write_record([os.getpid()], node_dir, owns_run_netns=False)
+        owns_run_netns = namespaces.add_netns(self.name)
+        self.write_record([os.getpid()], node_dir, owns_run_netns=owns_run_netns)
+        namespaces.pin_mount_namespace(self.mount_file)
         binds = "\n".join(
             f"mount --bind {node_dir / 'sysctl' / path.replace('/', '.')} /proc/sys/{path}" for path in KUBELET_SYSCTLS
         )
         self.inside(f"""
+            {namespaces.DROP_FOREIGN_PINS}
             mount --make-rshared /
             mount -t tmpfs -o mode=0755 tcr-node-run /run
             mount -t tmpfs -o mode=0755 tcr-node-log /var/log
@@ -187,8 +185,19 @@ class NodeNamespaces:
                 for name in ("cpuset.cpus", "cpuset.mems"):
                     (path / name).write_text((hierarchy / name).read_text())
 
-    def write_record(self, pids: list[int], node_dir: Path) -> None:
-        self.record.write_text(json.dumps({"pids": pids, "directory": str(node_dir)}))
+    def write_record(self, pids: list[int], node_dir: Path, *, owns_run_netns: bool | None = None) -> None:
+        """Who runs this node (`sweep_stale` removes it once none of them lives) and what it changed."""
+        if owns_run_netns is None:
+            owns_run_netns = self.read_record().get("owns_run_netns", False)
+        self.record.write_text(json.dumps({"pids": pids, "directory": str(node_dir),
+                                           "owns_run_netns": owns_run_netns}))
+
+    def read_record(self) -> dict[str, Any]:
+        try:
+            record: dict[str, Any] = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return {}
+        return record
 
     def processes(self) -> list[int]:
         """Every process in this node: in its mount namespace, or in one of its cgroups."""
@@ -238,15 +247,16 @@ class NodeNamespaces:
                     if time.monotonic() > deadline:
                         raise ClusterError(f"cannot remove cgroup {directory}") from None
                     time.sleep(0.1)
-        if self.mount_file.exists():
-            run(["umount", str(self.mount_file)], check=False)
+        owns_run_netns = bool(self.read_record().get("owns_run_netns"))
+        namespaces.unpin_mount_namespace(self.mount_file)
         if self.pin_dir.exists():
-            run(["umount", str(self.pin_dir)], check=False)
             self.record.unlink(missing_ok=True)
             self.mount_file.unlink(missing_ok=True)
             self.pin_dir.rmdir()
-        if self.netns.exists():
-            run(["ip", "netns", "delete", self.name])
+        namespaces.delete_netns(self.name, owns_run_netns=owns_run_netns)
+        with contextlib.suppress(OSError):  # the last node leaves no directory behind
+            RUN_ROOT.rmdir()
+            RUN_ROOT.parent.rmdir()
 
 
 def cgroup_hierarchies() -> list[Path]:
@@ -264,14 +274,10 @@ def sweep_stale() -> list[str]:
     for pin in sorted(RUN_ROOT.iterdir()):
         if not pin.name.startswith(NAME_PREFIX):
             continue
-        namespaces = NodeNamespaces(pin.name)
-        try:
-            pids = json.loads(namespaces.record.read_text()).get("pids", [])
-        except (OSError, ValueError):
-            pids = []
-        if any(_pid_alive(pid) for pid in pids):
+        stale = NodeNamespaces(pin.name)
+        if any(_pid_alive(pid) for pid in stale.read_record().get("pids", [])):
             continue
-        namespaces.destroy()
+        stale.destroy()
         removed.append(pin.name)
     return removed
 

@@ -251,7 +251,8 @@ def install_debian_packages() -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     own_policy = not POLICY_RC_D.exists()
     if own_policy:
-        POLICY_RC_D.write_text("#!/bin/sh\n# tcr-addon's make setup: installing a package starts no service.\nexit 101\n")
+        POLICY_RC_D.write_text("#!/bin/sh\n# tcr-addon's make setup: installing a package starts no service.\n"
+                               "exit 101\n")
         POLICY_RC_D.chmod(0o755)
     try:
         command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]

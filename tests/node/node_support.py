@@ -86,7 +86,7 @@ def node_processes() -> list[str]:
         if not argv or not argv[0]:
             continue
         program = argv[0].decode(errors="replace")
-        if Path(program).name in NODE_BINARIES or program.startswith(cache) and "pause" in program:
+        if Path(program).name in NODE_BINARIES or (program.startswith(cache) and "pause" in program):
             found.append(f"{entry.name}: {' '.join(a.decode(errors='replace') for a in argv)[:200]}")
     return found
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_node_up_addon_logs_exec_uninstall_down_leaves_the_host_as_it_was(tmp_pa
 def test_node_without_root_or_a_capability_says_what_is_needed(
         tmp_path: Path, prefix: list[str], expected: str) -> None:
     os.chmod(tmp_path, 0o777)
-    result = subprocess.run([*prefix, str(REPO_ROOT / "scripts" / "cluster"), "--node", "up", "--dir",
+    result = subprocess.run([*prefix, sys.executable, str(REPO_ROOT / "scripts" / "cluster"), "--node", "up", "--dir",
                              str(tmp_path / "c")], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -197,6 +197,8 @@ def test_without_the_hosts_line_the_name_does_not_resolve(promise: Promise) -> N
     promise.upgrade(promise.values(promise.registry.password, hosts_updater=False), "hostsUpdater.enabled=false")
     wait_for(lambda: promise.cluster.hosts_file.read_bytes() == promise.hosts_before, timeout=60,
              what="the hosts line removed from the node")
+    # containerd (Go) re-reads /etc/hosts at most every 5 s: let its cached copy expire.
+    time.sleep(6)
     image = promise.push("v2")
     namespace = new_namespace("nohosts")
     kubectl("-n", namespace, "apply", "-f", "-", input_text=deployment("app", image))

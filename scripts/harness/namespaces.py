@@ -1,0 +1,85 @@
+"""Network and mount namespaces the harness creates for a node or an image build, and removes.
+
+Shared facts (docs/DESIGN.md, "The local node"):
+- `ip netns add` turns /run/netns into a mount point the first time; whoever made it so undoes
+  that when the last namespace is gone, so the host's mount table ends as it began.
+- A mount namespace pinned to a file outlives its processes; the pin's directory must itself be
+  a private bind mount, or the new namespace would hold a copy of its own pin.
+- A new mount namespace starts with copies of every namespace pin on the host (other nodes',
+  other builds'); those copies would keep those namespaces alive, so they are dropped inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+RUN_NETNS = Path("/run/netns")
+# Inside a new mount namespace: lazily unmount every namespace pin copied from the host.
+DROP_FOREIGN_PINS = (
+    "awk '$0 ~ / - nsfs / {print $5}' /proc/self/mountinfo | sort -r | "
+    "while read -r pin; do umount --lazy \"$pin\" 2>/dev/null || true; done; "
+    f"umount --recursive --lazy {RUN_NETNS} 2>/dev/null || true"
+)
+
+
+class NamespaceError(RuntimeError):
+    pass
+
+
+def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise NamespaceError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()[-1000:]}")
+    return proc
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as mountinfo:
+        return [_unescape(line.split()[4]) for line in mountinfo]
+
+
+def netns_names() -> list[str]:
+    proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+
+def add_netns(name: str) -> bool:
+    """`ip netns add NAME`; True when that made /run/netns a mount point (give it to `delete_netns`)."""
+    owns_run_netns = str(RUN_NETNS) not in mount_points()
+    _run(["ip", "netns", "add", name])
+    return owns_run_netns
+
+
+def delete_netns(name: str, *, owns_run_netns: bool) -> None:
+    if name in netns_names():
+        _run(["ip", "netns", "delete", name])
+    if owns_run_netns and str(RUN_NETNS) in mount_points() and not any(RUN_NETNS.iterdir()):
+        subprocess.run(["umount", str(RUN_NETNS)], capture_output=True)
+        with contextlib.suppress(OSError):
+            RUN_NETNS.rmdir()
+
+
+def pin_mount_namespace(pin: Path) -> None:
+    """A new private mount namespace, pinned at `pin` (inside a directory this makes a private mount)."""
+    directory = pin.parent
+    _run(["mount", "--bind", str(directory), str(directory)])
+    _run(["mount", "--make-private", str(directory)])
+    pin.touch()
+    _run(["unshare", f"--mount={pin}", "--propagation", "private", "true"])
+
+
+def unpin_mount_namespace(pin: Path) -> None:
+    """Release the pinned namespace (every mount in it goes once no process is left inside)."""
+    points = mount_points()
+    if str(pin) in points:
+        _run(["umount", str(pin)])
+    if str(pin.parent) in points:
+        _run(["umount", str(pin.parent)])
