@@ -121,7 +121,7 @@ def test_images_run_and_import_with_ctr(built: list[images.BuiltImage], engine: 
                entrypoint="python").strip() == "37.0.2"
 
     # `ctr -n k8s.io images import`, against the engine's own containerd.
-    ctr = ["ctr", "--address", str(engine.state / "exec" / "containerd" / "containerd.sock"), "-n", "k8s.io"]
+    ctr = ["/usr/bin/ctr", "--address", str(engine.state / "exec" / "containerd" / "containerd.sock"), "-n", "k8s.io"]
     for image in built:
         subprocess.run([*ctr, "images", "import", str(image.archive)], check=True, capture_output=True, timeout=300)
     listed = subprocess.run([*ctr, "images", "ls", "-q"], check=True, capture_output=True, text=True).stdout.split()
