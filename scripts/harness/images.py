@@ -440,7 +440,6 @@ class DockerEngine:
         self.socket = self.state / "docker.sock"
         self.dockerd: subprocess.Popen[bytes] | None = None
         self.reaper: subprocess.Popen[bytes] | None = None
-        self._owns_run_netns = False
 
     @property
     def mntns(self) -> Path:
@@ -515,7 +514,7 @@ class DockerEngine:
     def _make_namespaces(self) -> None:
         self.state.mkdir(mode=0o700)
         namespaces.pin_mount_namespace(self.mntns)
-        self._owns_run_netns = namespaces.add_netns(self.name)
+        namespaces.add_netns(self.name)
         _run(["ip", "-n", self.name, "link", "set", "lo", "up"])
         inside = ["nsenter", f"--mount={self.mntns}", "--"]
         # Its copies of other namespaces' pins (if any) are not ours to hold.
@@ -602,9 +601,8 @@ class DockerEngine:
                 self.dockerd.wait(10)
         self.dockerd = None
         try:
-            teardown(self.name, self.state, owns_run_netns=self._owns_run_netns)
+            teardown(self.name, self.state)
         finally:
-            self._owns_run_netns = False
             self._stop_reaper()
 
 
@@ -655,13 +653,13 @@ def _remove_cgroups(name: str, grace: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def teardown(name: str, state_dir: Path, *, owns_run_netns: bool = False) -> None:
+def teardown(name: str, state_dir: Path) -> None:
     """Remove everything engine `name` made; raise if anything is left. Safe to call twice."""
     ns_inodes = {inode for inode in (_ns_inode(state_dir / "mntns"), _ns_inode(RUN_NETNS / name)) if inode}
     _kill_all(name, state_dir, ns_inodes)
     _remove_cgroups(name)
     namespaces.unpin_mount_namespace(state_dir / "mntns")  # the namespace and every mount in it go away
-    namespaces.delete_netns(name, owns_run_netns=owns_run_netns)
+    namespaces.delete_netns(name)
     below = [point for point in mount_points() if point.startswith(str(state_dir) + "/") or point == str(state_dir)]
     if below:
         raise ImageError(f"mounts left under {state_dir}, not deleting it: {below}")

@@ -1,8 +1,8 @@
 """Network and mount namespaces the harness creates for a node or an image build, and removes.
 
 Shared facts (docs/DESIGN.md, "The local node"):
-- `ip netns add` turns /run/netns into a mount point the first time; whoever made it so undoes
-  that when the last namespace is gone, so the host's mount table ends as it began.
+- `ip netns add` turns /run/netns into a mount point the first time; when that was one of ours,
+  the last of ours to go undoes it, so the host's mount table ends as it began.
 - A mount namespace pinned to a file outlives its processes; the pin's directory must itself be
   a private bind mount, or the new namespace would hold a copy of its own pin.
 - A new mount namespace starts with copies of every namespace pin on the host (other nodes',
@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 RUN_NETNS = Path("/run/netns")
+# Present while /run/netns is a mount point because one of our namespaces made it so.
+RUN_NETNS_MARKER = Path("/run/tcr-addon/run-netns-mounted")
 # Inside a new mount namespace: lazily unmount every namespace pin copied from the host.
 DROP_FOREIGN_PINS = (
     "awk '$0 ~ / - nsfs / {print $5}' /proc/self/mountinfo | sort -r | "
@@ -51,20 +53,25 @@ def netns_names() -> list[str]:
     return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
 
 
-def add_netns(name: str) -> bool:
-    """`ip netns add NAME`; True when that made /run/netns a mount point (give it to `delete_netns`)."""
-    owns_run_netns = str(RUN_NETNS) not in mount_points()
+def add_netns(name: str) -> None:
+    """`ip netns add NAME`, remembering when that is what makes /run/netns a mount point."""
+    if str(RUN_NETNS) not in mount_points():
+        RUN_NETNS_MARKER.parent.mkdir(parents=True, exist_ok=True)
+        RUN_NETNS_MARKER.touch()
     _run(["ip", "netns", "add", name])
-    return owns_run_netns
 
 
-def delete_netns(name: str, *, owns_run_netns: bool) -> None:
+def delete_netns(name: str) -> None:
+    """`ip netns delete NAME`; the last of ours also undoes the /run/netns mount we caused."""
     if name in netns_names():
         _run(["ip", "netns", "delete", name])
-    if owns_run_netns and str(RUN_NETNS) in mount_points() and not any(RUN_NETNS.iterdir()):
+    if RUN_NETNS_MARKER.exists() and str(RUN_NETNS) in mount_points() and not any(RUN_NETNS.iterdir()):
         subprocess.run(["umount", str(RUN_NETNS)], capture_output=True)
         with contextlib.suppress(OSError):
             RUN_NETNS.rmdir()
+        RUN_NETNS_MARKER.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            RUN_NETNS_MARKER.parent.rmdir()
 
 
 def pin_mount_namespace(pin: Path) -> None:

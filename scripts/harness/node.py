@@ -152,9 +152,8 @@ class NodeNamespaces:
 
     def create(self, node_dir: Path) -> None:
         self.pin_dir.mkdir(parents=True)
-        self.write_record([os.getpid()], node_dir, owns_run_netns=False)
-        owns_run_netns = namespaces.add_netns(self.name)
-        self.write_record([os.getpid()], node_dir, owns_run_netns=owns_run_netns)
+        self.write_record([os.getpid()], node_dir)
+        namespaces.add_netns(self.name)
         namespaces.pin_mount_namespace(self.mount_file)
         binds = "\n".join(
             f"mount --bind {node_dir / 'sysctl' / path.replace('/', '.')} /proc/sys/{path}" for path in KUBELET_SYSCTLS
@@ -185,12 +184,9 @@ class NodeNamespaces:
                 for name in ("cpuset.cpus", "cpuset.mems"):
                     (path / name).write_text((hierarchy / name).read_text())
 
-    def write_record(self, pids: list[int], node_dir: Path, *, owns_run_netns: bool | None = None) -> None:
-        """Who runs this node (`sweep_stale` removes it once none of them lives) and what it changed."""
-        if owns_run_netns is None:
-            owns_run_netns = self.read_record().get("owns_run_netns", False)
-        self.record.write_text(json.dumps({"pids": pids, "directory": str(node_dir),
-                                           "owns_run_netns": owns_run_netns}))
+    def write_record(self, pids: list[int], node_dir: Path) -> None:
+        """Who runs this node: `sweep_stale` removes it once none of them lives."""
+        self.record.write_text(json.dumps({"pids": pids, "directory": str(node_dir)}))
 
     def read_record(self) -> dict[str, Any]:
         try:
@@ -247,13 +243,12 @@ class NodeNamespaces:
                     if time.monotonic() > deadline:
                         raise ClusterError(f"cannot remove cgroup {directory}") from None
                     time.sleep(0.1)
-        owns_run_netns = bool(self.read_record().get("owns_run_netns"))
         namespaces.unpin_mount_namespace(self.mount_file)
         if self.pin_dir.exists():
             self.record.unlink(missing_ok=True)
             self.mount_file.unlink(missing_ok=True)
             self.pin_dir.rmdir()
-        namespaces.delete_netns(self.name, owns_run_netns=owns_run_netns)
+        namespaces.delete_netns(self.name)
         with contextlib.suppress(OSError):  # the last node leaves no directory behind
             RUN_ROOT.rmdir()
             RUN_ROOT.parent.rmdir()
