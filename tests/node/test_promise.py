@@ -125,8 +125,16 @@ def pull_failure(namespace: str, app: str) -> str | None:
 
 
 def new_namespace(prefix: str) -> str:
+    """A namespace created after the install, once the add-on has linked its `default` ServiceAccount.
+
+    A Pod copies its ServiceAccount's imagePullSecrets once, at admission: a Pod admitted before
+    the controller links `default` never gets the Secret (a race this suite does not measure).
+    """
     name = f"{prefix}-{secrets.token_hex(3)}"
     kubectl("create", "namespace", name)
+    wait_for(lambda: SECRET in kubectl("-n", name, "get", "serviceaccount", "default", "-o",
+                                       "jsonpath={.imagePullSecrets[*].name}", check=False).stdout,
+             timeout=60, what=f"ServiceAccount default in {name} linked to {SECRET}")
     return name
 
 
