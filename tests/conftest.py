@@ -54,5 +54,6 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[node.Node
     end. Callers point KUBECONFIG at it themselves (`support.pointed_at`): the default
     `control_plane` stays the session's default.
     """
-    with node.running(Path(tmp_path_factory.mktemp("node-cluster"))) as cluster:
-        yield cluster
+    with cluster.running(Path(tmp_path_factory.mktemp("node-cluster")), node.NodeCluster) as plane:
+        assert isinstance(plane, node.NodeCluster)
+        yield plane

@@ -31,13 +31,13 @@ from harness.cluster import DEFAULT_DIR as DEFAULT_CLUSTER_DIR
 from harness.cluster import (
     ClusterError,
     ControlPlane,
-    _die_with_parent,
     _terminate,
     free_port,
     kubeconfig_yaml,
     plane_class,
 )
 from harness.node import NodeCluster
+from harness.processes import die_with_parent
 
 CHART_DIR = REPO_ROOT / "chart"
 DEFAULT_DIR = REPO_ROOT / ".local" / "addon"
@@ -164,7 +164,7 @@ class Addon:
         log = (self.directory / "controller.log").open("ab")
         self.process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent if self.tie_to_parent else None, env=self._env(),
+            preexec_fn=die_with_parent if self.tie_to_parent else None, env=self._env(),
         )
         log.close()
         self._write_state()

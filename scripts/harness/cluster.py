@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -29,13 +28,13 @@ from pathlib import Path
 import yaml
 
 from harness import pki, tools
+from harness.processes import die_with_parent
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".local" / "cluster"
 STATE_FILE = "state.json"
 KUBE_CONTROLLERS = (
     "serviceaccount,serviceaccount-token,namespace,garbagecollector,root-ca-cert-publisher,clusterrole-aggregation"
 )
-PR_SET_PDEATHSIG = 1
 
 
 class ClusterError(RuntimeError):
@@ -53,12 +52,6 @@ def binary(name: str) -> str:
     if not path.exists():
         raise ClusterError(f"{name} is not installed: run 'make setup' (or 'scripts/tools install')")
     return str(path)
-
-
-def _die_with_parent() -> None:
-    """Child-side: get SIGKILLed when the process that started us dies (pytest crash, Ctrl-C)."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def kubeconfig_yaml(server: str, ca_pem: bytes, *, cert_pem: bytes | None = None, key_pem: bytes | None = None,
@@ -177,7 +170,7 @@ class ControlPlane:
         self.processes[name] = subprocess.Popen(
             [*(self.command_prefix() if inside else []), *argv], env=env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+            preexec_fn=die_with_parent if self.tie_to_parent else None,
         )
         log.close()
 
@@ -367,9 +360,9 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def running(directory: Path) -> Iterator[ControlPlane]:
-    """A control plane for the duration of a `with` block; its processes die with this one."""
-    plane = ControlPlane(directory, tie_to_parent=True)
+def running(directory: Path, kind: type[ControlPlane] = ControlPlane) -> Iterator[ControlPlane]:
+    """A control plane (of `kind`) for the duration of a `with` block; its processes die with this one."""
+    plane = kind(directory, tie_to_parent=True)
     plane.up()
     try:
         yield plane

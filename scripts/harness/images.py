@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import functools
 import hashlib
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from harness import REPO_ROOT, VENV, namespaces, tools
 from harness.namespaces import RUN_NETNS, mount_points, netns_names
+from harness.processes import die_with_parent, kill_until_gone
 
 REGISTRY = "tcr-addon.local"
 BASE_REF = "python:3.11-slim"
@@ -86,7 +86,6 @@ ENGINE_PREFIX = "tcr-addon-img-"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 LOG_DIR = REPO_ROOT / ".local" / "images"
 DEFAULT_CLUSTER_DIR = REPO_ROOT / ".local" / "cluster"
-PR_SET_PDEATHSIG = 1
 
 
 class ImageError(RuntimeError):
@@ -368,9 +367,8 @@ def archive_path(spec: ImageSpec, tag: str) -> Path:
 # -- the throw-away Docker engine --------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with_parent_in_own_session() -> None:
+    die_with_parent()
     os.setsid()
 
 
@@ -540,7 +538,7 @@ class DockerEngine:
         with self.log_path.open("wb") as log_file:
             self.dockerd = subprocess.Popen(
                 argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={"PATH": ENGINE_PATH, "HOME": str(self.state)}, preexec_fn=_die_with_parent,
+                env={"PATH": ENGINE_PATH, "HOME": str(self.state)}, preexec_fn=_die_with_parent_in_own_session,
             )
         deadline = time.monotonic() + timeout
         while not self._ping():
@@ -629,14 +627,9 @@ def leftovers(name: str, state_dir: Path, ns_inodes: set[int] | None = None) -> 
 
 def _kill_all(name: str, state_dir: Path, ns_inodes: set[int], grace: float = 10.0) -> None:
     """SIGKILL what is left of the engine (dockerd was already asked to stop): shims, containers."""
-    deadline = time.monotonic() + grace
-    while pids := _processes_of(name, state_dir, ns_inodes):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            raise ImageError(f"processes of {name} do not exit: {sorted(pids)}")
-        time.sleep(0.1)
+    survivors = kill_until_gone(lambda: _processes_of(name, state_dir, ns_inodes), grace)
+    if survivors:
+        raise ImageError(f"processes of {name} do not exit: {survivors}")
 
 
 def _remove_cgroups(name: str, grace: float = 10.0) -> None:

@@ -25,11 +25,10 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import yaml
 
 from harness import namespaces, oci, pki, tools
 from harness.cluster import ClusterError, ControlPlane, _pid_alive, binary, free_port, kubeconfig_yaml
+from harness.processes import kill_until_gone
 
 NODE_NAME = "tcr-node"
 NODE_IP = "10.201.0.2"
@@ -222,14 +222,9 @@ class NodeNamespaces:
         return sorted(found, key=lambda path: len(path.parts), reverse=True)
 
     def kill_all(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while pids := self.processes():
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise ClusterError(f"processes of node {self.name} survived SIGKILL: {pids}")
-            time.sleep(0.1)
+        survivors = kill_until_gone(self.processes, timeout)
+        if survivors:
+            raise ClusterError(f"processes of node {self.name} survived SIGKILL: {survivors}")
 
     def destroy(self) -> None:
         """Kill what runs in the node, then remove its cgroups, mounts and namespaces."""
@@ -591,12 +586,3 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 """
 
 
-@contextlib.contextmanager
-def running(directory: Path) -> Iterator[NodeCluster]:
-    """A node cluster for the duration of a `with` block; its processes die with this one."""
-    cluster = NodeCluster(directory, tie_to_parent=True)
-    cluster.up()
-    try:
-        yield cluster
-    finally:
-        cluster.down()

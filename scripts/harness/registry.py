@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import ipaddress
 import json
 import os
@@ -37,10 +36,10 @@ from types import TracebackType
 import yaml
 
 from harness import pki
+from harness.processes import die_with_parent
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 REALM = "tcr-addon private registry"
-PR_SET_PDEATHSIG = 1
 
 # Run through `command_prefix` when the registry is not reachable from here: exit 0 on a 401.
 _PROBE = """
@@ -61,12 +60,6 @@ class RegistryError(RuntimeError):
 
 def log(message: str) -> None:
     print(f"[registry] {message}", flush=True)
-
-
-def _die_with_parent() -> None:
-    """Child-side: get SIGKILLed when the process that started us dies (pytest crash, Ctrl-C)."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -221,7 +214,7 @@ class PrivateRegistry:
             self.process = subprocess.Popen(
                 [*self.command_prefix, REGISTRY_BINARY, "serve", str(self.config_path)],
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent if self.tie_to_parent else None,
+                start_new_session=True, preexec_fn=die_with_parent if self.tie_to_parent else None,
             )
 
     def _check_alive(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gzip
 import hashlib
 import io
@@ -22,9 +21,9 @@ from typing import Any
 import pytest
 
 from harness import oci, tools
+from harness.processes import die_with_parent
 
 PT_INTERP = 3
-PR_SET_PDEATHSIG = 1
 # A containerd of our own: no CRI, the native snapshotter (no mounts), unpacking for linux/amd64.
 CONTAINERD_CONFIG = """
 version = 3
@@ -224,10 +223,6 @@ def test_skopeo_reads_the_archive(tmp_path: Path, pause_archive: oci.ImageInfo) 
     assert "sha256:" + hashlib.sha256(layer).hexdigest() == pause_archive.layer_digest
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 @contextlib.contextmanager
 def _containerd() -> Iterator[list[str]]:
     """A throw-away containerd; yields the `ctr … -n k8s.io` command prefix."""
@@ -237,7 +232,7 @@ def _containerd() -> Iterator[list[str]]:
     (root / "config.toml").write_text(CONTAINERD_CONFIG.format(root=root))
     with (root / "containerd.log").open("wb") as log:
         proc = subprocess.Popen([str(binary), "--config", str(root / "config.toml")], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     command = [str(ctr), "--address", str(root / "containerd.sock"), "-n", "k8s.io"]
     try:
         deadline = time.monotonic() + 30
