@@ -15,7 +15,7 @@ import yaml
 from harness import cluster, tools
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The original add-on's allinone/imagepullsecret-sample.yaml, byte for byte (SPEC §3).
+# The original add-on's allinone/imagepullsecret-sample.yaml, byte for byte.
 SEED_SAMPLE_YAML = """\
 apiVersion: tcr.tencentcloudcr.com/v1
 kind: ImagePullSecret

@@ -1,6 +1,6 @@
 {{/*
 Helpers of the tcr-addon chart. Object names are fixed (the original add-on's names, see
-SPEC §2): one release per cluster.
+docs/DESIGN.md "Names and markers"): one release per cluster.
 */}}
 
 {{/* Chart name and version, as used in the helm.sh/chart label. */}}

@@ -3,9 +3,9 @@ writes the controller makes, each mapping API errors explicitly.
 
 Objects travel as plain dicts (no pydantic models): less memory, no (de)serialisation cost,
 and the caches keep only a few fields anyway. Every request has a client-side timeout; watch
-streams have a read timeout so a half-open connection is noticed (FIELD-NOTES §5).
+streams have a read timeout so a half-open connection is noticed.
 
-Errors mapped explicitly (FIELD-NOTES §4):
+Errors mapped explicitly:
 * 404 NotFound: object or namespace gone -> nothing to do;
 * 409 AlreadyExists on create -> read and update instead;
 * 409 Conflict on update -> re-read and retry (about 5 tries, 10 ms apart);

@@ -1,7 +1,7 @@
 """The controller runtime: reflectors (list+watch caches), a work queue, workers, drift checks,
 Lease leader election, health and metrics endpoints.
 
-Why not kopf (FIELD-NOTES §5): kopf writes its tracking annotations onto every object its
+Why not kopf: kopf writes its tracking annotations onto every object its
 handlers see (here: users' Namespaces and ServiceAccounts), cannot narrow watches on the
 server side, its "peering" is not Lease-based leader election, and it costs ~17 MiB more RSS
 (the original runs in 30 MiB). Why not ``kubernetes.informer.SharedInformer`` /

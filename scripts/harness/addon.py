@@ -31,13 +31,12 @@ from harness.cluster import DEFAULT_DIR as DEFAULT_CLUSTER_DIR
 from harness.cluster import (
     ClusterError,
     ControlPlane,
-    _terminate,
     free_port,
     kubeconfig_yaml,
     plane_class,
 )
 from harness.node import NodeCluster
-from harness.processes import die_with_parent
+from harness.processes import die_with_parent, terminate
 
 CHART_DIR = REPO_ROOT / "chart"
 DEFAULT_DIR = REPO_ROOT / ".local" / "addon"
@@ -188,7 +187,7 @@ class Addon:
     def stop_controller(self) -> None:
         pid = self.process.pid if self.process else self._state().get("pid")
         if isinstance(pid, int):
-            _terminate(pid, self.process, grace=15)
+            terminate(pid, self.process, grace=15)
         self.process = None
         (self.directory / "state.json").unlink(missing_ok=True)
 

@@ -11,9 +11,7 @@ import argparse
 import base64
 import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -28,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from harness import pki, tools
-from harness.processes import die_with_parent
+from harness.processes import die_with_parent, terminate
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".local" / "cluster"
 STATE_FILE = "state.json"
@@ -299,7 +297,7 @@ class ControlPlane:
             if state.get("etcd_data"):
                 self.etcd_data = Path(state["etcd_data"])
         for name in reversed(list(pids)):  # newest first: clients before the servers they talk to
-            _terminate(pids[name], self.processes.get(name))
+            terminate(pids[name], self.processes.get(name))
         self.processes.clear()
         if self.etcd_data is not None:
             shutil.rmtree(self.etcd_data, ignore_errors=True)
@@ -320,35 +318,6 @@ class ControlPlane:
         plane = cls(directory)
         plane.api_port = int(json.loads(state_file.read_text())["api_port"])
         return plane
-
-
-def _terminate(pid: int, proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if proc is not None:
-            if proc.poll() is not None:
-                return
-        elif not _pid_alive(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    if proc is not None:
-        proc.wait()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie of ours still answers kill(0); read its state.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return False
-    return True
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

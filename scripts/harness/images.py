@@ -40,7 +40,7 @@ from pathlib import Path
 
 from harness import REPO_ROOT, VENV, namespaces, tools
 from harness.namespaces import RUN_NETNS, mount_points, netns_names
-from harness.processes import die_with_parent, kill_until_gone
+from harness.processes import die_with_parent, kill_until_gone, pid_alive
 
 REGISTRY = "tcr-addon.local"
 BASE_REF = "python:3.11-slim"
@@ -251,7 +251,7 @@ def _remove_stale_partials() -> None:
     """Half-made cache entries of builds that were killed (their process is gone)."""
     for partial in tools.cache_root().glob("base-*.partial-*"):
         pid = partial.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
     for partial in images_dir().glob("*.tar.partial"):
         partial.unlink(missing_ok=True)  # only written under the build lock
@@ -662,14 +662,6 @@ def teardown(name: str, state_dir: Path) -> None:
         raise ImageError(f"engine {name} left: {', '.join(left)}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def sweep_stale() -> list[str]:
     """Tear down engines whose harness process is gone (a killed build); returns their names."""
     names: set[str] = set()
@@ -682,7 +674,7 @@ def sweep_stale() -> list[str]:
     swept = []
     for name in sorted(names):
         match = re.fullmatch(re.escape(ENGINE_PREFIX) + r"(\d+)-\d+", name)
-        if not match or _pid_alive(int(match.group(1))):
+        if not match or pid_alive(int(match.group(1))):
             continue
         log(f"removing what a killed build left: {name}")
         teardown(name, Path(tempfile.gettempdir()) / name)

@@ -4,7 +4,7 @@
 Reads the rendered manifests on stdin and writes them to stdout, replacing the `service:`
 clientConfig of each webhook in ValidatingWebhookConfigurations with
 `url: $TCR_ADDON_WEBHOOK_URL` and `caBundle:` from `$TCR_ADDON_WEBHOOK_CA_FILE`
-(FIELD-NOTES §3: without kube-proxy a Service reference cannot reach a host process).
+(a Service reference reaches a Pod through kube-proxy, never a host process).
 Every other document passes through unchanged.
 """
 

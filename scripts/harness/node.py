@@ -35,8 +35,8 @@ from typing import Any
 import yaml
 
 from harness import namespaces, oci, pki, tools
-from harness.cluster import ClusterError, ControlPlane, _pid_alive, binary, free_port, kubeconfig_yaml
-from harness.processes import kill_until_gone
+from harness.cluster import ClusterError, ControlPlane, binary, free_port, kubeconfig_yaml
+from harness.processes import kill_until_gone, pid_alive
 
 NODE_NAME = "tcr-node"
 NODE_IP = "10.201.0.2"
@@ -265,7 +265,7 @@ def sweep_stale() -> list[str]:
         if not pin.name.startswith(NAME_PREFIX):
             continue
         stale = NodeNamespaces(pin.name)
-        if any(_pid_alive(pid) for pid in stale.read_record().get("pids", [])):
+        if any(pid_alive(pid) for pid in stale.read_record().get("pids", [])):
             continue
         stale.destroy()
         removed.append(pin.name)

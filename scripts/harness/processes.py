@@ -6,8 +6,10 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
@@ -29,3 +31,33 @@ def kill_until_gone(find: Callable[[], Collection[int]], timeout: float) -> list
             return sorted(pids)
         time.sleep(0.1)
     return []
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def terminate(pid: int, proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    """SIGTERM the process group `pid` leads, SIGKILL it after `grace` seconds, reap `proc` if ours."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return
+        elif not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait()

@@ -1,4 +1,4 @@
-"""scripts/values: write the chart's values from the choices the TKE console asks for (SPEC §7).
+"""scripts/values: write the chart's values from the choices the TKE console asks for.
 
 One ImagePullSecret per ``--registry`` domain, the credentials (a password read from stdin or a
 file, an existing Secret, or a token issued through TCR's ``CreateInstanceToken``), the

@@ -1,4 +1,4 @@
-"""Integration tests on the real local API server: issue 4 behaviours 1-9 (controller in-process, admin)."""
+"""Integration tests on the real local API server: the controller's behaviours (controller in-process, admin)."""
 
 from __future__ import annotations
 

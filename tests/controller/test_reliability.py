@@ -1,4 +1,4 @@
-"""Integration tests, issue 4 behaviour 10: watches that survive 410 Gone, stalled connections and
+"""Integration tests of reliability: watches that survive 410 Gone, stalled connections and
 API server outages/restarts; Lease leader election; SIGTERM; health and metrics endpoints."""
 
 from __future__ import annotations

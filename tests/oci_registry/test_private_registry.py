@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from harness import REPO_ROOT, oci, pki, registry
+from harness.processes import pid_alive
 
 HOSTNAME = "tcr-e2e-abc.tencentcloudcr.com"
 USERNAME = "100012345678"
@@ -58,14 +59,6 @@ def _inspect(reg: registry.PrivateRegistry, reference: str, *, password: str | N
         return _skopeo("inspect", "--raw", "--no-creds", *tls, image)
     with reg.auth_file(reg.listen, password=password) as auth:
         return _skopeo("inspect", "--raw", "--authfile", str(auth), *tls, image)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _cmdlines() -> dict[int, bytes]:
@@ -213,7 +206,7 @@ def test_stop_leaves_no_process(make_registry: Factory) -> None:
     pid = reg.process.pid
     assert Path(f"/proc/{pid}/exe").resolve() == Path(registry.REGISTRY_BINARY).resolve()
     reg.stop()
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
     assert not [p for p, cmd in _cmdlines().items() if str(reg.config_path).encode() in cmd]
     with pytest.raises(urllib.error.URLError):
         _get(reg)
@@ -274,10 +267,10 @@ def test_a_registry_started_with_tie_to_parent_dies_with_its_parent(tmp_path: Pa
         assert reaper.stdout is not None
         pids = [int(pid) for pid in reaper.stdout.readline().split()]
         parent, child = pids
-        assert _pid_alive(child)
+        assert pid_alive(child)
         os.kill(parent, signal.SIGKILL)
         assert reaper.wait(15) == 0  # the registry died with its parent and was reaped
-        assert not _pid_alive(child)
+        assert not pid_alive(child)
     finally:
         if reaper.poll() is None:
             for pid in pids:

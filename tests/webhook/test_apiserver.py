@@ -1,6 +1,6 @@
 """Through the real API server: the chart's CRD plus our webhook, registered as the chart does it
 (rules, failurePolicy Fail, sideEffects None, matchPolicy Equivalent, admissionReviewVersions v1),
-with ``clientConfig.url`` pointing at a WebhookServer on 127.0.0.1 (FIELD-NOTES §3).
+with ``clientConfig.url`` pointing at a WebhookServer on 127.0.0.1 (a host process: no Service reaches it).
 
 - every bad object of ``BAD_CASES`` is refused by ``kubectl apply`` with a message naming the
   field (from the CRD's own rules or from the webhook, whichever the API server runs first);

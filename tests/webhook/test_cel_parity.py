@@ -1,5 +1,5 @@
 """The CRD's own rules (OpenAPI constraints + CEL) and validation.py must mean the same where
-they overlap (issue 5: "no rule written twice with different meaning").
+they overlap: no rule is written twice with different meanings.
 
 Each case is sent to the real API server as a server-side dry-run create with the chart's CRD
 and no webhook of ours, and to ``validate_image_pull_secret``:

@@ -1,4 +1,4 @@
-"""The chart's ValidatingWebhookConfiguration matches what the webhook serves (issue 5, item 3).
+"""The chart's ValidatingWebhookConfiguration matches what the webhook serves.
 
 Rendered offline with ``helm template``; the through-the-API-server tests register this same
 rendered configuration (pointed at 127.0.0.1), so what is checked here is what they exercise.

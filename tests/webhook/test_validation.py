@@ -1,4 +1,4 @@
-"""Unit tests of tcr_assistant.validation: every rule of issue 5, by field, with its message."""
+"""Unit tests of tcr_assistant.validation: every rule, by field, with its message."""
 
 from __future__ import annotations
 

@@ -313,7 +313,7 @@ def chart_webhook_configuration() -> dict[str, Any]:
 
 def webhook_configuration(name: str, port: int, ca_pem: bytes) -> dict[str, Any]:
     """The chart's configuration, pointed at https://127.0.0.1:PORT with ``ca_pem`` (what the
-    harness's post-renderer does, FIELD-NOTES §3), under the name ``name`` so that it never
+    harness's post-renderer does), under the name ``name`` so that it never
     clobbers a real installation's."""
     config = chart_webhook_configuration()
     config["metadata"] = {"name": name, "labels": {TEST_LABEL: "webhook-tests"}}
