@@ -178,7 +178,8 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .manager import Controller, Options, default_namespace, health_routes, metrics_routes, parse_bind, serve_http
+    from .manager import Controller, Options, default_namespace, health_routes, metrics_routes
+    from .runtime.httpserver import parse_bind, serve_http
 
     namespace = args.namespace or default_namespace()
     if not namespace:

@@ -6,7 +6,8 @@ import threading
 import time
 
 from tcr_assistant import cli
-from tcr_assistant.manager import WorkQueue, parse_bind
+from tcr_assistant.runtime.httpserver import parse_bind
+from tcr_assistant.runtime.workqueue import WorkQueue
 
 
 def test_dedup_and_order() -> None:

@@ -1,0 +1,133 @@
+"""client-go's rate-limited work queue, in small: dedup, one worker per key, per-key backoff."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Hashable
+
+
+class WorkQueue:
+    """client-go's rate-limited work queue, in small: dedup, never the same key in two workers,
+    per-key exponential backoff, delayed adds."""
+
+    def __init__(
+        self, base_delay: float = 0.005, max_delay: float = 1000.0, qps: float = 10.0, burst: int = 100
+    ) -> None:
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.qps = qps
+        self.burst = burst
+        self._tokens = float(burst)
+        self._tokens_at = time.monotonic()
+        self._cond = threading.Condition()
+        self._queue: list[Hashable] = []
+        self._dirty: set[Hashable] = set()
+        self._processing: set[Hashable] = set()
+        self._waiting: list[tuple[float, int, Hashable]] = []
+        self._waiting_at: dict[Hashable, float] = {}
+        self._seq = 0
+        self._failures: dict[Hashable, int] = {}
+        self._shutdown = False
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def add(self, key: Hashable) -> None:
+        with self._cond:
+            if self._shutdown or key in self._dirty:
+                return
+            self._dirty.add(key)
+            if key not in self._processing:
+                self._queue.append(key)
+                self._cond.notify()
+
+    def add_after(self, key: Hashable, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        with self._cond:
+            if self._shutdown:
+                return
+            at = time.monotonic() + delay
+            if key in self._waiting_at and self._waiting_at[key] <= at:
+                return
+            self._waiting_at[key] = at
+            self._seq += 1
+            heapq.heappush(self._waiting, (at, self._seq, key))
+            self._cond.notify()
+
+    def add_rate_limited(self, key: Hashable) -> None:
+        """Retry later: the larger of the key's exponential backoff and the overall token bucket
+        (``qps``/``burst``), as client-go's default controller rate limiter."""
+        with self._cond:
+            n = self._failures.get(key, 0)
+            self._failures[key] = n + 1
+            now = time.monotonic()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._tokens_at) * self.qps)
+            self._tokens_at = now
+            self._tokens -= 1.0
+            bucket_delay = -self._tokens / self.qps if self._tokens < 0 else 0.0
+        self.add_after(key, max(bucket_delay, min(self.max_delay, self.base_delay * (2**n))))
+
+    def forget(self, key: Hashable) -> None:
+        with self._cond:
+            self._failures.pop(key, None)
+
+    def failures(self, key: Hashable) -> int:
+        with self._cond:
+            return self._failures.get(key, 0)
+
+    def _promote(self, now: float) -> None:
+        while self._waiting and self._waiting[0][0] <= now:
+            at, _, key = heapq.heappop(self._waiting)
+            if self._waiting_at.get(key) != at:
+                continue
+            del self._waiting_at[key]
+            if key not in self._dirty:
+                self._dirty.add(key)
+                if key not in self._processing:
+                    self._queue.append(key)
+
+    def get(self, timeout: float | None = None) -> Hashable | None:
+        """Next key (the caller must call done(key)), or None on shutdown/timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._shutdown:
+                    return None
+                now = time.monotonic()
+                self._promote(now)
+                if self._queue:
+                    key = self._queue.pop(0)
+                    self._dirty.discard(key)
+                    self._processing.add(key)
+                    return key
+                wait = None if deadline is None else deadline - now
+                if self._waiting:
+                    nxt = self._waiting[0][0] - now
+                    wait = nxt if wait is None else min(wait, nxt)
+                if wait is not None and wait <= 0:
+                    if deadline is not None and now >= deadline:
+                        return None
+                    continue
+                self._cond.wait(wait)
+
+    def done(self, key: Hashable) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._queue.append(key)
+                self._cond.notify()
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._shutdown = True
+            self._cond.notify_all()
+
+    def idle(self) -> bool:
+        """Nothing queued, nothing processing (delayed items not counted)."""
+        with self._cond:
+            return not self._queue and not self._processing
