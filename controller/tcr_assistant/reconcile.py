@@ -85,7 +85,7 @@ def service_account_info(obj: Mapping[str, Any]) -> ServiceAccountInfo:
 # Which namespaces / ServiceAccounts an ImagePullSecret serves.
 
 
-def parse_name_list(value: str | None) -> list[str] | None:
+def parse_name_list_lenient(value: str | None) -> list[str] | None:
     """Parse a ``namespaces``/``serviceAccounts``/``excludedNamespaces`` value.
 
     Returns None for "all" (``"*"`` or empty), else the exact names in order, spaces around
@@ -121,9 +121,9 @@ class Target:
 
 
 def target_from_spec(name: str, spec: Mapping[str, Any]) -> Target:
-    ns = parse_name_list(spec.get("namespaces"))
-    sas = parse_name_list(spec.get("serviceAccounts"))
-    excluded = parse_name_list(spec.get("excludedNamespaces")) or []
+    ns = parse_name_list_lenient(spec.get("namespaces"))
+    sas = parse_name_list_lenient(spec.get("serviceAccounts"))
+    excluded = parse_name_list_lenient(spec.get("excludedNamespaces")) or []
     return Target(
         name=name,
         namespaces=None if ns is None else frozenset(ns),

@@ -4,7 +4,7 @@ This module is the single definition of what a valid ImagePullSecret is. The val
 webhook (``webhook.py``), the values wizard (``scripts/values``) and the tests use it; where
 the CRD's CEL rules overlap with it they must mean the same (``tests/webhook`` feeds the same
 cases to both). Standard library only, no I/O, never raises on any input shape (except
-``parse_name_list``, whose contract is to raise ``ValueError`` on bad syntax).
+``parse_name_list_strict``, whose contract is to raise ``ValueError`` on bad syntax).
 
 Rules (and the decisions behind them):
 
@@ -40,7 +40,7 @@ Rules (and the decisions behind them):
     ever contains the password.
 
 ``spec.namespaces`` / ``spec.serviceAccounts`` / ``spec.excludedNamespaces``
-    Comma lists (see ``parse_name_list``): ``*`` or empty means all (for
+    Comma lists (see ``parse_name_list_strict``): ``*`` or empty means all (for
     ``excludedNamespaces``, empty means none and ``*`` is refused); spaces (U+0020 only)
     around items are trimmed; empty items and ``*`` mixed with names are refused; namespace
     items must be DNS-1123 labels (at most 63 characters), ServiceAccount items DNS-1123
@@ -62,6 +62,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .api import DEFAULT_PASSWORD_KEY, SECRET_PREFIX
+
 __all__ = [
     "DNS1123_LABEL_MAX",
     "DNS1123_SUBDOMAIN_MAX",
@@ -70,21 +72,20 @@ __all__ = [
     "FieldError",
     "is_dns1123_label",
     "is_dns1123_subdomain",
-    "parse_name_list",
+    "parse_name_list_strict",
     "validate_image_pull_secret",
     "validate_name",
     "validate_server",
     "validate_spec",
 ]
 
-SECRET_NAME_PREFIX = "tcr.ips"
+SECRET_NAME_PREFIX = SECRET_PREFIX  # one home: api.py
 DNS1123_LABEL_MAX = 63
 DNS1123_SUBDOMAIN_MAX = 253
 #: Longest ImagePullSecret name for which ``tcr.ips<name>`` is still a valid Secret name.
 MAX_NAME_LENGTH = DNS1123_SUBDOMAIN_MAX - len(SECRET_NAME_PREFIX)
 #: Characters the API server appends to ``metadata.generateName``.
 GENERATED_SUFFIX_LENGTH = 5
-DEFAULT_PASSWORD_KEY = "password"
 SECRET_KEY_MAX = 253
 #: Size limits, the same as the CRD's maxLength (the API server refuses longer values first).
 USERNAME_MAX = 1024
@@ -167,7 +168,7 @@ def _dns_problem(value: str, what: str, *, subdomain: bool, dns_labels: bool = F
     return None
 
 
-def parse_name_list(
+def parse_name_list_strict(
     value: str | None,
     kind: ListKind = "namespace",
     *,
@@ -305,7 +306,7 @@ def _validate_list(spec: Mapping[str, Any], key: str, kind: ListKind, allow_all:
     if len(value) > LIST_MAX:
         return [FieldError(f"spec.{key}", f"is {len(value)} characters long; at most {LIST_MAX} are allowed")]
     try:
-        parse_name_list(value, kind, allow_all=allow_all)
+        parse_name_list_strict(value, kind, allow_all=allow_all)
     except ValueError as exc:
         return [FieldError(f"spec.{key}", str(exc))]
     return []

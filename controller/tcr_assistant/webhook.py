@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tcr_assistant.api import GROUP, PLURAL, WEBHOOK_PATH
 from tcr_assistant.validation import FieldError, validate_image_pull_secret
 
 __all__ = [
@@ -62,10 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_PATH = "/validate-tcr-tencentcloudcr-com-v1-imagepullsecret"
 HEALTH_PATH = "/healthz"
-API_GROUP = "tcr.tencentcloudcr.com"
-RESOURCE = "imagepullsecrets"
+API_GROUP, RESOURCE = GROUP, PLURAL  # one home: api.py
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 MAX_BODY_BYTES = 1 << 20
 SOCKET_TIMEOUT_SECONDS = 10.0

@@ -37,6 +37,7 @@ from harness.cluster import (
 )
 from harness.node import NodeCluster
 from harness.processes import die_with_parent, terminate
+from tcr_assistant.api import WEBHOOK_PATH
 
 CHART_DIR = REPO_ROOT / "chart"
 DEFAULT_DIR = REPO_ROOT / ".local" / "addon"
@@ -44,7 +45,6 @@ RELEASE = "tcr-addon"
 NAMESPACE = "tcr-assistant-system"
 CONTROLLER_SERVICE_ACCOUNT = "tcr-assistant-controller-manager"
 POST_RENDERER = Path(__file__).resolve().parent / "local_webhook_postrender.py"
-WEBHOOK_PATH = "/validate-tcr-tencentcloudcr-com-v1-imagepullsecret"
 TOKEN_SECONDS = 24 * 3600
 
 

@@ -442,12 +442,12 @@ def helm_test_namespace(plan: Plan) -> tuple[str | None, list[str]]:
     The chart's test checks namespace ``tests.namespace`` (default ``default``) and its
     ServiceAccount ``default``; with a limited scope, point it at a namespace that is served.
     """
-    from tcr_assistant.validation import parse_name_list
+    from tcr_assistant.validation import parse_name_list_strict
 
     try:
-        served = parse_name_list(plan.namespaces, "namespace")
-        excluded = parse_name_list(plan.excluded, "namespace", allow_all=False) or []
-        accounts = parse_name_list(plan.service_accounts, "serviceaccount")
+        served = parse_name_list_strict(plan.namespaces, "namespace")
+        excluded = parse_name_list_strict(plan.excluded, "namespace", allow_all=False) or []
+        accounts = parse_name_list_strict(plan.service_accounts, "serviceaccount")
     except ValueError:
         return None, []  # reported by the validation
     warnings = []

@@ -37,7 +37,7 @@ SAMPLE_SPEC = {
     ],
 )
 def test_parse_name_list(value: str | None, expected: list[str] | None) -> None:
-    assert reconcile.parse_name_list(value) == expected
+    assert reconcile.parse_name_list_lenient(value) == expected
 
 
 def test_target_exact_names_only() -> None:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from webhook_support import sample
 
-from tcr_assistant.validation import parse_name_list, validate_image_pull_secret, validate_server
+from tcr_assistant.validation import parse_name_list_strict, validate_image_pull_secret, validate_server
 from tcr_assistant.webhook import handle
 
 DEFAULT = settings.get_profile("webhook-default")
@@ -229,15 +229,15 @@ label = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
 @given(st.lists(label, min_size=1, max_size=8), st.lists(st.integers(0, 3), min_size=16, max_size=16))
 def test_name_lists_round_trip_with_spaces(names: list[str], pads: list[int]) -> None:
     text = ",".join(" " * pads[i % 16] + n + " " * pads[(i + 1) % 16] for i, n in enumerate(names))
-    assert parse_name_list(text, "namespace") == names
-    assert parse_name_list(text, "serviceaccount") == names
+    assert parse_name_list_strict(text, "namespace") == names
+    assert parse_name_list_strict(text, "serviceaccount") == names
 
 
 @DEFAULT
 @given(tricky_text, st.sampled_from(["namespace", "serviceaccount"]), st.booleans())
 def test_parse_name_list_raises_only_value_error(text: str, kind: Any, allow_all: bool) -> None:
     try:
-        result = parse_name_list(text, kind, allow_all=allow_all)
+        result = parse_name_list_strict(text, kind, allow_all=allow_all)
     except ValueError as error:
         assert str(error)
     else:

@@ -10,7 +10,7 @@ from webhook_support import BAD_CASES, SEED_SAMPLE, sample
 from tcr_assistant.validation import (
     MAX_NAME_LENGTH,
     FieldError,
-    parse_name_list,
+    parse_name_list_strict,
     validate_image_pull_secret,
     validate_server,
     validate_spec,
@@ -152,7 +152,7 @@ def test_password_value_never_in_messages_whatever_the_field() -> None:
     assert all(PASSWORD + ":" not in str(e) for e in errors_of(obj))  # usernames are never echoed
 
 
-# ---- parse_name_list --------------------------------------------------------------------------
+# ---- parse_name_list_strict --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_password_value_never_in_messages_whatever_the_field() -> None:
     ],
 )
 def test_parse_name_list(value: str | None, kind: Any, expected: list[str] | None) -> None:
-    assert parse_name_list(value, kind) == expected
+    assert parse_name_list_strict(value, kind) == expected
 
 
 @pytest.mark.parametrize(
@@ -193,19 +193,19 @@ def test_parse_name_list(value: str | None, kind: Any, expected: list[str] | Non
 )
 def test_parse_name_list_refuses(value: str, kind: Any, fragment: str) -> None:
     with pytest.raises(ValueError, match=None) as info:
-        parse_name_list(value, kind)
+        parse_name_list_strict(value, kind)
     assert fragment in str(info.value)
     assert "expected" in str(info.value)
 
 
 def test_parse_name_list_without_all() -> None:
-    assert parse_name_list("", "namespace", allow_all=False) == []
-    assert parse_name_list(None, "namespace", allow_all=False) == []
-    assert parse_name_list("kube-system", "namespace", allow_all=False) == ["kube-system"]
+    assert parse_name_list_strict("", "namespace", allow_all=False) == []
+    assert parse_name_list_strict(None, "namespace", allow_all=False) == []
+    assert parse_name_list_strict("kube-system", "namespace", allow_all=False) == ["kube-system"]
     with pytest.raises(ValueError, match="not allowed here"):
-        parse_name_list("*", "namespace", allow_all=False)
+        parse_name_list_strict("*", "namespace", allow_all=False)
     with pytest.raises(ValueError, match="unknown list kind"):
-        parse_name_list("a", "pod")  # type: ignore[arg-type]
+        parse_name_list_strict("a", "pod")  # type: ignore[arg-type]
 
 
 # ---- validate_server --------------------------------------------------------------------------
