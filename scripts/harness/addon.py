@@ -293,7 +293,7 @@ class NodeRelease:
     def install(self) -> None:
         """Build and load the images, then `helm upgrade --install --wait`; the same call upgrades."""
         built = images.build_images()
-        self.cluster.import_images([image.archive for image in built])
+        self.cluster.import_images(built)
         args = ["upgrade", "--install", self.release, str(CHART_DIR), "-n", self.namespace, "--create-namespace",
                 "--wait", "--timeout", self.timeout]
         for values in self.values_files:

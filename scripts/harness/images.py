@@ -777,7 +777,7 @@ def load_into_node(cluster_dir: Path, built: Sequence[BuiltImage]) -> None:
         log(f"no node runs from {cluster_dir} ('scripts/cluster --node up'): images built, not loaded")
         return
     node = NodeCluster.attach(cluster_dir)
-    node.import_images([image.archive for image in built])
+    node.import_images(built)
     log(f"loaded {len(built)} images into node {node.node_name}")
 
 

@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -75,6 +75,16 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def log(message: str) -> None:
     print(f"[node] {message}", flush=True)
+
+
+class ImageArchive(Protocol):
+    """An image's reference and the archive that holds it (`images.BuiltImage`, `oci.ImageInfo`)."""
+
+    @property
+    def ref(self) -> str: ...
+
+    @property
+    def archive(self) -> Path: ...
 
 
 def run(argv: Sequence[str], *, input_text: str | None = None, timeout: float = 60,
@@ -333,7 +343,7 @@ class NodeCluster(ControlPlane):
         self._start_controller_manager()
         self._start_scheduler()
         self._start_containerd(timeout)
-        self.import_images([oci.pause_image(self.node_dir / "pause.tar").archive])
+        self.import_images([oci.pause_image(self.node_dir / "pause.tar")])
         self._start_kubelet()
         self._start_kube_proxy()
         self._write_state()
@@ -431,10 +441,12 @@ class NodeCluster(ControlPlane):
         return run([*self.command_prefix(), binary("ctr"), f"--address={CONTAINERD_SOCKET}", "-n", "k8s.io", *args],
                    check=check, timeout=timeout)
 
-    def import_images(self, archives: Sequence[Path]) -> None:
-        """Load image archives (docker save or OCI) into the node, as if pulled."""
-        for archive in archives:
-            self.ctr("images", "import", str(archive))
+    def import_images(self, images: Sequence[ImageArchive]) -> None:
+        """Load image archives (docker save or OCI) into the node, as if pulled; skip those it has."""
+        present = set(self.ctr("images", "list", "--quiet").stdout.split())
+        for image in images:
+            if image.ref not in present:
+                self.ctr("images", "import", str(image.archive))
 
     def _start_kubelet(self) -> None:
         node = self.node_dir

@@ -102,7 +102,7 @@ class ClusterRelease:
 def node_release(cluster: node.NodeCluster) -> ClusterRelease:
     """Cluster mode on the local node, with the images our Dockerfiles build (loaded, never pulled)."""
     built = addon.images.build_images()
-    cluster.import_images([image.archive for image in built])
+    cluster.import_images(built)
     extra = [arg for value in addon.NodeRelease.image_values(built) for arg in ("--set", value)]
     return ClusterRelease(extra, cluster.kubeconfig)
 
