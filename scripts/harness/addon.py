@@ -60,6 +60,14 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 
     return proc.stdout
 
 
+def tool_env(kubeconfig: Path) -> dict[str, str]:
+    """This process's environment with KUBECONFIG at `kubeconfig` and the cached tools first on PATH."""
+    env = dict(os.environ)
+    env["KUBECONFIG"] = str(kubeconfig)
+    env["PATH"] = f"{tools.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 @dataclass
 class Addon:
     """The chart release plus the controller process, with state (certs, kubeconfig, logs) in `directory`."""
@@ -89,10 +97,7 @@ class Addon:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["KUBECONFIG"] = str(self.plane.kubeconfig)
-        env["PATH"] = f"{tools.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
-        return env
+        return tool_env(self.plane.kubeconfig)
 
     # -- chart -------------------------------------------------------------------------------
 
@@ -273,10 +278,7 @@ class NodeRelease:
     timeout: str = "5m"
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["KUBECONFIG"] = str(self.cluster.kubeconfig)
-        env["PATH"] = f"{tools.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
-        return env
+        return tool_env(self.cluster.kubeconfig)
 
     def helm(self, *args: str, timeout: float = 600) -> str:
         return run([str(tools.bin_dir() / "helm"), *args], env=self._env(), timeout=timeout)

@@ -83,7 +83,6 @@ DOCKER = "/usr/bin/docker"  # Debian's 20.10 client (another docker may come fir
 CONTAINERD = "/usr/bin/containerd"
 ENGINE_PATH = "/usr/bin:/usr/sbin:/bin:/sbin"  # Debian's containerd 1.6 and runc, not the tool cache's
 ENGINE_PREFIX = "tcr-addon-img-"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 LOG_DIR = REPO_ROOT / ".local" / "images"
 DEFAULT_CLUSTER_DIR = REPO_ROOT / ".local" / "cluster"
 
@@ -389,9 +388,7 @@ def _ns_inode(path: Path) -> int | None:
 
 
 def _cgroup_dirs(name: str) -> list[Path]:
-    candidates = [CGROUP_ROOT / name, *(hierarchy / name for hierarchy in sorted(CGROUP_ROOT.iterdir())
-                                        if hierarchy.is_dir() and not hierarchy.is_symlink())]
-    return [path for path in candidates if path.is_dir()]
+    return [path for path in (h / name for h in namespaces.cgroup_hierarchies()) if path.is_dir()]
 
 
 def _pids_in_cgroups(name: str) -> set[int]:
@@ -667,10 +664,9 @@ def sweep_stale() -> list[str]:
     names: set[str] = set()
     names.update(p.name for p in Path(tempfile.gettempdir()).glob(f"{ENGINE_PREFIX}*"))
     names.update(ns for ns in netns_names() if ns.startswith(ENGINE_PREFIX))
-    if CGROUP_ROOT.is_dir():
-        for hierarchy in CGROUP_ROOT.iterdir():
-            with contextlib.suppress(OSError):
-                names.update(p.name for p in hierarchy.glob(f"{ENGINE_PREFIX}*") if p.is_dir())
+    for hierarchy in namespaces.cgroup_hierarchies():
+        with contextlib.suppress(OSError):
+            names.update(p.name for p in hierarchy.glob(f"{ENGINE_PREFIX}*") if p.is_dir())
     swept = []
     for name in sorted(names):
         match = re.fullmatch(re.escape(ENGINE_PREFIX) + r"(\d+)-\d+", name)

@@ -74,6 +74,14 @@ def delete_netns(name: str) -> None:
             RUN_NETNS_MARKER.parent.rmdir()
 
 
+def cgroup_hierarchies() -> list[Path]:
+    """Where a cgroup named NAME lives: `<hierarchy>/NAME` for each of these (one on cgroup v2)."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():  # cgroup v2 only
+        return [root]
+    return sorted(path for path in root.iterdir() if path.is_dir() and not path.is_symlink())
+
+
 def pin_mount_namespace(pin: Path) -> None:
     """A new private mount namespace, pinned at `pin` (inside a directory this makes a private mount)."""
     directory = pin.parent

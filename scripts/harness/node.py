@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import yaml
 
 from harness import namespaces, oci, pki, tools
-from harness.cluster import ClusterError, ControlPlane, binary, free_port, kubeconfig_yaml
+from harness.cluster import ClusterError, ControlPlane, binary, kubeconfig_yaml
 from harness.processes import kill_until_gone, pid_alive
 
 NODE_NAME = "tcr-node"
@@ -187,7 +187,7 @@ class NodeNamespaces:
         self.create_cgroup_root()
 
     def create_cgroup_root(self) -> None:
-        for hierarchy in cgroup_hierarchies():
+        for hierarchy in namespaces.cgroup_hierarchies():
             path = hierarchy / self.cgroup_root.lstrip("/")
             path.mkdir(exist_ok=True)
             if (hierarchy / "cpuset.cpus").exists():  # cgroup v1 cpuset starts empty: inherit the parent's
@@ -225,7 +225,7 @@ class NodeNamespaces:
     def cgroup_dirs(self) -> list[Path]:
         """This node's cgroups in every hierarchy, deepest first."""
         found: list[Path] = []
-        for hierarchy in cgroup_hierarchies():
+        for hierarchy in namespaces.cgroup_hierarchies():
             root = hierarchy / self.cgroup_root.lstrip("/")
             if root.is_dir():
                 found += [Path(d) for d, _, _ in os.walk(root)]
@@ -257,13 +257,6 @@ class NodeNamespaces:
         with contextlib.suppress(OSError):  # the last node leaves no directory behind
             RUN_ROOT.rmdir()
             RUN_ROOT.parent.rmdir()
-
-
-def cgroup_hierarchies() -> list[Path]:
-    root = Path("/sys/fs/cgroup")
-    if (root / "cgroup.controllers").exists():  # cgroup v2 only
-        return [root]
-    return sorted(path for path in root.iterdir() if path.is_dir() and not path.is_symlink())
 
 
 def sweep_stale() -> list[str]:
@@ -397,7 +390,6 @@ class NodeCluster(ControlPlane):
                 self.internal_server, authority.cert_pem, cert_pem=pair.cert_pem, key_pem=pair.key_pem, user=stem))
 
     def apiserver_network_args(self) -> list[str]:
-        self.api_port = self.api_port or free_port()
         return ["--bind-address=0.0.0.0",  # inside the node's network namespace only
                 f"--advertise-address={NODE_IP}", f"--secure-port={API_PORT_INSIDE}"]
 
@@ -514,7 +506,7 @@ class NodeCluster(ControlPlane):
         """The peak memory (bytes) of a running container, from its cgroup on this node."""
         statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
         container_id = statuses[container]["containerID"].split("://", 1)[1]
-        for hierarchy in cgroup_hierarchies():
+        for hierarchy in namespaces.cgroup_hierarchies():
             if hierarchy.name not in ("memory", "cgroup"):
                 continue
             root = hierarchy / self.namespaces.cgroup_root.lstrip("/") if self.namespaces else hierarchy

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness import node, tools
+from harness import namespaces, node, tools
 
 SYSCTL_TREES = ("/proc/sys/net/ipv4", "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/bridge",
                 "/proc/sys/net/netfilter", "/proc/sys/vm", "/proc/sys/kernel/keys")
@@ -48,8 +48,8 @@ def host_state() -> dict[str, Any]:
         "nftables": command("nft", "list", "ruleset"),
         "netns": command("ip", "netns", "list"),
         "sysctls": sysctls(),
-        "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()),
-        "cgroups": sorted(str(p) for h in node.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()),
+        "mounts": sorted(namespaces.mount_points()),
+        "cgroups": sorted(str(p) for h in namespaces.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()),
     }
 
 
@@ -96,8 +96,8 @@ def node_leftovers() -> list[str]:
     left = [f"netns {name}" for name in command("ip", "netns", "list").split() if name.startswith(node.NAME_PREFIX)]
     if node.RUN_ROOT.is_dir():
         left += [f"pin {p}" for p in node.RUN_ROOT.iterdir()]
-    left += [f"cgroup {p}" for h in node.cgroup_hierarchies() for p in h.iterdir()
+    left += [f"cgroup {p}" for h in namespaces.cgroup_hierarchies() for p in h.iterdir()
              if p.name.startswith(node.NAME_PREFIX)]
-    left += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
-             if "tcr-addon" in line.split()[4] or node.NAME_PREFIX in line]
+    left += [f"mount {point}" for point in namespaces.mount_points()
+             if "tcr-addon" in point or node.NAME_PREFIX in point]
     return left
