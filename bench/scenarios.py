@@ -17,8 +17,9 @@ from typing import Any
 
 from bench import procstat, prom
 from bench.env import EXTRA_SA, SERVER, Env
-from bench.watch import Watcher, wait_until
+from bench.watch import Watcher
 from harness import VENV
+from harness.polling import wait_for
 from tcr_assistant import api
 from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError
 
@@ -141,7 +142,7 @@ def full_reconcile(env: Env, name: str, password: str, timeout: float) -> dict[s
                 rss_samples.append(procstat.rss_mib(env.pid))
             return len(linked) >= len(want_sas) and bench <= secrets.keys() and bool(status_done)
 
-        wait_until(done, timeout, f"ImagePullSecret {name} to reach {len(bench)} namespaces", interval=0.1)
+        wait_for(done, timeout, what=f"ImagePullSecret {name} to reach {len(bench)} namespaces", interval=0.1)
         env.wait_quiet()
         counts = window.stop()
     finally:
@@ -186,7 +187,7 @@ def rotation(env: Env, name: str, password: str, timeout: float) -> dict[str, An
     try:
         t0 = time.monotonic()
         env.set_password(name, password)
-        wait_until(lambda: expected <= rotated.keys(), timeout, "every Secret rotated", interval=0.1)
+        wait_for(lambda: expected <= rotated.keys(), timeout, what="every Secret rotated", interval=0.1)
         env.wait_quiet()
         counts = window.stop()
     finally:
@@ -268,15 +269,15 @@ def link_latency(env: Env, name: str, sequential: int, bursts: int, burst_size: 
             ns = f"lat-s-{i:03d}"
             create(ns)
             groups["sequential"].append(ns)
-            wait_until(lambda ns=ns: ns in linked, 60, f"{ns} linked", interval=0.005)  # type: ignore[misc]
+            wait_for(lambda ns=ns: ns in linked, 60, what=f"{ns} linked", interval=0.005)  # type: ignore[misc]
             time.sleep(0.05)
         for b in range(bursts):
             names = [f"lat-b{b}-{i:03d}" for i in range(burst_size)]
             with ThreadPoolExecutor(burst_size) as pool:
                 list(pool.map(create, names))
             groups["burst"].extend(names)
-            wait_until(lambda names=names: all(n in linked for n in names), 120,  # type: ignore[misc]
-                       f"burst {b} linked", interval=0.01)
+            wait_for(lambda names=names: all(n in linked for n in names), 120,  # type: ignore[misc]
+                     what=f"burst {b} linked", interval=0.01)
             time.sleep(1.0)
     finally:
         watcher.stop()
@@ -298,8 +299,8 @@ def link_latency(env: Env, name: str, sequential: int, bursts: int, burst_size: 
         with contextlib.suppress(KubeError):
             env.kube.request("DELETE", NAMESPACES.path(name=ns))
     with contextlib.suppress(TimeoutError):
-        wait_until(lambda: not env.kube.list_all(NAMESPACES.path(), {"labelSelector": "tcr-bench=lat"})["items"],
-                   300, "latency namespaces deleted", interval=1.0)
+        wait_for(lambda: not env.kube.list_all(NAMESPACES.path(), {"labelSelector": "tcr-bench=lat"})["items"],
+                 300, what="latency namespaces deleted", interval=1.0)
     return out
 
 
@@ -311,7 +312,8 @@ def cleanup(env: Env, name: str, timeout: float) -> dict[str, Any]:
     window = Window(env)
     t0 = time.monotonic()
     env.kube.request("DELETE", IMAGEPULLSECRETS.path(name=name))
-    wait_until(lambda: env.kube.get(IMAGEPULLSECRETS.path(name=name)) is None, timeout, f"{name} gone", interval=0.2)
+    wait_for(lambda: env.kube.get(IMAGEPULLSECRETS.path(name=name)) is None, timeout, what=f"{name} gone",
+             interval=0.2)
     gone = time.monotonic() - t0
     env.wait_quiet()
     counts = window.stop()

@@ -71,14 +71,3 @@ class Watcher:
             with contextlib.suppress(Exception):
                 response.shutdown()
         self._thread.join(5)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
-    """Poll ``predicate`` (cheap, in-process) until true; returns the monotonic time it became true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)

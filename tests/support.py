@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from harness import cluster, tools
+from harness.polling import wait_for as wait_for  # the one polling helper, for every suite
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The original add-on's allinone/imagepullsecret-sample.yaml, byte for byte.
@@ -30,7 +30,6 @@ spec:
     server: fanjiankong-bj.tencentcloudcr.com
 """
 CHART_DIR = REPO_ROOT / "chart"
-T = TypeVar("T")
 
 
 def seed_sample() -> dict[str, Any]:
@@ -57,19 +56,6 @@ def kubectl(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 def helm(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return run_tool("helm", *args, **kwargs)  # type: ignore[arg-type]
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 30, interval: float = 0.05,
-             what: str = "condition") -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 @contextlib.contextmanager

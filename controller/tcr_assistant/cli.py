@@ -15,6 +15,7 @@ from typing import Any
 from . import api
 from .hosts_cleanup import remove_hosts_lines
 from .kube import IMAGEPULLSECRETS, SERVICEACCOUNTS, Kube, KubeError, make_api_client
+from .options import DEFAULTS, WATCH_READ_MARGIN, Options, default_namespace
 
 log = logging.getLogger("tcr_assistant")
 
@@ -58,13 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--leader-elect",
         action="store_true",
-        help="use Lease leader election so only one replica acts (lease 15s, renew 10s, retry 2s)",
+        help="use Lease leader election so only one replica acts (lease "
+        f"{DEFAULTS.lease_duration:g}s, renew {DEFAULTS.renew_deadline:g}s, retry {DEFAULTS.retry_period:g}s)",
     )
     run.add_argument(
         "--lease-name",
-        default=api.LEASE_NAME,
+        default=DEFAULTS.lease_name,
         metavar="NAME",
-        help=f"name of the leader-election Lease (default: {api.LEASE_NAME})",
+        help=f"name of the leader-election Lease (default: {DEFAULTS.lease_name})",
     )
     run.add_argument(
         "--health-probe-bind-address",
@@ -97,30 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=int,
-        default=16,
+        default=DEFAULTS.workers,
         metavar="N",
-        help="concurrent reconcile workers; they mostly wait on the API server (default: 16)",
+        help=f"concurrent reconcile workers; they mostly wait on the API server (default: {DEFAULTS.workers})",
     )
     run.add_argument(
         "--drift-check-qps",
         type=float,
-        default=20.0,
+        default=DEFAULTS.drift_qps,
         metavar="QPS",
-        help="rate of GETs by name that check distributed Secrets for hand edits/deletions (default: 20/s)",
+        help="rate of GETs by name that check distributed Secrets for hand edits/deletions "
+        f"(default: {DEFAULTS.drift_qps:g}/s)",
     )
     run.add_argument(
         "--drift-check-period",
         type=float,
-        default=60.0,
+        default=DEFAULTS.drift_period,
         metavar="S",
-        help="start a full drift-check pass at most every S seconds (default: 60)",
+        help=f"start a full drift-check pass at most every S seconds (default: {DEFAULTS.drift_period:g})",
     )
     run.add_argument(
         "--watch-timeout",
         type=int,
-        default=300,
+        default=DEFAULTS.watch_timeout,
         metavar="S",
-        help="server-side watch timeout; the client read timeout is this plus 30s (default: 300)",
+        help=f"server-side watch timeout; the client read timeout is this plus {WATCH_READ_MARGIN:g}s "
+        f"(default: {DEFAULTS.watch_timeout})",
     )
 
     check = sub.add_parser(
@@ -178,7 +182,8 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .manager import Controller, Options, default_namespace, health_routes, metrics_routes
+    from .controller import Controller
+    from .metrics import health_routes, metrics_routes
     from .runtime.httpserver import parse_bind, serve_http
 
     namespace = args.namespace or default_namespace()
@@ -192,24 +197,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         drift_qps=args.drift_check_qps,
         drift_period=args.drift_check_period,
         watch_timeout=args.watch_timeout,
-        read_timeout=args.watch_timeout + 30,
+        read_timeout=args.watch_timeout + WATCH_READ_MARGIN,
         leader_elect=args.leader_elect,
         lease_name=args.lease_name,
     )
     controller = Controller(kube, opts)
     servers: list[Any] = []
     for addr, routes in (
-        (args.health_probe_bind_address, health_routes(controller)),
-        (args.metrics_bind_address, metrics_routes(controller)),
+        (args.health_probe_bind_address, health_routes(controller.synced)),
+        (args.metrics_bind_address, metrics_routes(controller.metrics, lambda: len(controller.queue))),
     ):
         bind = parse_bind(addr)
         if bind is not None:
             servers.append(serve_http(bind, routes))
     webhook: Any = None
     if args.webhook_port:
-        from .webhook import WebhookServer
+        from .webhook import ServerLimits, WebhookServer
 
-        webhook = WebhookServer(args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir))
+        webhook = WebhookServer(
+            args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir), limits=ServerLimits()
+        )
         webhook.start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

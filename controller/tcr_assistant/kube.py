@@ -30,6 +30,7 @@ from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 
 from . import api, reconcile
+from .observed import ServiceAccountInfo, service_account_info
 
 log = logging.getLogger(__name__)
 
@@ -237,27 +238,29 @@ class Kube:
         return self.get(SECRETS.path(namespace, name))
 
     def ensure_secret(
-        self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None = None, assume_absent: bool = False
+        self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None = None, create_first: bool = False
     ) -> str:
-        """Make the Secret match ``desired``. Returns "unchanged", "created", "updated" or "skipped"
-        (namespace gone or terminating). ``observed``: a fresh read, if the caller has one;
-        ``assume_absent``: try to create it before reading (a new namespace), read only on AlreadyExists."""
+        """Carry out `reconcile.secret_step` until the Secret matches ``desired``, re-reading on
+        409/AlreadyExists. Returns "unchanged", "created", "updated" or "skipped" (namespace gone
+        or terminating). ``observed``: a fresh read, if the caller has one; ``create_first``:
+        create before reading (a new namespace), read only on AlreadyExists."""
         ns = desired["metadata"]["namespace"]
         name = desired["metadata"]["name"]
         current = observed
-        create_first = assume_absent and observed is None
+        read = not create_first or observed is not None
         for _attempt in range(CONFLICT_RETRIES):
-            if current is None and not create_first:
+            if current is None and read:
                 current = self.get_secret(ns, name)
-            create_first = False
+            read = True
+            step = reconcile.secret_step(current, desired)
             try:
-                if current is None:
+                if step is reconcile.SecretStep.CREATE:
                     self.request("POST", SECRETS.path(ns), body=dict(desired))
                     return "created"
-                if reconcile.secret_up_to_date(current, desired):
+                if step is reconcile.SecretStep.UNCHANGED:
                     return "unchanged"
-                if current.get("type") != desired.get("type"):
-                    # type is immutable: replace the object (the name is reserved for us)
+                assert current is not None
+                if step is reconcile.SecretStep.REPLACE:
                     self.delete(SECRETS.path(ns, name), uid=(current.get("metadata") or {}).get("uid"))
                     current = None
                     continue
@@ -291,22 +294,22 @@ class Kube:
 
     def update_pull_secrets(
         self,
-        sa: reconcile.ServiceAccountInfo,
+        sa: ServiceAccountInfo,
         compute: Callable[[Sequence[str | None]], list[str | None]],
-    ) -> tuple[bool, reconcile.ServiceAccountInfo | None]:
+    ) -> tuple[bool, ServiceAccountInfo | None]:
         """Read-modify-write of ``imagePullSecrets``, guarded by resourceVersion.
 
         Starts from the cached ``sa`` (no read when the cache is current); on 409 Conflict
         re-reads and recomputes, up to CONFLICT_RETRIES times. Returns (written, latest info);
         latest is None when the ServiceAccount is gone.
         """
-        info: reconcile.ServiceAccountInfo | None = sa
+        info: ServiceAccountInfo | None = sa
         for _attempt in range(CONFLICT_RETRIES):
             if info is None:
                 obj = self.get(SERVICEACCOUNTS.path(sa.namespace, sa.name))
                 if obj is None:
                     return False, None
-                info = reconcile.service_account_info(obj)
+                info = service_account_info(obj)
             new = compute(info.pull_secrets)
             if list(info.pull_secrets) == new:
                 return False, info
@@ -321,7 +324,7 @@ class Kube:
                     body=patch,
                     content_type="application/merge-patch+json",
                 )
-                return True, reconcile.service_account_info(obj)
+                return True, service_account_info(obj)
             except KubeError as exc:
                 if exc.not_found:
                     return False, None

@@ -1,85 +1,28 @@
-"""Pure desired-state logic: no I/O, no clocks except where passed in.
+"""Decisions: what to write, as pure functions of observed state (no I/O, clocks passed in).
 
-Everything the controller decides is decided here, from observed state handed in as plain
-values, so that it can be unit- and property-tested without an API server:
+* which namespaces and ServiceAccounts an ImagePullSecret serves (the list rule and opt-out of
+  docs/DESIGN.md "Selection");
+* what each ImagePullSecret wants (`Plan`), the Secret to distribute and when to write, replace
+  or remove it (`namespace_secret_actions`, `secret_step`);
+* the new ``imagePullSecrets`` of a ServiceAccount (ours added once, every other entry kept in
+  its place) and when to put back an entry someone removed (`relink_due`).
 
-* which namespaces and ServiceAccounts an ImagePullSecret serves (list rule of docs/DESIGN.md:
-  ``"*"`` or empty = all, otherwise exact names separated by commas, spaces around items
-  trimmed; ``excludedNamespaces`` wins over ``namespaces``; the opt-out annotation
-  ``tcr.tencentcloudcr.com/opt-out: "true"`` on a Namespace or ServiceAccount means "not
-  served": we neither add there nor keep what we added there);
-* the Secret to distribute (``kubernetes.io/dockerconfigjson``);
-* the new ``imagePullSecrets`` list of a ServiceAccount (add ours, keep every other entry in
-  its place, never list ours twice, remove only ours that are no longer wanted);
-* the status of an ImagePullSecret (counts, bounded history lists, Ready condition).
+The status is decided in `status`; the controller executes what these functions return.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import api
-
-# ---------------------------------------------------------------------------------------------
-# Observed state, reduced to the fields the controller needs (this is all the caches keep).
-
-
-@dataclass(frozen=True, slots=True)
-class NamespaceInfo:
-    name: str
-    opt_out: bool = False
-    terminating: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceAccountInfo:
-    namespace: str
-    name: str
-    pull_secrets: tuple[str | None, ...] = ()
-    opt_out: bool = False
-    resource_version: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-def opted_out(annotations: Mapping[str, str] | None) -> bool:
-    """True when the opt-out annotation is set to "true" (case-insensitive, spaces ignored)."""
-    if not annotations:
-        return False
-    return str(annotations.get(api.OPT_OUT_ANNOTATION, "")).strip().lower() == "true"
-
-
-def namespace_info(obj: Mapping[str, Any]) -> NamespaceInfo:
-    """Reduce a Namespace (JSON dict) to what the controller needs."""
-    meta = obj.get("metadata") or {}
-    phase = (obj.get("status") or {}).get("phase")
-    return NamespaceInfo(
-        name=meta.get("name", ""),
-        opt_out=opted_out(meta.get("annotations")),
-        terminating=bool(meta.get("deletionTimestamp")) or phase == "Terminating",
-    )
-
-
-def service_account_info(obj: Mapping[str, Any]) -> ServiceAccountInfo:
-    """Reduce a ServiceAccount (JSON dict) to what the controller needs."""
-    meta = obj.get("metadata") or {}
-    entries = obj.get("imagePullSecrets") or []
-    return ServiceAccountInfo(
-        namespace=meta.get("namespace", ""),
-        name=meta.get("name", ""),
-        pull_secrets=tuple((e or {}).get("name") for e in entries),
-        opt_out=opted_out(meta.get("annotations")),
-        resource_version=meta.get("resourceVersion", ""),
-    )
-
+from . import api, validation
+from .observed import NamespaceInfo, ServiceAccountInfo
 
 # ---------------------------------------------------------------------------------------------
 # Which namespaces / ServiceAccounts an ImagePullSecret serves.
@@ -279,81 +222,169 @@ def is_ours(secret: Mapping[str, Any], ips_name: str) -> bool:
     return labels.get(api.LABEL_IPS) == ips_name and labels.get(api.LABEL_MANAGED_BY) == api.MANAGED_BY
 
 
+
+
+class SecretStep(enum.Enum):
+    """What to do with a distributed Secret, given a fresh read of it."""
+
+    CREATE = "create"  # it does not exist
+    UNCHANGED = "unchanged"
+    UPDATE = "update"  # PUT our labels and data onto it (foreign metadata kept)
+    REPLACE = "replace"  # another type: the type is immutable, and the name is reserved for us
+
+
+def secret_step(observed: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> SecretStep:
+    if observed is None:
+        return SecretStep.CREATE
+    if secret_up_to_date(observed, desired):
+        return SecretStep.UNCHANGED
+    if observed.get("type") != desired.get("type"):
+        return SecretStep.REPLACE
+    return SecretStep.UPDATE
+
+
 # ---------------------------------------------------------------------------------------------
-# Status.
+# What one ImagePullSecret wants.
 
 
-def record_history(
-    existing: Sequence[Mapping[str, Any]] | None, names: Iterable[str], when: str, limit: int = api.STATUS_LIST_MAX
-) -> list[dict[str, str]]:
-    """Bounded history list, newest first; each namespacedName at most once (newest kept)."""
-    fresh = [{"namespacedName": n, "updatedAt": when} for n in dict.fromkeys(names)]
-    fresh_names = {e["namespacedName"] for e in fresh}
-    old = [
-        {"namespacedName": str(e.get("namespacedName", "")), "updatedAt": str(e.get("updatedAt", ""))}
-        for e in (existing or [])
-        if e.get("namespacedName") not in fresh_names
-    ]
-    return (fresh + old)[:limit]
+@dataclass(frozen=True)
+class Plan:
+    """What one ImagePullSecret wants, derived from its spec and the Secret it references."""
+
+    name: str
+    obj: Mapping[str, Any]
+    target: Target
+    creds: Credentials | None
+    problem: tuple[str, str] | None  # (reason, message) that blocks distribution
+    deleting: bool
+    fingerprint: str = ""
+
+    @property
+    def secret_name(self) -> str:
+        return api.secret_name(self.name)
+
+    @property
+    def active(self) -> bool:
+        """Distributes: valid, credentials resolved, not being deleted."""
+        return self.creds is not None and self.problem is None and not self.deleting
+
+    @property
+    def managed(self) -> bool:
+        """Its entries may be removed: a valid spec, or being deleted. An invalid spec keeps
+        what it had (a typo must not cause an outage)."""
+        return self.deleting or self.problem is None
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        """What decides the namespaces' Secrets and links: a change needs a fan-out."""
+        return (self.target, self.fingerprint, self.active, self.managed)
+
+
+PROBLEM_MESSAGE_MAX = 900
+
+
+def password_secret_name(spec: Mapping[str, Any]) -> str | None:
+    """The add-on namespace's Secret that ``spec`` takes its password from, if any."""
+    ref = (spec.get("docker") or {}).get("passwordSecretRef") or {}
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    return str(name) if name else None
+
+
+def plan_for(obj: Mapping[str, Any], lookup_secret: Callable[[str], Mapping[str, str] | None]) -> Plan:
+    """The plan of ImagePullSecret ``obj``; ``lookup_secret`` as for `resolve_credentials`."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name"))
+    spec = obj.get("spec") or {}
+    target = target_from_spec(name, spec)
+    problem: tuple[str, str] | None = None
+    creds = None
+    errors = validation.validate_spec(spec)
+    if errors:
+        problem = ("InvalidSpec", "; ".join(f"{e.field}: {e.message}" for e in errors)[:PROBLEM_MESSAGE_MAX])
+    else:
+        try:
+            creds = resolve_credentials(spec, lookup_secret)
+        except CredentialsError as exc:
+            problem = ("CredentialsUnavailable", str(exc))
+    fp = fingerprint(desired_secret(name, "-", creds)) if creds else ""
+    return Plan(name, obj, target, creds, problem, bool(meta.get("deletionTimestamp")), fp)
+
+
+# ---------------------------------------------------------------------------------------------
+# One namespace's Secrets.
+
+ABSENT = "absent"  # secret record: known not to exist (else the fingerprint of what is there)
 
 
 @dataclass(frozen=True, slots=True)
-class Counts:
-    secrets_desired: int = 0
-    secrets_success: int = 0
-    sas_desired: int = 0
-    sas_success: int = 0
+class EnsureSecret:
+    plan: Plan
+    desired: Mapping[str, Any]
+    create_first: bool  # the namespace is new: create, and read only on AlreadyExists
 
 
-def ready_condition(
-    counts: Counts, problem: tuple[str, str] | None, previous: Sequence[Mapping[str, Any]] | None, now: str
-) -> dict[str, str]:
-    """The Ready condition; ``problem`` = (reason, message) when something blocks progress.
-    lastTransitionTime is kept when the status does not change."""
-    if problem is not None:
-        status, reason, message = "False", problem[0], problem[1]
-    elif counts.secrets_success >= counts.secrets_desired and counts.sas_success >= counts.sas_desired:
-        status, reason = "True", "Synced"
-        message = f"{counts.secrets_success} Secrets and {counts.sas_success} ServiceAccounts up to date"
-    else:
-        status, reason = "False", "Progressing"
-        message = (
-            f"{counts.secrets_success}/{counts.secrets_desired} Secrets and "
-            f"{counts.sas_success}/{counts.sas_desired} ServiceAccounts up to date"
-        )
-    last = now
-    for cond in previous or []:
-        if cond.get("type") == "Ready" and cond.get("status") == status and cond.get("lastTransitionTime"):
-            last = str(cond["lastTransitionTime"])
-    return {"type": "Ready", "status": status, "reason": reason, "message": message, "lastTransitionTime": last}
+@dataclass(frozen=True, slots=True)
+class RemoveSecret:
+    plan: Plan
+    namespace: str
 
 
-def compute_status(
-    previous: Mapping[str, Any] | None,
-    counts: Counts,
-    *,
-    generation: int | None,
-    secrets_written: Iterable[str],
-    sas_written: Iterable[str],
-    problem: tuple[str, str] | None,
-    now: str,
-) -> dict[str, Any]:
-    prev = previous or {}
-    status: dict[str, Any] = {
-        "secretsDesired": counts.secrets_desired,
-        "secretsSuccess": counts.secrets_success,
-        "sAsDesired": counts.sas_desired,
-        "sAsSuccess": counts.sas_success,
-        "secretUpdateSuccessful": record_history(prev.get("secretUpdateSuccessful"), secrets_written, now),
-        "serviceAccountsModifySuccessful": record_history(
-            prev.get("serviceAccountsModifySuccessful"), sas_written, now
-        ),
-        "conditions": [ready_condition(counts, problem, prev.get("conditions"), now)],
-    }
-    if generation is not None:
-        status["observedGeneration"] = generation
-    return status
+SecretAction = EnsureSecret | RemoveSecret
 
 
-def status_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    return dict(previous or {}) != dict(new)
+def namespace_secret_actions(
+    ns: NamespaceInfo | None, plans: Iterable[Plan], records: Mapping[str, str], new_namespace: bool
+) -> list[SecretAction]:
+    """What to do in namespace ``ns``. ``records``: ImagePullSecret name -> what we know of its
+    Secret there (a fingerprint, ABSENT, or missing = unknown). Secrets known to be up to date
+    or absent cost nothing."""
+    if ns is None or ns.terminating:
+        return []
+    actions: list[SecretAction] = []
+    for plan in plans:
+        record = records.get(plan.name)
+        if plan.active and plan.creds is not None and namespace_served(plan.target, ns):
+            if record != plan.fingerprint:
+                desired = desired_secret(plan.name, ns.name, plan.creds)
+                actions.append(EnsureSecret(plan, desired, create_first=new_namespace and record is None))
+        elif plan.managed and record != ABSENT:
+            actions.append(RemoveSecret(plan, ns.name))
+    return actions
+
+
+# ---------------------------------------------------------------------------------------------
+# One ServiceAccount's entries.
+
+
+def wanted_entries(
+    plans: Iterable[Plan], ns: NamespaceInfo | None, sa: ServiceAccountInfo, records: Mapping[str, str]
+) -> tuple[set[str], set[str]]:
+    """(wanted, managed) Secret names for ``sa``: wanted are listed (only Secrets that exist:
+    ``records`` as for `namespace_secret_actions`), managed that are not wanted are removed."""
+    wanted: set[str] = set()
+    managed: set[str] = set()
+    for plan in plans:
+        if plan.managed:
+            managed.add(plan.secret_name)
+        exists = records.get(plan.name) not in (None, ABSENT)
+        if exists and plan.active and ns is not None and service_account_served(plan.target, ns, sa):
+            wanted.add(plan.secret_name)
+    return wanted, managed
+
+
+RELINK_RESET_SECONDS = 600.0  # a removal this long after the previous one starts the backoff anew
+RELINK_MAX_DELAY = 300.0
+
+
+def relink_due(removals: Sequence[float], base_delay: float) -> float:
+    """When to put back an entry someone removed from a ServiceAccount: ``removals`` are the
+    times (ascending) our entries were removed. Each removal soon after the previous one doubles
+    the wait, so we do not fight another tool at full speed."""
+    if not removals:
+        return 0.0
+    count = 1
+    for earlier, later in zip(reversed(removals[:-1]), reversed(removals[1:]), strict=True):
+        if later - earlier >= RELINK_RESET_SECONDS:
+            break
+        count += 1
+    return removals[-1] + min(RELINK_MAX_DELAY, base_delay * (2 ** (count - 1)))

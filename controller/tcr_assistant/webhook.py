@@ -1,29 +1,14 @@
-"""Validating admission webhook for ImagePullSecrets: AdmissionReview v1 over HTTPS.
+"""HTTPS server for the validating admission webhook (decisions: ``admission.py``).
 
-Standard library only. ``review(body)`` / ``handle(body)`` hold the whole decision and are
-pure; ``WebhookServer`` serves them:
+Standard library only. ``WebhookServer`` serves ``admission.handle``:
 
 - ``POST /validate-tcr-tencentcloudcr-com-v1-imagepullsecret`` (query string ignored: the API
   server appends ``?timeout=…``) answers an AdmissionReview v1; ``GET /healthz`` answers
   ``ok``. Other paths get 404, other methods 405.
-- Request bodies are capped at ``MAX_BODY_BYTES`` (413 without reading them); a body must
-  come with ``Content-Length`` (411 otherwise). Every socket has a timeout (TLS handshake,
-  request line, headers, body, idle keep-alive), and at most ``MAX_CONNECTIONS`` are served
-  at once (further ones are closed at once), so no client can hang or exhaust the server.
-- Garbage never crashes it: when the body holds a readable ``request.uid`` the answer is a
-  well-formed AdmissionReview response with that uid (HTTP 200; a denial if the request is
-  malformed); otherwise HTTP 400 with an AdmissionReview whose uid is empty.
-- Decisions: CREATE and UPDATE of ``imagepullsecrets`` are validated with
-  ``validation.validate_image_pull_secret``; DELETE and CONNECT are allowed; subresources
-  (``status``) are allowed; an UPDATE of an object being deleted (``deletionTimestamp`` set,
-  e.g. removing the finalizer) is allowed; an UPDATE that changes neither name nor spec is
-  allowed with warnings if the stored spec is invalid (ratcheting, like the API server's
-  own CRD validation ratcheting: a metadata-only change to an object stored before a rule
-  existed must not be blocked). Denials carry code 422 (reason ``Invalid``), a message naming
-  each field and what it expects, and ``details`` (kind, name, ``causes``), so kubectl prints
-  them like the API server's own validation errors: ``The ImagePullSecret "x" is invalid:
-  spec.docker.server: …``. Denials are logged with field paths only; passwords never appear
-  in any message or log line.
+- ``ServerLimits`` bounds every connection: bodies above ``max_body_bytes`` get 413 without
+  being read; a body must come with ``Content-Length`` (411 otherwise); every socket has
+  ``socket_timeout`` (TLS handshake, request line, headers, body, idle keep-alive); at most
+  ``max_connections`` are served at once (further ones are closed at once).
 - ``tls.crt`` / ``tls.key`` are read from ``cert_dir``; every new connection checks their
   inode, size and mtime (one ``stat`` each) and, when they changed, loads a new
   ``SSLContext`` (a half-written pair that fails to load keeps the previous context until
@@ -41,219 +26,43 @@ import socket
 import socketserver
 import ssl
 import threading
-from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tcr_assistant.api import GROUP, PLURAL, WEBHOOK_PATH
-from tcr_assistant.validation import FieldError, validate_image_pull_secret
+from tcr_assistant import admission
+from tcr_assistant.admission import JSONDict
+from tcr_assistant.api import WEBHOOK_PATH
 
 __all__ = [
     "HEALTH_PATH",
-    "MAX_BODY_BYTES",
     "WEBHOOK_PATH",
     "CertificateStore",
+    "ServerLimits",
     "WebhookServer",
-    "handle",
-    "review",
 ]
 
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/healthz"
-API_GROUP, RESOURCE = GROUP, PLURAL  # one home: api.py
-ADMISSION_API_VERSION = "admission.k8s.io/v1"
-MAX_BODY_BYTES = 1 << 20
-SOCKET_TIMEOUT_SECONDS = 10.0
-MAX_CONNECTIONS = 64
-LINGER_SECONDS = 1.0
-_SHOWN_NAME_MAX = 64
-
-JSONDict = dict[str, Any]
 
 
-# --------------------------------------------------------------------------------------------
-# Decision logic (pure)
-# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServerLimits:
+    """Bounds of the webhook server: body size, per-socket timeout, concurrent connections, linger."""
 
+    max_body_bytes: int = admission.MAX_BODY_BYTES
+    socket_timeout: float = 10.0
+    max_connections: int = 64
+    linger: float = 1.0
 
-def _review_response(
-    uid: str,
-    allowed: bool,
-    *,
-    code: int = 0,
-    reason: str = "",
-    message: str = "",
-    causes: list[FieldError] | None = None,
-    details_name: str = "",
-    warnings: list[str] | None = None,
-) -> JSONDict:
-    response: JSONDict = {"uid": uid, "allowed": allowed}
-    if not allowed:
-        status: JSONDict = {"code": code or HTTPStatus.FORBIDDEN, "message": message}
-        if reason:
-            status["reason"] = reason
-        if causes:
-            # Like the API server's own validation errors: kubectl prints
-            # 'The ImagePullSecret "NAME" is invalid: FIELD: MESSAGE' from these details.
-            status["details"] = {
-                "name": details_name,
-                "group": API_GROUP,
-                "kind": "ImagePullSecret",
-                "causes": [{"field": e.field, "message": e.message, "reason": "FieldValueInvalid"} for e in causes],
-            }
-        response["status"] = status
-    if warnings:
-        response["warnings"] = warnings
-    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
-
-
-def _bad_request(message: str) -> tuple[int, JSONDict]:
-    return HTTPStatus.BAD_REQUEST, _review_response(
-        "", False, code=HTTPStatus.BAD_REQUEST, reason="BadRequest", message=message
-    )
-
-
-def _show_name(obj: Mapping[str, Any]) -> str:
-    metadata = obj.get("metadata")
-    name: Any = None
-    if isinstance(metadata, Mapping):
-        name = metadata.get("name") or metadata.get("generateName")
-    if not isinstance(name, str) or name == "":
-        return "ImagePullSecret"
-    if len(name) > _SHOWN_NAME_MAX:
-        name = name[: _SHOWN_NAME_MAX - 1] + "…"
-    return f"ImagePullSecret {json.dumps(name)}"
-
-
-def _format_errors(errors: list[FieldError]) -> str:
-    return "; ".join(str(e) if e.field else e.message for e in errors)
-
-
-def _decide(uid: str, doc: Mapping[str, Any], request: Mapping[str, Any]) -> JSONDict:
-    if doc.get("apiVersion") != ADMISSION_API_VERSION or doc.get("kind") != "AdmissionReview":
-        return _review_response(
-            uid,
-            False,
-            code=HTTPStatus.BAD_REQUEST,
-            reason="BadRequest",
-            message=f"expected an AdmissionReview of apiVersion {ADMISSION_API_VERSION}",
-        )
-    operation = request.get("operation")
-    if operation in ("DELETE", "CONNECT"):
-        return _review_response(uid, True)
-    if operation not in ("CREATE", "UPDATE"):
-        return _review_response(
-            uid,
-            False,
-            code=HTTPStatus.BAD_REQUEST,
-            reason="BadRequest",
-            message="request.operation must be CREATE, UPDATE, DELETE or CONNECT",
-        )
-    resource = request.get("resource")
-    if isinstance(resource, Mapping) and (resource.get("group"), resource.get("resource")) != (API_GROUP, RESOURCE):
-        # Only our resource is routed here by the webhook configuration; never block anything else.
-        return _review_response(uid, True, warnings=["tcr-assistant webhook: not an ImagePullSecret, not checked"])
-    sub_resource = request.get("subResource")
-    if sub_resource not in (None, ""):
-        return _review_response(uid, True)
-    obj = request.get("object")
-    if not isinstance(obj, Mapping):
-        return _review_response(
-            uid,
-            False,
-            code=HTTPStatus.BAD_REQUEST,
-            reason="BadRequest",
-            message="request.object must be an ImagePullSecret object",
-        )
-    errors = validate_image_pull_secret(obj)
-    if not errors:
-        return _review_response(uid, True)
-    if operation == "UPDATE":
-        metadata = obj.get("metadata")
-        if isinstance(metadata, Mapping) and metadata.get("deletionTimestamp"):
-            return _review_response(uid, True)
-        old = request.get("oldObject")
-        if isinstance(old, Mapping) and old.get("spec") == obj.get("spec") and _name_of(old) == _name_of(obj):
-            return _review_response(
-                uid,
-                True,
-                warnings=[f"{_show_name(obj)} is invalid (unchanged spec, allowed): {_format_errors(errors)}"[:1000]],
-            )
-    return _review_response(
-        uid,
-        False,
-        code=HTTPStatus.UNPROCESSABLE_ENTITY,
-        reason="Invalid",
-        message=f"{_show_name(obj)} is invalid: {_format_errors(errors)}",
-        causes=errors,
-        details_name=_name_of(obj) if isinstance(_name_of(obj), str) else "",
-    )
-
-
-def _name_of(obj: Mapping[str, Any]) -> Any:
-    metadata = obj.get("metadata")
-    return metadata.get("name") if isinstance(metadata, Mapping) else None
-
-
-def handle(body: bytes) -> tuple[int, JSONDict]:
-    """Decide one AdmissionReview request body: (HTTP status, AdmissionReview response). Never raises."""
-    try:
-        if len(body) > MAX_BODY_BYTES:
-            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _review_response(
-                "",
-                False,
-                code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                reason="RequestEntityTooLarge",
-                message=f"request body larger than {MAX_BODY_BYTES} bytes",
-            )
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError):
-            return _bad_request("request body is not a JSON AdmissionReview")
-        if not isinstance(doc, dict):
-            return _bad_request("request body is not a JSON object")
-        request = doc.get("request")
-        if not isinstance(request, dict):
-            return _bad_request("AdmissionReview has no request object")
-        uid = request.get("uid")
-        if not isinstance(uid, str) or uid == "":
-            return _bad_request("AdmissionReview request has no uid")
-    except Exception:  # never crash on input (e.g. MemoryError-free oddities of json)
-        log.exception("webhook: unreadable request")
-        return _bad_request("unreadable request")
-    try:
-        result = _decide(uid, doc, request)
-    except Exception:
-        log.exception("webhook: error deciding request %s", uid)
-        return HTTPStatus.OK, _review_response(
-            uid,
-            False,
-            code=HTTPStatus.INTERNAL_SERVER_ERROR,
-            reason="InternalError",
-            message="internal error in the webhook",
-        )
-    response = result["response"]
-    if response["allowed"]:
-        log.debug("webhook: uid=%s operation=%s allowed", uid, request.get("operation"))
-    else:
-        # Field paths only: values (and so passwords) are never logged.
-        causes = response["status"].get("details", {}).get("causes", [])
-        log.info(
-            "webhook: uid=%s operation=%s denied: %s",
-            uid,
-            request.get("operation"),
-            ", ".join(c["field"] for c in causes) or response["status"].get("reason", ""),
-        )
-    return HTTPStatus.OK, result
-
-
-def review(body: bytes) -> JSONDict:
-    """The AdmissionReview answer to ``body`` (see ``handle`` for the HTTP status too)."""
-    return handle(body)[1]
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "socket_timeout", "max_connections", "linger"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ServerLimits.{name} must be positive")
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +131,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tcr-assistant-webhook"
     sys_version = ""
-    timeout = SOCKET_TIMEOUT_SECONDS
+    server: _HTTPSServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.limits = self.server.limits
+        self.connection.settimeout(self.limits.socket_timeout)  # read: request line, headers, body, idle
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("webhook http: %s " + format, self.client_address[0], *args)
@@ -343,16 +157,16 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer with an error and close, after draining what the client still sends (bounded).
 
         Closing a socket with unread input makes the kernel send a reset that can destroy the
-        answer before the client reads it; so read and discard (at most ``2 * MAX_BODY_BYTES``
-        and ``LINGER_SECONDS``) until the client closes.
+        answer before the client reads it; so read and discard (at most ``2 * max_body_bytes``
+        and ``linger`` seconds) until the client closes.
         """
         self.close_connection = True
-        self._send_json(status, _review_response("", False, code=status, message=message))
+        self._send_json(status, admission.review_response("", False, code=status, message=message))
         with contextlib.suppress(OSError, ValueError):
             self.wfile.flush()
-            self.connection.settimeout(LINGER_SECONDS)
+            self.connection.settimeout(self.limits.linger)
             drained = 0
-            while drained < 2 * MAX_BODY_BYTES:
+            while drained < 2 * self.limits.max_body_bytes:
                 chunk = self.connection.recv(65536)
                 if not chunk:
                     break
@@ -382,16 +196,16 @@ class _Handler(BaseHTTPRequestHandler):
         if length < 0:
             self._fail(HTTPStatus.BAD_REQUEST, "invalid Content-Length")
             return
-        if length > MAX_BODY_BYTES:
-            self._fail(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body larger than {MAX_BODY_BYTES} bytes")
+        max_body_bytes = self.limits.max_body_bytes
+        if length > max_body_bytes:
+            self._fail(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body larger than {max_body_bytes} bytes")
             return
         body = self.rfile.read(length)
         if len(body) != length:
             self.close_connection = True
             return
-        status, doc = handle(body)
-        if isinstance(self.server, _HTTPSServer):
-            self.server.count_review()
+        status, doc = admission.handle(body, max_body_bytes)
+        self.server.count_review()
         if status != HTTPStatus.OK:
             self.close_connection = True
         self._send_json(status, doc)
@@ -415,9 +229,10 @@ class _HTTPSServer(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = int(port)
 
-    def __init__(self, address: tuple[str, int], certs: CertificateStore) -> None:
+    def __init__(self, address: tuple[str, int], certs: CertificateStore, limits: ServerLimits) -> None:
         self.certs = certs
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._active: set[socket.socket] = set()
         self._active_lock = threading.Lock()
         self.reviews = 0
@@ -455,7 +270,7 @@ class _HTTPSServer(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         raw: socket.socket = request
-        raw.settimeout(SOCKET_TIMEOUT_SECONDS)
+        raw.settimeout(self.limits.socket_timeout)
         context = self.certs.context()
         if context is None:
             log.warning("webhook: no usable certificate in %s yet, closing connection", self.certs.cert_dir)
@@ -490,9 +305,10 @@ class _HTTPSServer(ThreadingHTTPServer):
 class WebhookServer:
     """Serves the webhook on ``host:port`` (0 = any free port, see ``.port``) with certs from ``cert_dir``."""
 
-    def __init__(self, host: str, port: int, cert_dir: Path) -> None:
+    def __init__(self, host: str, port: int, cert_dir: Path, *, limits: ServerLimits | None = None) -> None:
         self.host = host
         self.requested_port = port
+        self.limits = limits if limits is not None else ServerLimits()
         self.certs = CertificateStore(Path(cert_dir))
         self._server: _HTTPSServer | None = None
         self._thread: threading.Thread | None = None
@@ -517,7 +333,7 @@ class WebhookServer:
             log.warning(
                 "webhook: no certificate in %s yet; connections are closed until one appears", self.certs.cert_dir
             )
-        self._server = _HTTPSServer((self.host, self.requested_port), self.certs)
+        self._server = _HTTPSServer((self.host, self.requested_port), self.certs, self.limits)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="webhook-server", daemon=True
         )

@@ -13,8 +13,8 @@ import yaml
 from controller_support import ADDON_NS, K, Proxy, RunningController, apply_crd, fast_options
 
 from harness.cluster import ControlPlane
+from tcr_assistant.controller import Controller
 from tcr_assistant.kube import NAMESPACES, Kube, make_api_client
-from tcr_assistant.manager import Controller
 
 
 @pytest.fixture(scope="session")

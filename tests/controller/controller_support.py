@@ -7,34 +7,22 @@ import contextlib
 import select
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from support import seed_sample
+from support import seed_sample, wait_for
 from tcr_assistant import api
+from tcr_assistant.controller import Controller
 from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube
-from tcr_assistant.manager import Controller, Options
+from tcr_assistant.options import Options
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "chart" / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
 ADDON_NS = "tcr-test-controller"  # not the chart's namespace: chart tests install there
 SAMPLE: dict[str, Any] = seed_sample()
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class K:
@@ -159,16 +147,23 @@ class RunningController:
         self.controller.stop()
         self.thread.join(30)
 
-    def settle(self, timeout: float = 20.0) -> None:
-        """Wait until the queue is empty and no worker is busy (twice, 0.3 s apart)."""
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the controller is quiescent: nothing queued, running or delayed."""
+        wait_for(self.controller.quiescent, timeout, interval=0.02, what="the controller to be quiescent")
 
-        def quiet() -> bool:
-            if not self.controller.idle():
-                return False
-            time.sleep(0.3)
-            return self.controller.idle()
+    def settle_after_service_accounts(self, k: K, namespace: str, timeout: float = 30.0) -> None:
+        """Settle once the controller has seen every ServiceAccount change made so far: a watch
+        delivers events in order, so when a new barrier account (opted out: never written)
+        is in the controller's cache, so is every change before it."""
+        barrier = f"barrier-{uuid.uuid4().hex[:8]}"
+        k.create_sa(namespace, barrier, annotations={api.OPT_OUT_ANNOTATION: "true"})
 
-        wait_for(quiet, timeout, what="controller idle")
+        def seen() -> bool:
+            with self.controller.state.lock:
+                return self.controller.state.account(namespace, barrier) is not None
+
+        wait_for(seen, timeout, interval=0.02, what=f"the controller to see ServiceAccount {namespace}/{barrier}")
+        self.settle(timeout)
 
 
 def fast_options(**over: Any) -> Options:

@@ -10,10 +10,11 @@ import uuid
 from pathlib import Path
 
 import yaml
-from controller_support import K, wait_for
+from controller_support import K
 
 from harness import addon, tools
 from harness.cluster import ControlPlane
+from support import wait_for
 from tcr_assistant import api
 
 

@@ -6,18 +6,19 @@ import base64
 import copy
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import pytest
-from controller_support import ADDON_NS, SAMPLE, K, RunningController, wait_for
+from controller_support import ADDON_NS, SAMPLE, K, RunningController
 
+from support import wait_for
 from tcr_assistant import api
 from tcr_assistant.kube import SECRETS
-from tcr_assistant.reconcile import service_account_info
+from tcr_assistant.observed import service_account_info
+from tcr_assistant.work import ImagePullSecretKey, NamespaceKey, ServiceAccountKey, StatusKey
 
 
 def uid() -> str:
@@ -63,7 +64,7 @@ def test_sample_applied_unchanged_distributes_and_links(k: K, controller: Runnin
             wait_for(partial(linked, k, ns, "default", name), what=f"{ns}/default linked")
         wait_for(lambda: linked(k, ns2, "builder", name))
         assert k.pull_secrets(ns2, "builder") == ["my-own-registry", "another", name]  # kept, appended once
-        controller.settle()
+        controller.settle_after_service_accounts(k, ns2)
         assert k.pull_secrets(ns2, "builder").count(name) == 1
     finally:
         k.delete_ips(SAMPLE["metadata"]["name"])
@@ -260,7 +261,7 @@ def test_drift_secret_and_service_account_repaired(k: K, controller: RunningCont
     k.patch_sa(ns, "keep-out", {"metadata": {"annotations": {api.OPT_OUT_ANNOTATION: "true"}}})
     wait_for(lambda: secret not in k.pull_secrets(ns, "keep-out"), what="opted-out SA unlinked")
     k.patch_sa(ns, "keep-out", {"imagePullSecrets": [{"name": "x"}]})
-    controller.settle()
+    controller.settle_after_service_accounts(k, ns)
     assert k.pull_secrets(ns, "keep-out") == ["x"]
 
 
@@ -364,12 +365,13 @@ def test_zero_writes_when_nothing_changed(k: K, controller: RunningController, i
     c = controller.controller
     before = dict(c.kube.writes)
     # a second full reconcile of everything
-    c.fanned_out.clear()
-    c.queue.add(("ips", name))
+    with c.state.lock:
+        c.state.fanned_out.clear()
+    c.queue.add(ImagePullSecretKey(name))
     for ns in nss:
-        c.queue.add(("ns", ns))
-        c.queue.add(("sa", ns, "default"))
-    c.queue.add(("status", name))
+        c.queue.add(NamespaceKey(ns))
+        c.queue.add(ServiceAccountKey(ns, "default"))
+    c.queue.add(StatusKey(name))
     controller.settle()
     assert dict(c.kube.writes) == before
 
@@ -397,10 +399,7 @@ def test_restart_writes_nothing_and_keeps_a_complete_status(
         # Many workers and no status delay: a status update races the re-check of each namespace.
         second = start_controller(workers=16, status_delay=0.0)
         c = second.controller
-        wait_for(lambda: second.controller.idle() and not c.status_deferred_since, timeout=60,
-                 what="the restarted controller to re-check every namespace")
-        time.sleep(1.0)  # a status update queued last runs after status_delay
-        second.settle()
+        second.settle(60)  # every namespace re-checked, and the status keys they queued done
         ours = {kind: n for kind, n in c.kube.writes.items()
                 if kind.split()[-1] in ("secrets", "serviceaccounts", f"{api.PLURAL}/status")}
         assert ours == {}, f"a restart with nothing changed wrote {ours}"
@@ -433,10 +432,10 @@ def test_conflict_already_exists_and_terminating(k: K, controller: RunningContro
     # a new namespace: create without reading first; a wrong guess falls back to read-and-update
     k.kube.request("PUT", SECRETS.path(ns, desired["metadata"]["name"]),
                    body={**stale_secret, "metadata": (k.secret(ns, desired["metadata"]["name"]) or {})["metadata"]})
-    assert kube.ensure_secret(desired, assume_absent=True) == "updated"
+    assert kube.ensure_secret(desired, create_first=True) == "updated"
     fresh = reconcile.desired_secret("y", ns, reconcile.Credentials("r.example.com", "u", "p"))
     posts = kube.writes["POST secrets"]
-    assert kube.ensure_secret(fresh, assume_absent=True) == "created"
+    assert kube.ensure_secret(fresh, create_first=True) == "created"
     assert kube.writes["POST secrets"] == posts + 1
     # Forbidden in a terminating namespace: skipped, not an error
     term = k.create_namespace()

@@ -1,25 +1,21 @@
-"""Creation-to-link latency over 100 namespaces (printed, never asserted on time), the
-ImagePullSecret-on-the-chart's-RBAC path, and (marked long) RSS with 1,000 namespaces."""
+"""A trickle of 100 new namespaces: each linked, each Secret created without a read first.
+The latency is printed, never asserted on (`make bench` measures it, and RSS, properly)."""
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from controller_support import ADDON_NS, K, RunningController, wait_for
+from controller_support import K, RunningController
 
-from harness.cluster import ControlPlane, free_port
+from support import wait_for
 from tcr_assistant import api
-from tcr_assistant.kube import SERVICEACCOUNTS, Kube, make_api_client
+from tcr_assistant.kube import SERVICEACCOUNTS, Kube
 
 N_LATENCY = 100
 
@@ -66,7 +62,10 @@ class SAWatcher:
                 time.sleep(0.2)
 
 
-def test_creation_to_link_latency(k: K, controller: RunningController, ips_cleanup: list[str]) -> None:
+def test_new_namespaces_linked_with_one_secret_write_and_no_read(
+    k: K, start_controller: Callable[..., RunningController], ips_cleanup: list[str]
+) -> None:
+    controller = start_controller(drift_period=3600.0)  # no drift-check GETs during the measurement
     name = f"lat-{uuid.uuid4().hex[:6]}"
     ips_cleanup.append(name)
     secret = api.secret_name(name)
@@ -79,7 +78,9 @@ def test_creation_to_link_latency(k: K, controller: RunningController, ips_clean
             "docker": {"server": "demo.tencentcloudcr.com", "username": "u", "password": "p"},
         },
     )
+    wait_for(lambda: (controller.controller.state.plans.get(name) or None), what="the ImagePullSecret's plan")
     controller.settle(60)
+    requests_before = dict(controller.controller.kube.requests)
     watcher = SAWatcher(k.kube, secret, prefix)
     created: dict[str, float] = {}
     for i in range(N_LATENCY):
@@ -91,6 +92,9 @@ def test_creation_to_link_latency(k: K, controller: RunningController, ips_clean
         wait_for(lambda: len(watcher.linked) == N_LATENCY, timeout=120, interval=0.2, what="all linked")
     finally:
         watcher.stop = True
+    controller.settle(60)
+    requests = Counter(controller.controller.kube.requests)
+    requests.subtract(requests_before)
     ns_to_link = [watcher.linked[ns] - created[ns] for ns in created]
     sa_to_link = [watcher.linked[ns] - watcher.appeared[ns] for ns in created]
     print(
@@ -99,69 +103,11 @@ def test_creation_to_link_latency(k: K, controller: RunningController, ips_clean
         f" p99 {_pct(ns_to_link, 0.99) * 1000:.0f} ms, max {max(ns_to_link) * 1000:.0f} ms"
         f"\n  default SA appeared -> linked:         p50 {statistics.median(sa_to_link) * 1000:.0f} ms,"
         f" p99 {_pct(sa_to_link, 0.99) * 1000:.0f} ms, max {max(sa_to_link) * 1000:.0f} ms"
+        f"\n  controller requests: {dict(+requests)}"
     )
-    assert all(v >= 0 for v in sa_to_link)
+    # A new namespace cannot hold our Secret yet: create it, never read it first.
+    assert requests["POST secrets"] == N_LATENCY
+    assert requests["GET secrets"] == 0
+    assert requests["PUT secrets"] == 0
     for ns in created:
         k.delete_namespace(ns)
-
-
-@pytest.mark.long
-def test_rss_with_1000_namespaces(k: K, control_plane: ControlPlane, tmp_path: Path, crd: None) -> None:
-    prefix = f"rss{uuid.uuid4().hex[:4]}-"
-    admin = Kube(make_api_client(str(control_plane.kubeconfig), pool_size=16))
-    names = [f"{prefix}{i:04d}" for i in range(1000)]
-    threads = [
-        threading.Thread(target=lambda chunk=names[j::8]: [K(admin).create_namespace(n) for n in chunk])
-        for j in range(8)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    ips = f"rss-{uuid.uuid4().hex[:6]}"
-    k.create_ips(
-        ips,
-        {"namespaces": "*", "docker": {"server": "demo.tencentcloudcr.com", "username": "u", "password": "p"}},
-    )
-    health = free_port()
-    exe = Path(sys.executable).parent / "tcr-assistant"
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "run",
-            f"--kubeconfig={control_plane.kubeconfig}",
-            f"--namespace={ADDON_NS}",
-            f"--health-probe-bind-address=127.0.0.1:{health}",
-            "--metrics-bind-address=0",
-            "--webhook-port=0",
-        ],
-        stdout=(tmp_path / "log").open("wb"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ},
-    )
-    try:
-        secret = api.secret_name(ips)
-        start = time.monotonic()
-        wait_for(lambda: all(secret in K(admin).pull_secrets(n) for n in names[-5:]), timeout=600, interval=1)
-
-        def converged() -> bool:
-            st = (k.ips(ips) or {}).get("status") or {}
-            return bool(st) and st.get("sAsSuccess") == st.get("sAsDesired") and st.get("sAsDesired", 0) >= 1000
-
-        wait_for(converged, timeout=600, interval=1, what="status converged")
-        took = time.monotonic() - start
-        rss = int(
-            next(
-                x for x in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if x.startswith("VmRSS:")
-            ).split()[1]
-        )
-        print(
-            f"\n1000 namespaces: converged in {took:.0f}s; controller RSS {rss / 1024:.1f} MiB; status "
-            + json.dumps({key: (k.ips(ips) or {})["status"][key] for key in ("secretsDesired", "sAsDesired")})
-        )
-        k.delete_ips(ips, wait=True, timeout=600)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        for n in names:
-            K(admin).delete_namespace(n)

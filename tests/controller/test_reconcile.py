@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcr_assistant import api, reconcile
-from tcr_assistant.reconcile import NamespaceInfo, ServiceAccountInfo
+from tcr_assistant import api, observed, reconcile, status
+from tcr_assistant.observed import NamespaceInfo, ServiceAccountInfo
 
 SAMPLE_SPEC = {
     "namespaces": "*",
@@ -65,20 +65,20 @@ def test_excluded_and_opt_out_win() -> None:
 
 
 def test_opt_out_annotation_parsing() -> None:
-    assert reconcile.opted_out({api.OPT_OUT_ANNOTATION: "true"})
-    assert reconcile.opted_out({api.OPT_OUT_ANNOTATION: " True "})
-    assert not reconcile.opted_out({api.OPT_OUT_ANNOTATION: "false"})
-    assert not reconcile.opted_out({})
-    assert not reconcile.opted_out(None)
+    assert observed.opted_out({api.OPT_OUT_ANNOTATION: "true"})
+    assert observed.opted_out({api.OPT_OUT_ANNOTATION: " True "})
+    assert not observed.opted_out({api.OPT_OUT_ANNOTATION: "false"})
+    assert not observed.opted_out({})
+    assert not observed.opted_out(None)
 
 
 def test_reduce_objects() -> None:
-    ns = reconcile.namespace_info(
+    ns = observed.namespace_info(
         {"metadata": {"name": "a", "annotations": {api.OPT_OUT_ANNOTATION: "true"}}, "status": {"phase": "Active"}}
     )
     assert ns == NamespaceInfo("a", opt_out=True, terminating=False)
-    assert reconcile.namespace_info({"metadata": {"name": "b"}, "status": {"phase": "Terminating"}}).terminating
-    sa = reconcile.service_account_info(
+    assert observed.namespace_info({"metadata": {"name": "b"}, "status": {"phase": "Terminating"}}).terminating
+    sa = observed.service_account_info(
         {
             "metadata": {"name": "default", "namespace": "a", "resourceVersion": "7"},
             "imagePullSecrets": [{"name": "x"}, {}],
@@ -186,28 +186,51 @@ def test_secret_up_to_date_and_update() -> None:
 def test_record_history_bounded_newest_first() -> None:
     hist: list[dict[str, str]] = []
     for i in range(120):
-        hist = reconcile.record_history(hist, [f"ns{i}/tcr.ipsx"], f"t{i}")
+        hist = status.record_history(hist, {f"ns{i:03}/tcr.ipsx": f"t{i:03}"})
     assert len(hist) == api.STATUS_LIST_MAX
     assert hist[0] == {"namespacedName": "ns119/tcr.ipsx", "updatedAt": "t119"}
-    hist = reconcile.record_history(hist, ["ns100/tcr.ipsx"], "later")
-    assert hist[0]["namespacedName"] == "ns100/tcr.ipsx"
+    hist = status.record_history(hist, {"ns100/tcr.ipsx": "t200"})
+    assert hist[0] == {"namespacedName": "ns100/tcr.ipsx", "updatedAt": "t200"}
     assert [e["namespacedName"] for e in hist].count("ns100/tcr.ipsx") == 1
+    # an older write never replaces a newer entry
+    assert status.record_history(hist, {"ns100/tcr.ipsx": "t001"}) == hist
+
+
+times = st.text(alphabet="0123456789", min_size=2, max_size=2)
+names = st.sampled_from([f"ns{i}/tcr.ipsx" for i in range(8)])
+
+
+@given(
+    st.lists(st.fixed_dictionaries({"namespacedName": names, "updatedAt": times}), max_size=8),
+    st.dictionaries(names, times, max_size=8),
+    st.integers(1, 6),
+)
+def test_record_history_applying_the_same_writes_again_changes_nothing(
+    previous: list[dict[str, str]], written: dict[str, str], limit: int
+) -> None:
+    """A status write that failed is retried with the same writes: the result must be the same."""
+    once = status.record_history(previous, written, limit)
+    assert status.record_history(once, written, limit) == once
+    assert len(once) <= limit
+    assert len({e["namespacedName"] for e in once}) == len(once)
+    stamps = [e["updatedAt"] for e in once]
+    assert stamps == sorted(stamps, reverse=True)
 
 
 def test_compute_status_and_condition() -> None:
-    counts = reconcile.Counts(2, 2, 3, 3)
-    st1 = reconcile.compute_status(
-        None, counts, generation=4, secrets_written=["a/tcr.ipsx"], sas_written=[], problem=None, now="T1"
+    counts = status.Counts(2, 2, 3, 3)
+    st1 = status.compute_status(
+        None, counts, generation=4, secrets_written={"a/tcr.ipsx": "T1"}, sas_written={}, problem=None, now="T1"
     )
     assert st1["secretsDesired"] == 2 and st1["sAsSuccess"] == 3 and st1["observedGeneration"] == 4
     assert st1["conditions"][0]["status"] == "True" and st1["conditions"][0]["reason"] == "Synced"
     # nothing new: identical status, no write needed (lastTransitionTime kept)
-    st2 = reconcile.compute_status(
-        st1, counts, generation=4, secrets_written=[], sas_written=[], problem=None, now="T2"
+    st2 = status.compute_status(
+        st1, counts, generation=4, secrets_written={}, sas_written={}, problem=None, now="T2"
     )
-    assert not reconcile.status_changed(st1, st2)
-    st3 = reconcile.compute_status(
-        st2, counts, generation=5, secrets_written=[], sas_written=[], problem=("InvalidSpec", "bad"), now="T3"
+    assert not status.status_changed(st1, st2)
+    st3 = status.compute_status(
+        st2, counts, generation=5, secrets_written={}, sas_written={}, problem=("InvalidSpec", "bad"), now="T3"
     )
     assert st3["conditions"][0] == {
         "type": "Ready",
@@ -216,7 +239,7 @@ def test_compute_status_and_condition() -> None:
         "message": "bad",
         "lastTransitionTime": "T3",
     }
-    partial = reconcile.compute_status(
-        None, reconcile.Counts(2, 1, 0, 0), generation=1, secrets_written=[], sas_written=[], problem=None, now="T"
+    partial = status.compute_status(
+        None, status.Counts(2, 1, 0, 0), generation=1, secrets_written={}, sas_written={}, problem=None, now="T"
     )
     assert partial["conditions"][0]["reason"] == "Progressing"

@@ -15,9 +15,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from controller_support import ADDON_NS, K, Proxy, RunningController, wait_for
+from controller_support import ADDON_NS, K, Proxy, RunningController
 
 from harness.cluster import ControlPlane, free_port
+from support import wait_for
 from tcr_assistant import api
 from tcr_assistant.kube import LEASES, KubeError
 
@@ -100,7 +101,7 @@ def test_watch_410_gone_relists_without_losing_events(
         lambda: all(r.relists > before[n] for n, r in reflectors.items()), timeout=90, what="every reflector re-listed"
     )
     wait_for(lambda: created and linked(k, created[0], secret), what="namespace created during the gap linked")
-    wait_for(lambda: doomed not in c.namespaces, what="namespace deleted during the gap forgotten")
+    wait_for(lambda: doomed not in c.state.namespaces, what="namespace deleted during the gap forgotten")
 
 
 def test_stalled_watch_connection_is_detected(
@@ -175,7 +176,8 @@ def test_leader_election_failover(
     a = start_controller(leader_elect=True, lease_name=lease, identity="replica-a", **timing)
     b = start_controller(leader_elect=True, lease_name=lease, identity="replica-b", wait_leading=False, **timing)
     assert _holder(k, lease) == "replica-a"
-    time.sleep(2)
+    wait_for(lambda: b.controller.elector is not None and b.controller.elector.attempts >= 3,
+             what="the standby to try for the held lease three times")
     assert not b.controller.leading.is_set(), "two replicas act at once"
     # the leader dies without releasing the lease (crash)
     assert a.controller.elector is not None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
+
+import pytest
 
 from tcr_assistant import cli
 from tcr_assistant.runtime.httpserver import parse_bind
@@ -11,7 +14,7 @@ from tcr_assistant.runtime.workqueue import WorkQueue
 
 
 def test_dedup_and_order() -> None:
-    q = WorkQueue()
+    q: WorkQueue[str] = WorkQueue()
     q.add("a")
     q.add("b")
     q.add("a")
@@ -22,7 +25,7 @@ def test_dedup_and_order() -> None:
 
 
 def test_key_never_processed_twice_at_once() -> None:
-    q = WorkQueue()
+    q: WorkQueue[str] = WorkQueue()
     q.add("k")
     assert q.get(0.1) == "k"
     q.add("k")  # re-added while processing: held back until done()
@@ -30,11 +33,11 @@ def test_key_never_processed_twice_at_once() -> None:
     q.done("k")
     assert q.get(0.1) == "k"
     q.done("k")
-    assert q.idle()
+    assert q.pending() == (0, 0, 0)
 
 
 def test_per_key_exponential_backoff() -> None:
-    q = WorkQueue(base_delay=0.02, max_delay=0.1)
+    q: WorkQueue[str] = WorkQueue(base_delay=0.02, max_delay=0.1)
     delays = []
     for _ in range(5):
         start = time.monotonic()
@@ -49,7 +52,7 @@ def test_per_key_exponential_backoff() -> None:
 
 
 def test_overall_bucket_limits_retries() -> None:
-    q = WorkQueue(base_delay=0.0001, qps=50, burst=5)
+    q: WorkQueue[str] = WorkQueue(base_delay=0.0001, qps=50, burst=5)
     start = time.monotonic()
     for i in range(15):  # 5 from the burst, 10 more at 50/s -> about 0.2 s
         q.add_rate_limited(f"k{i}")
@@ -61,7 +64,7 @@ def test_overall_bucket_limits_retries() -> None:
 
 
 def test_add_after_and_shutdown() -> None:
-    q = WorkQueue()
+    q: WorkQueue[str] = WorkQueue()
     q.add_after("x", 0.05)
     assert q.get(0.01) is None
     assert q.get(1.0) == "x"
@@ -74,9 +77,12 @@ def test_add_after_and_shutdown() -> None:
 
 
 def test_workers_concurrency_unique() -> None:
-    q = WorkQueue()
+    """Four workers, seven keys added 500 times: every key is handed out, never to two workers
+    at once, and the queue ends quiescent."""
+    q: WorkQueue[str] = WorkQueue()
     active: set[str] = set()
-    clash = []
+    clash: list[str] = []
+    handed_out: Counter[str] = Counter()
     lock = threading.Lock()
 
     def worker() -> None:
@@ -87,10 +93,11 @@ def test_workers_concurrency_unique() -> None:
             with lock:
                 if k in active:
                     clash.append(k)
-                active.add(str(k))
+                active.add(k)
+                handed_out[k] += 1
             time.sleep(0.001)
             with lock:
-                active.discard(str(k))
+                active.discard(k)
             q.done(k)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -101,6 +108,20 @@ def test_workers_concurrency_unique() -> None:
     for t in threads:
         t.join(5)
     assert clash == []
+    assert set(handed_out) == {f"k{i}" for i in range(7)}
+    assert q.pending() == (0, 0, 0)
+
+
+def test_pending_counts_queued_processing_and_delayed() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    q.add("b")
+    q.add_after("c", 60)
+    assert q.pending() == (2, 0, 1)
+    assert q.get(0.1) == "a"
+    assert q.pending() == (1, 1, 1)
+    q.done("a")
+    assert q.pending() == (1, 0, 1)
 
 
 def test_parse_bind() -> None:
@@ -130,33 +151,22 @@ def test_cli_help_mentions_contract_flags() -> None:
     assert args.timeout == 120.0
 
 
-def test_controller_plan_refuses_invalid_spec_and_keeps_entries() -> None:
-    """A spec the webhook would reject (if it got past it) is not applied, and the entries the
-    controller made earlier are left alone (not "managed") instead of being torn down."""
+def test_unknown_key_is_an_error_and_never_retried() -> None:
     from kubernetes import client
 
+    from tcr_assistant.controller import Controller
     from tcr_assistant.kube import Kube
-    from tcr_assistant.manager import Controller, Options
+    from tcr_assistant.options import Options
+    from tcr_assistant.work import UnknownKey
 
     c = Controller(Kube(client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))), Options(namespace="x"))
-    good = {"server": "r.example.com", "username": "u", "password": "p"}
-    plan = c._plan({"metadata": {"name": "a"}, "spec": {"namespaces": "a,,b", "docker": good}})
-    assert plan.problem is not None and plan.problem[0] == "InvalidSpec"
-    assert not plan.active and not plan.managed
-    plan = c._plan(
-        {
-            "metadata": {"name": "a"},
-            "spec": {"namespaces": "a", "docker": {**good, "password": None, "passwordSecretRef": {"name": "s"}}},
-        }
-    )
-    assert plan.problem is not None and plan.problem[0] == "CredentialsUnavailable"
-    assert not plan.active and not plan.managed  # a missing credential Secret never unlinks anything
-    plan = c._plan(
-        {
-            "metadata": {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"namespaces": "a", "docker": good},
-        }
-    )
-    assert plan.deleting and plan.managed and not plan.active
-    plan = c._plan({"metadata": {"name": "a"}, "spec": {"namespaces": "a", "docker": good}})
-    assert plan.active and plan.problem is None and plan.fingerprint
+    with pytest.raises(UnknownKey, match="unknown work key"):
+        c.process(("ns", "default"))  # type: ignore[arg-type]  # the old string-tagged tuples
+    c.queue.add(("ns", "default"))  # type: ignore[arg-type]
+    key = c.queue.get(0.1)
+    assert key is not None
+    c._process_one(key)
+    c.queue.done(key)
+    assert c.pending() == (0, 0, 0)  # dropped, not retried with backoff
+    assert c.queue.failures(key) == 0
+    assert c.metrics.errors.labels("unknown")._value.get() == 1

@@ -6,8 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +67,3 @@ class ConfigMapDir:
             for child in (self.root / old_target).iterdir():
                 child.unlink()
             (self.root / old_target).rmdir()
-
-
-def wait_until(probe: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hosts_helpers import ConfigMapDir, config_json, run_cli, start_cli, wait_until
+from hosts_helpers import ConfigMapDir, config_json, run_cli, start_cli
 
 from hosts_updater.cli import EXIT_CONFIG, EXIT_DAMAGED, EXIT_IO, EXIT_REPLACED
 from hosts_updater.core import BEGIN, END, Entry, render
+from support import wait_for
 
 ORIGINAL = b"127.0.0.1\tlocalhost\r\n# keep me\r\n\r\n::1 ip6-localhost ip6-loopback\r\n10.9.9.9 last-no-newline"
 A = {"domain": "tcr-x.tencentcloudcr.com", "ip": "10.0.0.12", "disabled": False}
@@ -184,27 +185,27 @@ def test_daemon_follows_configmap_updates_and_repairs_the_file(
         log=log,
     )
     daemons.append(proc)
-    wait_until(lambda: hosts.read_bytes() == expected(A), what="first apply")
-    wait_until(ready.exists, what="ready file")
+    wait_for(lambda: hosts.read_bytes() == expected(A), what="first apply")
+    wait_for(ready.exists, what="ready file")
 
     volume.publish(config_json([A, B]))  # kubelet-style ..data symlink swap
-    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="config change applied")
+    wait_for(lambda: hosts.read_bytes() == expected(A, B), what="config change applied")
 
     hosts.write_bytes(ORIGINAL)  # someone rewrites the file in place without our lines
-    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="lines re-applied")
+    wait_for(lambda: hosts.read_bytes() == expected(A, B), what="lines re-applied")
 
     volume.publish("{broken")  # bad config: last good state stays
-    wait_until(lambda: "config is not valid JSON" in log.read_text(), what="bad JSON reported")
+    wait_for(lambda: "config is not valid JSON" in log.read_text(), what="bad JSON reported")
     volume.publish(config_json([{"domain": "x.example.com", "ip": "10.0.0.300"}]))
-    wait_until(lambda: "10.0.0.300" in log.read_text(), what="bad IP reported")
+    wait_for(lambda: "10.0.0.300" in log.read_text(), what="bad IP reported")
     hosts.write_bytes(ORIGINAL)
-    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="last good config re-applied")
+    wait_for(lambda: hosts.read_bytes() == expected(A, B), what="last good config re-applied")
 
     volume.publish(config_json([{**A, "disabled": True}, {**B, "disabled": True}]))
-    wait_until(lambda: hosts.read_bytes() == ORIGINAL, what="disabled entries removed")
+    wait_for(lambda: hosts.read_bytes() == ORIGINAL, what="disabled entries removed")
 
     volume.publish(config_json([B]))
-    wait_until(lambda: hosts.read_bytes() == expected(B), what="re-enabled")
+    wait_for(lambda: hosts.read_bytes() == expected(B), what="re-enabled")
 
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)
@@ -228,12 +229,12 @@ def test_daemon_bad_config_at_start_touches_nothing(
         "--config", str(config), "--hosts-file", str(hosts), "--interval", "0.1", "--ready-file", str(ready), log=log
     )
     daemons.append(proc)
-    wait_until(lambda: "must be a JSON object" in log.read_text(), what="config error reported")
+    wait_for(lambda: "must be a JSON object" in log.read_text(), what="config error reported")
     assert hosts.read_bytes() == ORIGINAL
     assert not ready.exists()
     config.write_text(config_json([A]))
-    wait_until(lambda: hosts.read_bytes() == expected(A), what="applied once the config is fixed")
-    wait_until(ready.exists, what="ready")
+    wait_for(lambda: hosts.read_bytes() == expected(A), what="applied once the config is fixed")
+    wait_for(ready.exists, what="ready")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 0
     assert log.read_text().count("must be a JSON object") == 1
@@ -247,7 +248,7 @@ def test_daemon_exits_when_the_hosts_file_is_replaced(
     log = tmp_path / "log"
     proc = start_cli("--config", str(config), "--hosts-file", str(hosts), "--interval", "0.1", log=log)
     daemons.append(proc)
-    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="first apply")
+    wait_for(lambda: hosts.read_bytes() == expected(A, B), what="first apply")
     if how == "rename":
         fresh = tmp_path / "hosts.new"
         fresh.write_bytes(ORIGINAL)
@@ -270,7 +271,7 @@ def test_uninstall_sequence_remove_daemon_signals_readiness_after_removal(
     hosts, config = files
     normal = start_cli("--config", str(config), "--hosts-file", str(hosts), "--interval", "0.1", log=tmp_path / "a")
     daemons.append(normal)
-    wait_until(lambda: hosts.read_bytes() == expected(A, B), what="applied")
+    wait_for(lambda: hosts.read_bytes() == expected(A, B), what="applied")
     normal.terminate()
     assert normal.wait(timeout=10) == 0
     assert hosts.read_bytes() == expected(A, B)
@@ -280,10 +281,10 @@ def test_uninstall_sequence_remove_daemon_signals_readiness_after_removal(
         "--remove", "--hosts-file", str(hosts), "--interval", "0.1", "--ready-file", str(ready), log=tmp_path / "b"
     )
     daemons.append(proc)
-    wait_until(ready.exists, what="ready after removal")
+    wait_for(ready.exists, what="ready after removal")
     assert hosts.read_bytes() == ORIGINAL
     hosts.write_bytes(expected(A))  # an old updater raced us: removed again on the next pass
-    wait_until(lambda: hosts.read_bytes() == ORIGINAL, what="removed again")
+    wait_for(lambda: hosts.read_bytes() == ORIGINAL, what="removed again")
     proc.terminate()
     assert proc.wait(timeout=10) == 0
     assert hosts.read_bytes() == ORIGINAL

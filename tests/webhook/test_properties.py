@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from webhook_support import sample
 
+from tcr_assistant.admission import handle
 from tcr_assistant.validation import parse_name_list_strict, validate_image_pull_secret, validate_server
-from tcr_assistant.webhook import handle
 
 DEFAULT = settings.get_profile("webhook-default")
 LONG = settings.get_profile("webhook-long")

@@ -14,8 +14,7 @@ import pytest
 from webhook_support import loopback_pair, sample, write_pair
 
 from harness.pki import CertificateAuthority
-from tcr_assistant import webhook
-from tcr_assistant.webhook import MAX_BODY_BYTES, WEBHOOK_PATH, WebhookServer
+from tcr_assistant.webhook import WEBHOOK_PATH, ServerLimits, WebhookServer
 
 CLIENT_TIMEOUT = 30  # a bound so a broken server fails the test instead of hanging it; never asserted on
 
@@ -107,9 +106,10 @@ def test_garbage_gets_400(webhook_server: WebhookServer, webhook_ca: Certificate
 def test_oversized_body_is_refused_without_reading_it(
     webhook_server: WebhookServer, webhook_ca: CertificateAuthority
 ) -> None:
+    too_large = webhook_server.limits.max_body_bytes + 1
     sock = tls_socket(webhook_server, webhook_ca)
     sock.sendall(
-        f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
+        f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {too_large}\r\n\r\n".encode()
         + b"{" * 1000
     )
     reply = read_all(sock)
@@ -138,11 +138,9 @@ def test_bad_request_lines_are_answered(webhook_server: WebhookServer, webhook_c
 
 
 def test_stalled_clients_do_not_block_others_and_are_dropped(
-    monkeypatch: pytest.MonkeyPatch, cert_dir: Path, webhook_ca: CertificateAuthority
+    cert_dir: Path, webhook_ca: CertificateAuthority
 ) -> None:
-    monkeypatch.setattr(webhook, "SOCKET_TIMEOUT_SECONDS", 0.5)
-    monkeypatch.setattr(webhook._Handler, "timeout", 0.5)
-    with WebhookServer("127.0.0.1", 0, cert_dir) as server:
+    with WebhookServer("127.0.0.1", 0, cert_dir, limits=ServerLimits(socket_timeout=0.5)) as server:
         silent = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)  # no handshake
         half = tls_socket(server, webhook_ca)
         half.sendall(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())
@@ -237,12 +235,10 @@ def test_certificate_rotation_like_a_secret_volume(tmp_path: Path, webhook_ca: C
 
 
 def test_connection_limit_drops_extra_connections_and_recovers(
-    monkeypatch: pytest.MonkeyPatch, cert_dir: Path, webhook_ca: CertificateAuthority
+    cert_dir: Path, webhook_ca: CertificateAuthority
 ) -> None:
-    monkeypatch.setattr(webhook, "MAX_CONNECTIONS", 2)
-    monkeypatch.setattr(webhook, "SOCKET_TIMEOUT_SECONDS", 1.0)
-    monkeypatch.setattr(webhook._Handler, "timeout", 1.0)
-    with WebhookServer("127.0.0.1", 0, cert_dir) as server:
+    limits = ServerLimits(max_connections=2, socket_timeout=1.0)
+    with WebhookServer("127.0.0.1", 0, cert_dir, limits=limits) as server:
         hogs = [tls_socket(server, webhook_ca) for _ in range(2)]  # hold both slots, send nothing
         extra = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)
         assert read_all(extra) == b""  # closed at once, no handshake
@@ -257,7 +253,7 @@ def test_connection_limit_drops_extra_connections_and_recovers(
 def test_denials_are_logged_without_values(
     webhook_server: WebhookServer, webhook_ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("DEBUG", logger="tcr_assistant.webhook")
+    caplog.set_level("DEBUG", logger="tcr_assistant.admission")
     obj = sample(docker__password="hunter2-very-secret", docker__passwordSecretRef={"name": "x"})
     status, doc = post(connect(webhook_server, webhook_ca), review_body("logged", obj))
     assert status == 200 and doc["response"]["allowed"] is False

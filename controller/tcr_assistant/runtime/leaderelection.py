@@ -46,6 +46,7 @@ class LeaderElector:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self.leading = threading.Event()
+        self.attempts = 0  # tries to acquire or renew (tests wait on it)
 
     def _path(self) -> str:
         return LEASES.path(self.namespace, self.name)
@@ -96,6 +97,7 @@ class LeaderElector:
         return True
 
     def _attempt(self) -> bool:
+        self.attempts += 1
         try:
             return self.try_acquire_or_renew()
         except Exception as exc:

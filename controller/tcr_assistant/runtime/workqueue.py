@@ -6,9 +6,20 @@ import heapq
 import threading
 import time
 from collections.abc import Hashable
+from typing import Generic, NamedTuple, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
-class WorkQueue:
+class Pending(NamedTuple):
+    """Work not yet done (all zero: the queue is quiescent)."""
+
+    queued: int
+    processing: int
+    delayed: int  # waiting for their delay (add_after, retries with backoff)
+
+
+class WorkQueue(Generic[K]):
     """client-go's rate-limited work queue, in small: dedup, never the same key in two workers,
     per-key exponential backoff, delayed adds."""
 
@@ -22,20 +33,20 @@ class WorkQueue:
         self._tokens = float(burst)
         self._tokens_at = time.monotonic()
         self._cond = threading.Condition()
-        self._queue: list[Hashable] = []
-        self._dirty: set[Hashable] = set()
-        self._processing: set[Hashable] = set()
-        self._waiting: list[tuple[float, int, Hashable]] = []
-        self._waiting_at: dict[Hashable, float] = {}
+        self._queue: list[K] = []
+        self._dirty: set[K] = set()
+        self._processing: set[K] = set()
+        self._waiting: list[tuple[float, int, K]] = []
+        self._waiting_at: dict[K, float] = {}
         self._seq = 0
-        self._failures: dict[Hashable, int] = {}
+        self._failures: dict[K, int] = {}
         self._shutdown = False
 
     def __len__(self) -> int:
         with self._cond:
             return len(self._queue)
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         with self._cond:
             if self._shutdown or key in self._dirty:
                 return
@@ -44,7 +55,7 @@ class WorkQueue:
                 self._queue.append(key)
                 self._cond.notify()
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         if delay <= 0:
             self.add(key)
             return
@@ -59,7 +70,7 @@ class WorkQueue:
             heapq.heappush(self._waiting, (at, self._seq, key))
             self._cond.notify()
 
-    def add_rate_limited(self, key: Hashable) -> None:
+    def add_rate_limited(self, key: K) -> None:
         """Retry later: the larger of the key's exponential backoff and the overall token bucket
         (``qps``/``burst``), as client-go's default controller rate limiter."""
         with self._cond:
@@ -72,11 +83,11 @@ class WorkQueue:
             bucket_delay = -self._tokens / self.qps if self._tokens < 0 else 0.0
         self.add_after(key, max(bucket_delay, min(self.max_delay, self.base_delay * (2**n))))
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         with self._cond:
             self._failures.pop(key, None)
 
-    def failures(self, key: Hashable) -> int:
+    def failures(self, key: K) -> int:
         with self._cond:
             return self._failures.get(key, 0)
 
@@ -91,7 +102,7 @@ class WorkQueue:
                 if key not in self._processing:
                     self._queue.append(key)
 
-    def get(self, timeout: float | None = None) -> Hashable | None:
+    def get(self, timeout: float | None = None) -> K | None:
         """Next key (the caller must call done(key)), or None on shutdown/timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -115,7 +126,7 @@ class WorkQueue:
                     continue
                 self._cond.wait(wait)
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         with self._cond:
             self._processing.discard(key)
             if key in self._dirty:
@@ -127,7 +138,6 @@ class WorkQueue:
             self._shutdown = True
             self._cond.notify_all()
 
-    def idle(self) -> bool:
-        """Nothing queued, nothing processing (delayed items not counted)."""
+    def pending(self) -> Pending:
         with self._cond:
-            return not self._queue and not self._processing
+            return Pending(len(self._queue), len(self._processing), len(self._waiting_at))

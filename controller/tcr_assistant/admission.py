@@ -1,0 +1,223 @@
+"""The admission decision for ImagePullSecrets: AdmissionReview v1 in, AdmissionReview v1 out.
+
+Pure: no I/O, no sockets (``webhook.py`` serves it over HTTPS). ``handle(body)`` never raises:
+
+- When the body holds a readable ``request.uid`` the answer is a well-formed AdmissionReview
+  response with that uid (HTTP 200; a denial if the request is malformed); otherwise HTTP 400
+  (413 above ``max_body_bytes``) with an AdmissionReview whose uid is empty.
+- CREATE and UPDATE of ``imagepullsecrets`` are validated with
+  ``validation.validate_image_pull_secret``; DELETE and CONNECT are allowed; subresources
+  (``status``) are allowed; an UPDATE of an object being deleted (``deletionTimestamp`` set)
+  is allowed; an UPDATE that changes neither name nor spec is allowed with warnings if the
+  stored spec is invalid (ratcheting, like the API server's CRD validation ratcheting).
+- Denials carry code 422 (reason ``Invalid``), a message naming each field and what it
+  expects, and ``details`` (kind, name, ``causes``), so kubectl prints them like the API
+  server's own validation errors. Denials are logged with field paths only; passwords never
+  appear in any message or log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from tcr_assistant.api import GROUP, PLURAL
+from tcr_assistant.validation import FieldError, validate_image_pull_secret
+
+__all__ = [
+    "ADMISSION_API_VERSION",
+    "MAX_BODY_BYTES",
+    "JSONDict",
+    "handle",
+    "review",
+    "review_response",
+]
+
+log = logging.getLogger(__name__)
+
+API_GROUP, RESOURCE = GROUP, PLURAL  # one home: api.py
+ADMISSION_API_VERSION = "admission.k8s.io/v1"
+MAX_BODY_BYTES = 1 << 20
+_SHOWN_NAME_MAX = 64
+
+JSONDict = dict[str, Any]
+
+
+def review_response(
+    uid: str,
+    allowed: bool,
+    *,
+    code: int = 0,
+    reason: str = "",
+    message: str = "",
+    causes: list[FieldError] | None = None,
+    details_name: str = "",
+    warnings: list[str] | None = None,
+) -> JSONDict:
+    """An AdmissionReview v1 response; a denial carries ``status`` (default code 403)."""
+    response: JSONDict = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        status: JSONDict = {"code": code or HTTPStatus.FORBIDDEN, "message": message}
+        if reason:
+            status["reason"] = reason
+        if causes:
+            # Like the API server's own validation errors: kubectl prints
+            # 'The ImagePullSecret "NAME" is invalid: FIELD: MESSAGE' from these details.
+            status["details"] = {
+                "name": details_name,
+                "group": API_GROUP,
+                "kind": "ImagePullSecret",
+                "causes": [{"field": e.field, "message": e.message, "reason": "FieldValueInvalid"} for e in causes],
+            }
+        response["status"] = status
+    if warnings:
+        response["warnings"] = warnings
+    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def _bad_request(message: str) -> tuple[int, JSONDict]:
+    return HTTPStatus.BAD_REQUEST, review_response(
+        "", False, code=HTTPStatus.BAD_REQUEST, reason="BadRequest", message=message
+    )
+
+
+def _show_name(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    name: Any = None
+    if isinstance(metadata, Mapping):
+        name = metadata.get("name") or metadata.get("generateName")
+    if not isinstance(name, str) or name == "":
+        return "ImagePullSecret"
+    if len(name) > _SHOWN_NAME_MAX:
+        name = name[: _SHOWN_NAME_MAX - 1] + "…"
+    return f"ImagePullSecret {json.dumps(name)}"
+
+
+def _format_errors(errors: list[FieldError]) -> str:
+    return "; ".join(str(e) if e.field else e.message for e in errors)
+
+
+def _decide(uid: str, doc: Mapping[str, Any], request: Mapping[str, Any]) -> JSONDict:
+    if doc.get("apiVersion") != ADMISSION_API_VERSION or doc.get("kind") != "AdmissionReview":
+        return review_response(
+            uid,
+            False,
+            code=HTTPStatus.BAD_REQUEST,
+            reason="BadRequest",
+            message=f"expected an AdmissionReview of apiVersion {ADMISSION_API_VERSION}",
+        )
+    operation = request.get("operation")
+    if operation in ("DELETE", "CONNECT"):
+        return review_response(uid, True)
+    if operation not in ("CREATE", "UPDATE"):
+        return review_response(
+            uid,
+            False,
+            code=HTTPStatus.BAD_REQUEST,
+            reason="BadRequest",
+            message="request.operation must be CREATE, UPDATE, DELETE or CONNECT",
+        )
+    resource = request.get("resource")
+    if isinstance(resource, Mapping) and (resource.get("group"), resource.get("resource")) != (API_GROUP, RESOURCE):
+        # Only our resource is routed here by the webhook configuration; never block anything else.
+        return review_response(uid, True, warnings=["tcr-assistant webhook: not an ImagePullSecret, not checked"])
+    sub_resource = request.get("subResource")
+    if sub_resource not in (None, ""):
+        return review_response(uid, True)
+    obj = request.get("object")
+    if not isinstance(obj, Mapping):
+        return review_response(
+            uid,
+            False,
+            code=HTTPStatus.BAD_REQUEST,
+            reason="BadRequest",
+            message="request.object must be an ImagePullSecret object",
+        )
+    errors = validate_image_pull_secret(obj)
+    if not errors:
+        return review_response(uid, True)
+    if operation == "UPDATE":
+        metadata = obj.get("metadata")
+        if isinstance(metadata, Mapping) and metadata.get("deletionTimestamp"):
+            return review_response(uid, True)
+        old = request.get("oldObject")
+        if isinstance(old, Mapping) and old.get("spec") == obj.get("spec") and _name_of(old) == _name_of(obj):
+            return review_response(
+                uid,
+                True,
+                warnings=[f"{_show_name(obj)} is invalid (unchanged spec, allowed): {_format_errors(errors)}"[:1000]],
+            )
+    return review_response(
+        uid,
+        False,
+        code=HTTPStatus.UNPROCESSABLE_ENTITY,
+        reason="Invalid",
+        message=f"{_show_name(obj)} is invalid: {_format_errors(errors)}",
+        causes=errors,
+        details_name=_name_of(obj) if isinstance(_name_of(obj), str) else "",
+    )
+
+
+def _name_of(obj: Mapping[str, Any]) -> Any:
+    metadata = obj.get("metadata")
+    return metadata.get("name") if isinstance(metadata, Mapping) else None
+
+
+def handle(body: bytes, max_body_bytes: int = MAX_BODY_BYTES) -> tuple[int, JSONDict]:
+    """Decide one AdmissionReview request body: (HTTP status, AdmissionReview response). Never raises."""
+    try:
+        if len(body) > max_body_bytes:
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, review_response(
+                "",
+                False,
+                code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                reason="RequestEntityTooLarge",
+                message=f"request body larger than {max_body_bytes} bytes",
+            )
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return _bad_request("request body is not a JSON AdmissionReview")
+        if not isinstance(doc, dict):
+            return _bad_request("request body is not a JSON object")
+        request = doc.get("request")
+        if not isinstance(request, dict):
+            return _bad_request("AdmissionReview has no request object")
+        uid = request.get("uid")
+        if not isinstance(uid, str) or uid == "":
+            return _bad_request("AdmissionReview request has no uid")
+    except Exception:  # never crash on input (e.g. MemoryError-free oddities of json)
+        log.exception("webhook: unreadable request")
+        return _bad_request("unreadable request")
+    try:
+        result = _decide(uid, doc, request)
+    except Exception:
+        log.exception("webhook: error deciding request %s", uid)
+        return HTTPStatus.OK, review_response(
+            uid,
+            False,
+            code=HTTPStatus.INTERNAL_SERVER_ERROR,
+            reason="InternalError",
+            message="internal error in the webhook",
+        )
+    response = result["response"]
+    if response["allowed"]:
+        log.debug("webhook: uid=%s operation=%s allowed", uid, request.get("operation"))
+    else:
+        # Field paths only: values (and so passwords) are never logged.
+        causes = response["status"].get("details", {}).get("causes", [])
+        log.info(
+            "webhook: uid=%s operation=%s denied: %s",
+            uid,
+            request.get("operation"),
+            ", ".join(c["field"] for c in causes) or response["status"].get("reason", ""),
+        )
+    return HTTPStatus.OK, result
+
+
+def review(body: bytes) -> JSONDict:
+    """The AdmissionReview answer to ``body`` (see ``handle`` for the HTTP status too)."""
+    return handle(body)[1]

@@ -1,0 +1,52 @@
+"""Prometheus metrics and the health/metrics routes of the controller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+Route = Callable[[], tuple[int, str, bytes]]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.reconciles = Counter("tcr_assistant_reconcile", "Work items processed", ["kind"], registry=r)
+        self.errors = Counter(
+            "tcr_assistant_reconcile_errors", "Work items that failed (retried with backoff)", ["kind"], registry=r
+        )
+        self.queue_depth = Gauge("tcr_assistant_workqueue_depth", "Keys waiting in the work queue", registry=r)
+        self.link_latency = Histogram(
+            "tcr_assistant_link_latency_seconds",
+            "Delay from a ServiceAccount being seen by the controller to its imagePullSecrets link being written",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.writes = Counter("tcr_assistant_api_writes", "Writes sent to the API server", ["resource"], registry=r)
+        self.repairs = Counter("tcr_assistant_drift_repairs", "Drift repaired", ["kind"], registry=r)
+        self.leader = Gauge("tcr_assistant_leader", "1 while this replica holds the lease", registry=r)
+
+
+def health_routes(ready: Callable[[], bool]) -> dict[str, Route]:
+    """/healthz (the process answers) and /readyz (``ready()``: caches synced)."""
+
+    def healthz() -> tuple[int, str, bytes]:
+        return 200, "text/plain", b"ok\n"
+
+    def readyz() -> tuple[int, str, bytes]:
+        if ready():
+            return 200, "text/plain", b"ok\n"
+        return 503, "text/plain", b"caches not synced\n"
+
+    return {"/healthz": healthz, "/readyz": readyz}
+
+
+def metrics_routes(metrics: Metrics, queue_depth: Callable[[], int]) -> dict[str, Route]:
+    def serve() -> tuple[int, str, bytes]:
+        metrics.queue_depth.set(queue_depth())
+        return 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
+
+    return {"/metrics": serve}

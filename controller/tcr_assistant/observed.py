@@ -1,0 +1,106 @@
+"""Observed state: API objects reduced to the fields the controller keeps.
+
+The reflectors store only these views (memory: see "Caches" in docs/DESIGN.md); every decision
+in `reconcile` and `status` reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import api
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    name: str
+    opt_out: bool = False
+    terminating: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccountInfo:
+    namespace: str
+    name: str
+    pull_secrets: tuple[str | None, ...] = ()
+    opt_out: bool = False
+    resource_version: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def opted_out(annotations: Mapping[str, str] | None) -> bool:
+    """True when the opt-out annotation is set to "true" (case-insensitive, spaces ignored)."""
+    if not annotations:
+        return False
+    return str(annotations.get(api.OPT_OUT_ANNOTATION, "")).strip().lower() == "true"
+
+
+def namespace_info(obj: Mapping[str, Any]) -> NamespaceInfo:
+    meta = obj.get("metadata") or {}
+    phase = (obj.get("status") or {}).get("phase")
+    return NamespaceInfo(
+        name=meta.get("name", ""),
+        opt_out=opted_out(meta.get("annotations")),
+        terminating=bool(meta.get("deletionTimestamp")) or phase == "Terminating",
+    )
+
+
+def service_account_info(obj: Mapping[str, Any]) -> ServiceAccountInfo:
+    meta = obj.get("metadata") or {}
+    entries = obj.get("imagePullSecrets") or []
+    return ServiceAccountInfo(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        pull_secrets=tuple((e or {}).get("name") for e in entries),
+        opt_out=opted_out(meta.get("annotations")),
+        resource_version=meta.get("resourceVersion", ""),
+    )
+
+
+def image_pull_secret_view(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An ImagePullSecret without managedFields, annotations and the like."""
+    meta = obj.get("metadata") or {}
+    keep = {
+        k: meta.get(k)
+        for k in ("name", "uid", "resourceVersion", "generation", "deletionTimestamp", "finalizers", "labels")
+        if meta.get(k) is not None
+    }
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": keep,
+        "spec": obj.get("spec") or {},
+        "status": obj.get("status") or {},
+    }
+
+
+def local_secret_view(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A Secret of the add-on's namespace: its name and data (base64 values)."""
+    return {"name": (obj.get("metadata") or {}).get("name"), "data": dict(obj.get("data") or {})}
+
+
+def spec_or_metadata_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """False only for an update that touched nothing but the status (our own status writes)."""
+    if old is None or new is None:
+        return True
+
+    def significant(obj: Mapping[str, Any]) -> Any:
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+        return (meta, obj.get("spec"))
+
+    return significant(old) != significant(new)
+
+
+def removed_pull_secrets(old: ServiceAccountInfo | None, new: ServiceAccountInfo) -> frozenset[str]:
+    """Names of ours (``tcr.ips…``) that an update took out of ``imagePullSecrets``."""
+    if old is None:
+        return frozenset()
+    kept = set(new.pull_secrets)
+    return frozenset(
+        n for n in old.pull_secrets if n is not None and n.startswith(api.SECRET_PREFIX) and n not in kept
+    )

@@ -1,0 +1,37 @@
+"""The controller's settings and their defaults (the `tcr-assistant run` flags read them here)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import api
+
+
+@dataclass
+class Options:
+    namespace: str  # the add-on's own namespace: Lease, passwordSecretRef Secrets
+    workers: int = 16
+    drift_qps: float = 20.0  # GETs per second that check distributed Secrets
+    drift_period: float = 60.0  # a full drift-check pass at most this often (seconds)
+    sa_drift_delay: float = 1.0  # first wait before putting back a removed entry (doubles)
+    status_delay: float = 1.0  # status writes are debounced by this much
+    status_settle_limit: float = 30.0  # wait at most this long for unchecked namespaces
+    watch_timeout: int = 300  # server-side watch timeout (seconds)
+    read_timeout: float = 330.0  # client-side: a silent watch longer than this is dead
+    leader_elect: bool = False
+    lease_name: str = api.LEASE_NAME
+    identity: str | None = None
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+WATCH_READ_MARGIN = 30.0  # the read timeout the CLI sets: watch timeout + this
+DEFAULTS = Options(namespace="")
+
+
+def default_namespace() -> str | None:
+    from .kube import namespace_file
+
+    return os.environ.get("POD_NAMESPACE") or namespace_file()
