@@ -1,4 +1,4 @@
-"""The tcr-addon development harness: tools, local control plane, add-on runner, values wizard."""
+"""The tcr-addon development harness: tools, local control plane, add-on runner."""
 
 from __future__ import annotations
 

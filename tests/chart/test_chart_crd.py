@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, cast
@@ -46,7 +45,9 @@ def crd(control_plane: Any, kube: client.ApiClient) -> Iterator[None]:
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
     wait_for(established, timeout=30, what="the CRD to be established")
-    time.sleep(0.5)  # discovery of the new kind (kubectl) catches up
+    # kubectl finds the new kind through discovery, which follows Established a moment later
+    wait_for(lambda: kubectl("get", "ipss", check=False).returncode == 0, timeout=30, interval=0.1,
+             what="kubectl to discover the ImagePullSecret kind")
     yield
     if created:
         api.delete_custom_resource_definition(CRD_NAME)

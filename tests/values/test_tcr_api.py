@@ -22,8 +22,7 @@ from values_support import (
     run,
 )
 
-from harness import tcr_api
-from harness import values as wizard
+from values_wizard import PROG, tcr_api
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = "demo.tencentcloudcr.com"
@@ -144,7 +143,7 @@ def test_api_errors_are_one_clear_line(fake_tcr: FakeTcr, case: str, words: str)
     assert result.status == 1, result.stderr
     assert result.stdout == ""
     assert len(result.errors) == 1, result.stderr
-    assert result.errors[0].startswith(f"{wizard.PROG}: error: ")
+    assert result.errors[0].startswith(f"{PROG}: error: ")
     assert words in result.errors[0], result.stderr
     assert_secret_free(result.stderr)
     assert SECRET_KEY[::-1] not in result.stderr

@@ -12,10 +12,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from values_support import TerminalIO, run
+from values_support import TerminalIO, helm_template, run
 
-from harness import values as wizard
 from tcr_assistant.validation import validate_image_pull_secret
+from values_wizard import PROG
+from values_wizard.render import yaml_quote
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "chart" / "values.schema.json"
@@ -55,8 +56,10 @@ def test_console_defaults_two_domains_render_tke_shape(tmp_path: Path) -> None:
         }
     }
     schema_check(values)
-    for cr in values["global"]["imagePullSecretsCrs"]:
-        assert validate_image_pull_secret({"metadata": {"name": cr["name"]}, "spec": wizard.cr_spec(cr)}) == []
+    rendered = [doc for doc in helm_template(out) if doc["kind"] == "ImagePullSecret"]
+    assert [doc["metadata"]["name"] for doc in rendered] == ["tcr-abcd1234-public", "tcr-abcd1234-vpc"]
+    for doc in rendered:
+        assert validate_image_pull_secret(doc) == []
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert "keep this file private" in out.read_text()
     assert result.stdout == ""
@@ -151,6 +154,8 @@ BAD_OPTIONS = [
     (["--registry", "demo.tencentcloudcr.com/ns"], "--registry", "path"),
     (["--registry", VPC], "--registry", "given twice"),
     (["--name", "Bad_Name"], "--name", "Bad_Name"),
+    (["--name", "#x"], "--name", "'#x'"),
+    (["--name", "a: b"], "--name", "'a: b'"),
     (["--registry", PUBLIC, "--name", "one"], "--name", "one --name per --registry"),
     (["--registry", "other-vpc.tencentcloudcr.com", "--instance-id", "tcr-abcd1234"], "--registry",
      "both be ImagePullSecret 'tcr-abcd1234-vpc'"),
@@ -182,7 +187,7 @@ def test_bad_option_exits_2_naming_it(extra: list[str], option: str, words: str)
     result = run(["--registry", VPC, "--username", "100012345678", "--password-stdin", *extra], stdin=PASSWORD)
     assert result.status == 2, result.stderr
     assert result.stdout == ""
-    assert any(line.startswith(f"{wizard.PROG}: error: {option}: ") and words in line for line in result.errors), (
+    assert any(line.startswith(f"{PROG}: error: {option}: ") and words in line for line in result.errors), (
         result.stderr
     )
     assert "Traceback" not in result.stderr
@@ -214,7 +219,7 @@ CREDENTIAL_ERRORS = [
 def test_bad_credentials_exit_2_naming_the_option(args: list[str], stdin: str, option: str, words: str) -> None:
     result = run(args, stdin=stdin)
     assert result.status == 2, result.stderr
-    assert any(line.startswith(f"{wizard.PROG}: error: {option}: ") and words in line for line in result.errors), (
+    assert any(line.startswith(f"{PROG}: error: {option}: ") and words in line for line in result.errors), (
         result.stderr
     )
 
@@ -257,9 +262,9 @@ def test_schema_is_read_at_run_time(tmp_path: Path) -> None:
     strict.write_text(json.dumps(schema))
     result = run([*password_args(), "--schema", str(strict)], stdin=PASSWORD)
     assert result.status == 2
-    assert any(line.startswith(f"{wizard.PROG}: error: --username: ") and "100012345678" in line
+    assert any(line.startswith(f"{PROG}: error: --username: ") and "100012345678" in line
                for line in result.errors), result.stderr
-    assert any(line.startswith(f"{wizard.PROG}: error: --password-stdin: ") for line in result.errors)
+    assert any(line.startswith(f"{PROG}: error: --password-stdin: ") for line in result.errors)
     assert PASSWORD.splitlines()[0] not in result.stderr  # jsonschema's own message would quote the value
 
 
@@ -283,7 +288,7 @@ def test_unwritable_output_is_status_1(tmp_path: Path) -> None:
                                    "#hash", "key: value", "- item", "{{ x }}", "null", "true", "0x10", "1e3", "~",
                                    "é", "\u2028", "\x85", "\x7f", "\x00", "\ufeff", "😀", "\U0010ffff"])
 def test_yaml_quote_reads_back(value: str) -> None:
-    quoted = wizard.yaml_quote(value)
+    quoted = yaml_quote(value)
     assert quoted.isascii() and quoted.isprintable()
     assert yaml.safe_load(f"k: {quoted}\n") == {"k": value}
 
@@ -315,7 +320,7 @@ def test_script_end_to_end(tmp_path: Path) -> None:
     assert yaml.safe_load(out.read_text())["global"]["imagePullSecretsCrs"][0]["dockerPassword"] == PASSWORD
     bad = script("--registry", "https://x", "--username", "u", "--password-stdin", stdin=PASSWORD)
     assert bad.returncode == 2
-    assert bad.stderr.startswith(f"{wizard.PROG}: error: --registry: ") and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith(f"{PROG}: error: --registry: ") and "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize(("extra", "namespace", "warning"), [
@@ -336,3 +341,13 @@ def test_helm_test_namespace_follows_the_scope(extra: list[str], namespace: str 
     assert ("warning: `helm test`" in result.stderr) == (warning is not None)
     if warning:
         assert warning in result.stderr
+
+
+@pytest.mark.parametrize("name", ["123", "null", "true"])
+def test_names_yaml_would_read_as_other_types_stay_names(tmp_path: Path, name: str) -> None:
+    """The chart quotes the name, so a valid name that looks like a number or null stays a name."""
+    out = tmp_path / "values.yaml"
+    result = run(password_args("--name", name, "-o", str(out)), stdin=PASSWORD + "\n")
+    assert result.status == 0, result.stderr
+    rendered = [doc for doc in helm_template(out) if doc["kind"] == "ImagePullSecret"]
+    assert [doc["metadata"]["name"] for doc in rendered] == [name]

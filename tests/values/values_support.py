@@ -17,6 +17,7 @@ import hmac
 import io
 import json
 import re
+import subprocess
 import threading
 import time
 import uuid
@@ -25,9 +26,14 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from harness import values as wizard
+import yaml
+
+from harness import tools
+from values_wizard import CHART
+from values_wizard.cli import main as wizard_main
 
 SECRET_ID = "AKIDtestsecretid0000000000000000000"
 SECRET_KEY = "tEsTsEcReTkEy+/=!9876543210abcdefgh"
@@ -256,7 +262,7 @@ def run(args: Sequence[str], *, stdin: str = "", env: Mapping[str, str] | None =
     err = io.StringIO()
     try:
         with redirect_stderr(err), redirect_stdout(out):  # argparse writes to sys.stderr / sys.stdout
-            status = wizard.main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err,
+            status = wizard_main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err,
                                  environ=dict(env or {}))
     except SystemExit as exc:  # argparse: --help, usage errors
         status = int(exc.code or 0)
@@ -266,3 +272,17 @@ def run(args: Sequence[str], *, stdin: str = "", env: Mapping[str, str] | None =
 def api_env(fake: FakeTcr, **extra: str) -> dict[str, str]:
     return {"TENCENTCLOUD_SECRET_ID": fake.secret_id, "TENCENTCLOUD_SECRET_KEY": fake.secret_key,
             "TCR_API_ENDPOINT": fake.endpoint, **extra}
+
+
+# -------------------------------------------------------------------------------------- helm
+
+HELM = tools.bin_dir() / "helm"
+
+
+def helm_template(values_file: Path) -> list[dict[str, Any]]:
+    """The chart's manifests as `helm template` renders them with ``values_file``."""
+    assert HELM.exists(), f"helm is not built ({HELM}): run `make setup`"
+    proc = subprocess.run([str(HELM), "template", "tcr-addon", str(CHART), "-n", "tcr-system",
+                           "-f", str(values_file)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]

@@ -1,0 +1,293 @@
+"""scripts/values: write the chart's values from the choices the TKE console asks for.
+
+One ImagePullSecret per ``--registry`` domain, the credentials (a password read from stdin or a
+file, an existing Secret, or a token issued through TCR's ``CreateInstanceToken``), the
+namespaces and ServiceAccounts served, and the private-network hosts entries. The values are
+rendered from ``values.yaml.j2`` (the TKE add-on shape), read back, checked against the chart's
+``values.schema.json`` and, on the ImagePullSecrets ``helm template`` makes of them, against the
+webhook's own rules (``tcr_assistant.validation.validate_image_pull_secret``), and only then
+written. A problem is reported as ``error: --option: what is wrong`` and the exit status is 2 (1
+for a failed API call, helm or output). No password or token is ever printed to the terminal or
+in a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from values_wizard import PROG, tcr_api
+from values_wizard.check import DEFAULT_SCHEMA, load_schema, validate
+from values_wizard.errors import BadOption, Failure
+from values_wizard.plan import (
+    PLACEHOLDER_IP,
+    PLACEHOLDER_SECRET,
+    PLACEHOLDER_USER,
+    Credentials,
+    check_combinations,
+    choose_private_ip,
+    helm_test_namespace,
+    make_plan,
+    make_values,
+    read_password,
+    resolve_region,
+)
+from values_wizard.render import render_checked
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write tcr-addon chart values (the TKE add-on's shape) from the choices the console asks\n"
+            "for: one ImagePullSecret per registry domain, its credentials, which namespaces and\n"
+            "ServiceAccounts get it, and optional private-network hosts entries. The result is\n"
+            "checked against chart/values.schema.json and, on the ImagePullSecrets `helm template`\n"
+            "renders from it, the webhook's own rules before it is written (helm: `make setup`).\n"
+            "Passwords and tokens are never taken on the command line and never printed."
+        ),
+        epilog=(
+            "examples:\n"
+            "  # a password from a file, both domains of an instance, all namespaces\n"
+            "  scripts/values --registry demo.tencentcloudcr.com --registry demo-vpc.tencentcloudcr.com \\\n"
+            "      --instance-id tcr-abcd1234 --username 100012345678 --password-file ~/tcr-token -o values.yaml\n"
+            "  # the password on stdin, two namespaces, a private-network hosts entry\n"
+            "  printf %s \"$TOKEN\" | scripts/values --registry demo-vpc.tencentcloudcr.com \\\n"
+            "      --username 100012345678 --password-stdin --namespaces team-a,team-b \\\n"
+            "      --host demo-vpc.tencentcloudcr.com=10.0.0.10 -o values.yaml\n"
+            "  # issue a long-term token and look up the private IP (API key from the environment)\n"
+            "  TENCENTCLOUD_SECRET_ID=... TENCENTCLOUD_SECRET_KEY=... scripts/values \\\n"
+            "      --registry demo-vpc.tencentcloudcr.com --issue-token --instance-id tcr-abcd1234 \\\n"
+            "      --region ap-guangzhou --private-ip auto -o values.yaml\n"
+            "  # then\n"
+            "  helm upgrade --install tcr-addon ./chart -n tcr-assistant-system --create-namespace -f values.yaml\n"
+            "\n"
+            "exit status: 0 written; 2 a bad option (the message names it); 1 an API call, helm or\n"
+            "the output failed."
+        ),
+    )
+    reg = parser.add_argument_group("registries (step 1: the TCR instance)")
+    reg.add_argument(
+        "--registry", metavar="DOMAIN", action="append", default=[],
+        help="registry domain, bare host with optional :port (repeatable, one ImagePullSecret each), e.g. "
+        "<name>.tencentcloudcr.com (public) and <name>-vpc.tencentcloudcr.com (private network)",
+    )
+    reg.add_argument(
+        "--name", metavar="NAME", action="append", default=[],
+        help="ImagePullSecret name for the --registry at the same position (repeat it once per --registry). "
+        "Default: <instance-id>-vpc / <instance-id>-public with --instance-id (as TKE names them), else "
+        "the first label of a *.tencentcloudcr.com domain or the whole host name",
+    )
+    reg.add_argument("--instance-id", metavar="ID", help="TCR instance id (tcr-xxxxxxxx): names, and the API calls")
+    reg.add_argument(
+        "--region", metavar="REGION",
+        help="region of the instance and the cluster, long (ap-guangzhou) or TKE short (gz) form: "
+        "global.cluster.{region,longregion}, and the API calls",
+    )
+
+    cred = parser.add_argument_group("credentials (step 2: password-free pull); choose exactly one source")
+    source = cred.add_mutually_exclusive_group()
+    source.add_argument("--password-stdin", action="store_true",
+                        help="read the password or token from stdin (one trailing LF or CRLF is dropped; "
+                        "prompts without echo on a terminal)")
+    source.add_argument("--password-file", metavar="FILE",
+                        help="read the password or token from FILE (one trailing LF or CRLF is dropped)")
+    source.add_argument("--existing-secret", metavar="NAME[:KEY]",
+                        help="take the password from key KEY (default: password) of Secret NAME in the "
+                        "add-on's namespace (dockerPasswordSecret); no password in the values")
+    source.add_argument("--issue-token", action="store_true",
+                        help="issue a registry token for the API key's user through TCR's CreateInstanceToken "
+                        "(needs --instance-id, --region and TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY, plus "
+                        "TENCENTCLOUD_SESSION_TOKEN for a temporary key). Uninstalling does not revoke it")
+    cred.add_argument("--username", metavar="USER",
+                      help="registry user name (with --password-stdin, --password-file or --existing-secret)")
+    cred.add_argument("--token-type", choices=("longterm", "temp"), default="longterm",
+                      help="with --issue-token: long-term token (default) or a temporary one (valid 1 hour)")
+    cred.add_argument("--token-description", metavar="TEXT", default="tcr-addon",
+                      help="with --issue-token: description of the long-term token (default: tcr-addon)")
+
+    scope = parser.add_argument_group("scope")
+    scope.add_argument("--namespaces", metavar="LIST", default="*",
+                       help='namespaces served: "*" (default, all, also new ones) or exact names "a,b"')
+    scope.add_argument("--service-accounts", metavar="LIST", default="*",
+                       help='ServiceAccounts (by name, in those namespaces): "*" (default) or "default,builder"')
+    scope.add_argument("--exclude-namespaces", metavar="LIST",
+                       help='namespaces never served, "kube-system,kube-public" (default: none)')
+
+    net = parser.add_argument_group("private-network resolution (step 3: hosts-updater)")
+    net.add_argument("--host", metavar="DOMAIN=IP", action="append", default=[],
+                     help="hosts entry written on every node (repeatable): global.hosts")
+    net.add_argument("--private-ip", metavar="IP|auto",
+                     help="private IP for the private-network registry domains (those named <name>-vpc.*, "
+                     "else every --registry) that no --host covers; 'auto' looks it up with TCR's "
+                     "DescribeInternalEndpoints (needs --instance-id, --region and the API key)")
+    net.add_argument("--vpc-id", metavar="VPC",
+                     help="with --private-ip auto: use the access link of this VPC when there are several")
+
+    api = parser.add_argument_group("Tencent Cloud API")
+    api.add_argument("--endpoint", metavar="HOST:PORT",
+                     help="API endpoint (default: $TCR_API_ENDPOINT, else tcr.tencentcloudapi.com); "
+                     "https unless given as http://HOST:PORT")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", metavar="FILE", default="-",
+                     help="write the values to FILE (mode 0600 when it holds a password); default stdout, "
+                     "which is refused when it is a terminal and the values hold a password")
+    out.add_argument("--schema", metavar="FILE", default=str(DEFAULT_SCHEMA),
+                     help="values schema to check against (default: chart/values.schema.json)")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def write_output(path: str, text: str, holds_password: bool, stdout: IO[str]) -> None:
+    if path == "-":
+        if holds_password and stdout.isatty():
+            raise BadOption(
+                "-o", "refusing to print a password to the terminal: write it with -o FILE, or redirect stdout"
+            )
+        stdout.write(text)
+        stdout.flush()
+        return
+    target = Path(path).expanduser()
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent.resolve()))
+    except OSError as exc:
+        raise Failure(f"-o {path}: cannot write in {target.parent}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        if not holds_password:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, target)  # mkstemp made it 0600
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise Failure(f"-o {path}: cannot write: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class _Run:
+    """One run of the wizard; remembers an issued token so a later failure can name it."""
+
+    def __init__(self, args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr: IO[str],
+                 env: Mapping[str, str]) -> None:
+        self.args, self.stdin, self.stdout, self.stderr, self.env = args, stdin, stdout, stderr, env
+        self.token_id: str | None = None
+
+    def say(self, message: str) -> None:
+        print(f"{PROG}: {message}", file=self.stderr)
+
+    def report(self, problems: Sequence[str]) -> None:
+        for problem in problems:
+            self.say(f"error: {problem}")
+
+    def credentials(self) -> Credentials:
+        args = self.args
+        if args.issue_token:
+            return Credentials(PLACEHOLDER_USER, password=PLACEHOLDER_SECRET, password_option="--issue-token",
+                               username_option="--issue-token")
+        if args.existing_secret is not None:
+            name, sep, key = args.existing_secret.partition(":")
+            return Credentials(args.username, secret_name=name, secret_key=key if sep else None)
+        option = "--password-stdin" if args.password_stdin else "--password-file"
+        return Credentials(args.username, password=read_password(args, self.stdin), password_option=option)
+
+    def run(self) -> int:
+        args = self.args
+        check_combinations(args)
+        schema = load_schema(args.schema)
+        creds = self.credentials()
+        private_ip = PLACEHOLDER_IP if args.private_ip == "auto" else args.private_ip
+
+        # Check every option before any API call: a typo must not cost a token.
+        plan = make_plan(args, private_ip)
+        values = make_values(plan, creds)
+        holds_password = creds.password is not None
+        text = render_checked(values, holds_password)
+        problems = validate(values, text, plan, creds, schema)
+        if problems:
+            self.report(problems)
+            return 2
+
+        uses_api = args.issue_token or args.private_ip == "auto"
+        if uses_api:
+            api = tcr_api.from_environment(resolve_region(args.region)[1], args.endpoint, dict(self.env))
+            if args.private_ip == "auto":  # read-only, so before the token is created
+                endpoints = api.describe_internal_endpoints(args.instance_id)
+                private_ip = choose_private_ip(endpoints, args.instance_id, args.vpc_id)
+                self.say(f"instance {args.instance_id}: private-network IP {private_ip}")
+                plan = make_plan(args, private_ip)
+            if args.issue_token:
+                issued = api.create_instance_token(args.instance_id, args.token_type, args.token_description)
+                self.token_id = issued.token_id
+                creds = Credentials(issued.username, password=issued.token, password_option="--issue-token",
+                                    username_option="--issue-token")
+                note = f"issued a {args.token_type} token for user {issued.username}"
+                if issued.token_id:
+                    note += f" (token id {issued.token_id}; delete it in the TCR console when it is no longer used)"
+                self.say(note)
+
+        for warning in [*plan.warnings, *helm_test_namespace(plan)[1]]:
+            self.say(warning)
+        if uses_api:  # the values changed: check them again (without the API, they were just checked)
+            values = make_values(plan, creds)
+            holds_password = creds.password is not None
+            text = render_checked(values, holds_password)
+            problems = validate(values, text, plan, creds, schema)
+            if problems:  # only values the API returned can get here
+                self.report(problems)
+                return 1
+        write_output(args.output, text, holds_password, self.stdout)
+        names = ", ".join(name for name, _, _ in plan.registries)
+        where = "stdout" if args.output == "-" else args.output
+        count = len(plan.hosts)
+        self.say(
+            f"wrote {where}: {len(plan.registries)} ImagePullSecret(s) ({names}), "
+            f"{count} hosts entr{'y' if count == 1 else 'ies'}"
+        )
+        return 0
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run the wizard; returns the exit status (argparse usage errors exit with 2 themselves)."""
+    args = build_parser().parse_args(argv)
+    run = _Run(
+        args,
+        sys.stdin if stdin is None else stdin,
+        sys.stdout if stdout is None else stdout,
+        sys.stderr if stderr is None else stderr,
+        os.environ if environ is None else environ,
+    )
+    try:
+        status = run.run()
+    except BadOption as exc:
+        run.say(f"error: {exc}")
+        status = 2
+    except (Failure, tcr_api.TcrApiError) as exc:
+        run.say(f"error: {exc}")
+        status = 1
+    except KeyboardInterrupt:
+        run.say("interrupted")
+        status = 130
+    if status != 0 and run.token_id is not None:
+        run.say(f"note: token {run.token_id} was issued but not written; delete it in the TCR console")
+    return status

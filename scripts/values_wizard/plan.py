@@ -1,0 +1,343 @@
+"""The plan: the wizard's options turned into chart values, remembering which option each part came from.
+
+Option combinations, region names, registry names (as TKE names them), hosts entries (``--host``,
+``--private-ip``), the credentials, the ``helm test`` namespace, and the values in the TKE add-on
+shape that ``render`` writes and ``check`` checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import ipaddress
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from values_wizard.errors import BadOption
+from values_wizard.tcr_api import InternalEndpoint, TcrApiError
+
+PLACEHOLDER_USER = "issued-user"
+PLACEHOLDER_SECRET = "issued-token"  # stands in for the token while the options are checked
+PLACEHOLDER_IP = "10.0.0.1"
+TCR_SUFFIX = ".tencentcloudcr.com"
+
+#: Tencent Cloud long region name -> the short name TKE writes into global.cluster.region.
+REGIONS = {
+    "ap-guangzhou": "gz",
+    "ap-shanghai": "sh",
+    "ap-beijing": "bj",
+    "ap-chengdu": "cd",
+    "ap-chongqing": "cq",
+    "ap-nanjing": "nj",
+    "ap-hongkong": "hk",
+    "ap-singapore": "sg",
+    "ap-tokyo": "jp",
+    "ap-seoul": "kr",
+    "ap-mumbai": "in",
+    "ap-bangkok": "th",
+    "ap-jakarta": "jkt",
+    "na-siliconvalley": "usw",
+    "na-ashburn": "use",
+    "eu-frankfurt": "de",
+    "sa-saopaulo": "sao",
+    "ap-shanghai-fsi": "shjr",
+    "ap-shenzhen-fsi": "szjr",
+}
+SHORT_REGIONS = {short: long for long, short in REGIONS.items()}
+_LONG_REGION_RE = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
+_INSTANCE_ID_RE = re.compile(r"tcr-[a-z0-9]+")
+
+
+@dataclass
+class Credentials:
+    username: str
+    password: str | None = None
+    secret_name: str | None = None
+    secret_key: str | None = None
+    password_option: str = "--password-stdin"
+    username_option: str = "--username"
+
+
+@dataclass
+class HostEntry:
+    domain: str
+    ip: str
+    option: str
+
+
+@dataclass
+class Plan:
+    registries: list[tuple[str, str, str]]  # (name, domain, option that gave the name)
+    namespaces: str
+    service_accounts: str
+    excluded: str | None
+    region: str
+    longregion: str
+    hosts: list[HostEntry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def strip_port(domain: str) -> str:
+    host, sep, port = domain.rpartition(":")
+    return host if sep and port.isdigit() else domain
+
+
+def derive_name(domain: str, instance_id: str | None) -> str:
+    host = strip_port(domain).lower()
+    first = host.split(".", 1)[0]
+    if instance_id:
+        return f"{instance_id}-{'vpc' if first.endswith('-vpc') else 'public'}"
+    if host.endswith(TCR_SUFFIX):
+        return first
+    return host
+
+
+def resolve_region(value: str | None) -> tuple[str, str]:
+    """(short, long) region names; ("", "") when not given."""
+    if value is None:
+        return "", ""
+    if value in REGIONS:
+        return REGIONS[value], value
+    if value in SHORT_REGIONS:
+        return value, SHORT_REGIONS[value]
+    if _LONG_REGION_RE.fullmatch(value):
+        return value, value
+    raise BadOption(
+        "--region", f"{value!r} is not a Tencent Cloud region: use e.g. ap-guangzhou (or its short form gz)"
+    )
+
+
+def parse_host(value: str) -> tuple[str, str]:
+    domain, sep, ip = value.partition("=")
+    if not sep or not domain or not ip:
+        raise BadOption("--host", f"{value!r} must be DOMAIN=IP, e.g. demo-vpc.tencentcloudcr.com=10.0.0.10")
+    return domain.strip(), ip.strip()
+
+
+def check_ip(option: str, ip: str, what: str) -> None:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise BadOption(option, f"{what}: {ip!r} is not an IPv4 address") from None
+    if address.version != 4 or str(address) != ip:
+        raise BadOption(option, f"{what}: {ip!r} is not an IPv4 address in dotted form (e.g. 10.0.0.10)")
+
+
+def check_host_domain(option: str, domain: str) -> None:
+    from tcr_assistant.validation import validate_server
+
+    problem = validate_server(domain)
+    if problem is not None:
+        raise BadOption(option, f"domain {domain!r} {problem}")
+    if ":" in domain:
+        raise BadOption(option, f"domain {domain!r} must be a host name without ':port'")
+
+
+def read_password(args: argparse.Namespace, stdin: IO[str]) -> str:
+    if args.password_stdin:
+        if stdin.isatty():
+            data = getpass.getpass("Registry password (not echoed): ", stream=sys.stderr)
+        else:
+            data = stdin.read()
+        option = "--password-stdin"
+    else:
+        option = "--password-file"
+        try:
+            data = Path(args.password_file).expanduser().read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BadOption(option, f"{args.password_file}: is not UTF-8 text") from None
+        except OSError as exc:
+            raise BadOption(option, f"cannot read {args.password_file}: {exc.strerror or exc}") from None
+    if data.endswith("\n"):  # like docker login --password-stdin: one line ending, LF or CRLF
+        data = data.removesuffix("\n").removesuffix("\r")
+    if data == "":
+        raise BadOption(option, "the password is empty")
+    return data
+
+
+def check_combinations(args: argparse.Namespace) -> None:
+    if not args.registry:
+        raise BadOption(
+            "--registry", "at least one registry domain is required, e.g. --registry demo.tencentcloudcr.com"
+        )
+    if not (args.password_stdin or args.password_file or args.existing_secret or args.issue_token):
+        raise BadOption(
+            "--password-stdin",
+            "give the credentials: --username with --password-stdin, --password-file or --existing-secret, "
+            "or --issue-token",
+        )
+    if args.issue_token and args.username is not None:
+        raise BadOption("--username", "not with --issue-token (the API returns the user name)")
+    if not args.issue_token and not args.username:
+        raise BadOption("--username", "is required with --password-stdin, --password-file and --existing-secret")
+    if not args.issue_token and args.token_type != "longterm":
+        raise BadOption("--token-type", "only goes with --issue-token")
+    if not args.issue_token and args.token_description != "tcr-addon":
+        raise BadOption("--token-description", "only goes with --issue-token")
+    needs_api = [
+        opt for opt, on in (("--issue-token", args.issue_token), ("--private-ip auto", args.private_ip == "auto")) if on
+    ]
+    for opt in needs_api:
+        if not args.instance_id:
+            raise BadOption("--instance-id", f"is required with {opt}")
+        if not args.region:
+            raise BadOption("--region", f"is required with {opt}")
+    if args.instance_id is not None and not _INSTANCE_ID_RE.fullmatch(args.instance_id):
+        raise BadOption("--instance-id", f"{args.instance_id!r} is not a TCR instance id (tcr-xxxxxxxx)")
+    if args.vpc_id and args.private_ip != "auto":
+        raise BadOption("--vpc-id", "only goes with --private-ip auto")
+    if args.name and len(args.name) != len(args.registry):
+        raise BadOption(
+            "--name", f"give one --name per --registry ({len(args.registry)} registries, {len(args.name)} names)"
+        )
+
+
+def make_plan(args: argparse.Namespace, private_ip: str | None) -> Plan:
+    short, long = resolve_region(args.region)
+    registries: list[tuple[str, str, str]] = []
+    seen_domains: set[str] = set()
+    names: dict[str, str] = {}
+    for index, domain in enumerate(args.registry):
+        if domain in seen_domains:
+            raise BadOption("--registry", f"{domain!r} is given twice")
+        seen_domains.add(domain)
+        if args.name:
+            name, option = args.name[index], "--name"
+        else:
+            name, option = derive_name(domain, args.instance_id), "--registry"
+        if name in names:
+            raise BadOption(
+                option,
+                f"registries {names[name]!r} and {domain!r} would both be ImagePullSecret {name!r}: "
+                "give one --name per --registry",
+            )
+        names[name] = domain
+        registries.append((name, domain, option))
+    plan = Plan(
+        registries=registries,
+        namespaces=args.namespaces,
+        service_accounts=args.service_accounts,
+        excluded=args.exclude_namespaces,
+        region=short,
+        longregion=long,
+    )
+    explicit: set[str] = set()
+    for value in args.host:
+        domain, ip = parse_host(value)
+        check_host_domain("--host", domain)
+        check_ip("--host", ip, domain)
+        if domain in explicit:
+            raise BadOption("--host", f"domain {domain!r} is given twice")
+        explicit.add(domain)
+        plan.hosts.append(HostEntry(domain, ip, "--host"))
+    if private_ip is not None:
+        check_ip("--private-ip", private_ip, "private IP")
+        hosts = [strip_port(domain) for _, domain, _ in registries]
+        private = [h for h in hosts if h.split(".", 1)[0].endswith("-vpc")] or hosts
+        for host in dict.fromkeys(private):
+            if host not in explicit:
+                plan.hosts.append(HostEntry(host, private_ip, "--private-ip"))
+    registry_hosts = {strip_port(domain) for _, domain, _ in registries}
+    for entry in plan.hosts:
+        if entry.domain not in registry_hosts:
+            plan.warnings.append(
+                f"warning: --host {entry.domain} is not one of the --registry domains (typo?); written anyway"
+            )
+    return plan
+
+
+def helm_test_namespace(plan: Plan) -> tuple[str | None, list[str]]:
+    """The namespace ``helm test`` should check (None = the chart's default), and warnings.
+
+    The chart's test checks namespace ``tests.namespace`` (default ``default``) and its
+    ServiceAccount ``default``; with a limited scope, point it at a namespace that is served.
+    """
+    from tcr_assistant.validation import parse_name_list_strict
+
+    try:
+        served = parse_name_list_strict(plan.namespaces, "namespace")
+        excluded = parse_name_list_strict(plan.excluded, "namespace", allow_all=False) or []
+        accounts = parse_name_list_strict(plan.service_accounts, "serviceaccount")
+    except ValueError:
+        return None, []  # reported by the validation
+    warnings = []
+    if accounts is not None and "default" not in accounts:
+        warnings.append(
+            "warning: `helm test` checks ServiceAccount default, which --service-accounts leaves out: "
+            "expect it to fail"
+        )
+    if served is None:
+        if "default" in excluded:
+            warnings.append(
+                "warning: `helm test` checks namespace default, which --exclude-namespaces leaves out: "
+                "install with --set tests.namespace=<a served namespace>"
+            )
+        return None, warnings
+    candidates = [name for name in served if name not in excluded]
+    if "default" in candidates or not candidates:
+        return None, warnings
+    return candidates[0], warnings
+
+
+def make_values(plan: Plan, creds: Credentials) -> dict[str, Any]:
+    """The values in the TKE add-on shape (what the template must write)."""
+    crs = []
+    for name, domain, _ in plan.registries:
+        cr: dict[str, Any] = {
+            "name": name,
+            "namespaces": plan.namespaces,
+            "serviceAccounts": plan.service_accounts,
+        }
+        if plan.excluded is not None:
+            cr["excludedNamespaces"] = plan.excluded
+        cr.update({"type": "docker", "dockerServer": domain, "dockerUsername": creds.username})
+        if creds.secret_name is not None:
+            secret: dict[str, str] = {"name": creds.secret_name}
+            if creds.secret_key is not None:
+                secret["key"] = creds.secret_key
+            cr["dockerPasswordSecret"] = secret
+        else:
+            cr["dockerPassword"] = creds.password
+        crs.append(cr)
+    values: dict[str, Any] = {
+        "global": {
+            "cluster": {"region": plan.region, "longregion": plan.longregion},
+            "imagePullSecretsCrs": crs,
+            "hosts": [{"domain": h.domain, "ip": h.ip, "disabled": False} for h in plan.hosts],
+        }
+    }
+    test_namespace, _ = helm_test_namespace(plan)
+    if test_namespace is not None:
+        values["tests"] = {"namespace": test_namespace}
+    return values
+
+
+def choose_private_ip(endpoints: Sequence[InternalEndpoint], instance_id: str, vpc_id: str | None) -> str:
+    """The private IP of the instance's one running access link (in ``vpc_id`` when given)."""
+    links = [e for e in endpoints if e.ip]
+    if vpc_id:
+        links = [e for e in links if e.vpc_id == vpc_id]
+        if not links:
+            raise TcrApiError(f"instance {instance_id} has no private-network access link in VPC {vpc_id}")
+    running = [e for e in links if e.status.lower() == "running"]
+    if not running:
+        if links:
+            states = ", ".join(f"{e.vpc_id} {e.ip} ({e.status or 'unknown'})" for e in links)
+            raise TcrApiError(f"instance {instance_id} has no running private-network access link: {states}")
+        raise TcrApiError(
+            f"instance {instance_id} has no private-network access link: create one in the TCR console "
+            "(Access management > Private network) or give --host DOMAIN=IP"
+        )
+    ips = sorted({e.ip for e in running})
+    if len(ips) > 1:
+        listing = ", ".join(f"{e.vpc_id}={e.ip}" for e in running)
+        raise TcrApiError(
+            f"instance {instance_id} has several private-network access links ({listing}): "
+            "choose one with --vpc-id (the cluster's VPC)"
+        )
+    return ips[0]
+
