@@ -1,7 +1,7 @@
 """Decisions: what to write, as pure functions of observed state (no I/O, clocks passed in).
 
-* which namespaces and ServiceAccounts an ImagePullSecret serves (the list rule and opt-out of
-  docs/DESIGN.md "Selection");
+* which namespaces and ServiceAccounts an ImagePullSecret serves (the list rule of
+  docs/DESIGN.md "API", and the opt-out annotation);
 * what each ImagePullSecret wants (`Plan`), the Secret to distribute and when to write, replace
   or remove it (`namespace_secret_actions`, `secret_step`);
 * the new ``imagePullSecrets`` of a ServiceAccount (ours added once, every other entry kept in

@@ -3,8 +3,10 @@
 This module is the single definition of what a valid ImagePullSecret is. The validating
 webhook (``webhook.py``), the values wizard (``scripts/values``) and the tests use it; where
 the CRD's CEL rules overlap with it they must mean the same (``tests/webhook`` feeds the same
-cases to both). Standard library only, no I/O, never raises on any input shape (except
-``parse_name_list_strict``, whose contract is to raise ``ValueError`` on bad syntax).
+cases to both). The limits (the same as the CRD's maxLength: the API server refuses longer
+values first) and the expressions come from ``rules.py``, from which the chart's values schema
+and CRD rules are generated. Standard library only, no I/O, never raises on any input shape
+(except ``parse_name_list_strict``, whose contract is to raise ``ValueError`` on bad syntax).
 
 Rules (and the decisions behind them):
 
@@ -62,7 +64,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import rules
 from .api import DEFAULT_PASSWORD_KEY, SECRET_PREFIX
+from .rules import (
+    DNS1123_LABEL_MAX,
+    DNS1123_SUBDOMAIN_MAX,
+    LIST_MAX,
+    MAX_NAME_LENGTH,
+    PASSWORD_MAX,
+    PORT_MAX,
+    RESERVED_SECRET_KEYS,
+    SECRET_KEY_MAX,
+    USERNAME_MAX,
+)
 
 __all__ = [
     "DNS1123_LABEL_MAX",
@@ -80,26 +94,16 @@ __all__ = [
 ]
 
 SECRET_NAME_PREFIX = SECRET_PREFIX  # one home: api.py
-DNS1123_LABEL_MAX = 63
-DNS1123_SUBDOMAIN_MAX = 253
-#: Longest ImagePullSecret name for which ``tcr.ips<name>`` is still a valid Secret name.
-MAX_NAME_LENGTH = DNS1123_SUBDOMAIN_MAX - len(SECRET_NAME_PREFIX)
 #: Characters the API server appends to ``metadata.generateName``.
 GENERATED_SUFFIX_LENGTH = 5
-SECRET_KEY_MAX = 253
-#: Size limits, the same as the CRD's maxLength (the API server refuses longer values first).
-USERNAME_MAX = 1024
-PASSWORD_MAX = 16384
-LIST_MAX = 16384
-SERVER_MAX = DNS1123_SUBDOMAIN_MAX + len(":65535")
 
 # Same expressions as Kubernetes' apimachinery (validation.IsDNS1123Label / IsDNS1123Subdomain
 # and IsConfigMapKey). The length checks run before the expressions, so matching is linear.
-DNS1123_LABEL_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
-DNS1123_SUBDOMAIN_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
-SECRET_KEY_RE = re.compile(r"[-._a-zA-Z0-9]+")
-_PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
-_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+DNS1123_LABEL_RE = re.compile(rules.non_capturing(rules.DNS1123_LABEL_SHAPE))
+DNS1123_SUBDOMAIN_RE = re.compile(rules.non_capturing(rules.subdomain()))
+SECRET_KEY_RE = re.compile(rules.SECRET_KEY)
+_PORT_RE = re.compile(rules.PORT)
+_SCHEME_RE = re.compile("^" + rules.SCHEME)
 
 ListKind = Literal["namespace", "serviceaccount"]
 
@@ -246,9 +250,9 @@ def validate_server(server: str) -> str | None:
         if ":" in port:
             return "must be a host name with at most one ':port' (IPv6 literals are not supported)"
         if port == "":
-            return "has an empty port after ':': remove the ':' or give a port from 1 to 65535"
-        if _PORT_RE.fullmatch(port) is None or int(port) > 65535:
-            return f"has an invalid port {_show(port)}: a port is a number from 1 to 65535 without leading zeros"
+            return f"has an empty port after ':': remove the ':' or give a port from 1 to {PORT_MAX}"
+        if _PORT_RE.fullmatch(port) is None or int(port) > PORT_MAX:
+            return f"has an invalid port {_show(port)}: a port is a number from 1 to {PORT_MAX} without leading zeros"
     if host == "":
         return "must start with a host name before ':port'"
     if host.endswith("."):
@@ -392,7 +396,7 @@ def _validate_secret_ref(ref: Any) -> list[FieldError]:
             errors.append(
                 FieldError(f"{base}.key", f'must not be empty (leave it out for the default "{DEFAULT_PASSWORD_KEY}")')
             )
-        elif len(key) > SECRET_KEY_MAX or SECRET_KEY_RE.fullmatch(key) is None or key in (".", ".."):
+        elif len(key) > SECRET_KEY_MAX or SECRET_KEY_RE.fullmatch(key) is None or key in RESERVED_SECRET_KEYS:
             errors.append(
                 FieldError(
                     f"{base}.key",

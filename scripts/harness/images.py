@@ -6,13 +6,11 @@ python3 and python3-venv, plus an offline wheelhouse of the controller's pinned 
 dependencies and the build backend (`/opt/wheelhouse`, used through `/etc/pip.conf`). Both are
 cached in the tool cache, keyed by a hash of their inputs.
 
-The Docker engine is Debian's dockerd (with its containerd 1.6 and runc), started for one build
-inside a network namespace and a private mount namespace that this module creates, with its own
-data root, exec root, socket and cgroup parent, and stopped afterwards: no process, mount,
-network namespace or cgroup is left (checked). The Dockerfiles are built unchanged with the
-classic builder and `--network none`; each image is saved (`docker save`) to an archive in the
-cache, named by a content hash of its build context and the base image, so an unchanged source
-tree is not built again.
+The Docker engine (`harness.engine`) is Debian's dockerd, started for one build in namespaces of
+its own and removed afterwards. The Dockerfiles are built unchanged with the classic builder and
+`--network none`; each image is saved (`docker save`) to an archive in the cache, named by a
+content hash of its build context and the base image, so an unchanged source tree is not built
+again.
 """
 
 from __future__ import annotations
@@ -28,19 +26,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import REPO_ROOT, VENV, namespaces, tools
-from harness.namespaces import RUN_NETNS, mount_points, netns_names
-from harness.processes import die_with_parent, kill_until_gone, pid_alive
+from harness import REPO_ROOT, VENV, tools
+from harness.engine import LOG_DIR, DockerEngine, EngineError, check_engine_prerequisites, log, sweep_stale
+from harness.processes import pid_alive
 
 REGISTRY = "tcr-addon.local"
 BASE_REF = "python:3.11-slim"
@@ -77,22 +73,11 @@ PIP_CONF = "[global]\nno-index = true\nfind-links = /opt/wheelhouse\n"
 # Files of a build context that never reach an image (the Dockerfiles COPY only sources):
 # editable-install metadata and caches that tests create. Left out of the copy and the hash.
 CONTEXT_IGNORE = re.compile(r"^(__pycache__|.*\.pyc|.*\.egg-info|\.pytest_cache|\.mypy_cache|\.ruff_cache)$")
-
-DOCKERD = "/usr/sbin/dockerd"
-DOCKER = "/usr/bin/docker"  # Debian's 20.10 client (another docker may come first on PATH)
-CONTAINERD = "/usr/bin/containerd"
-ENGINE_PATH = "/usr/bin:/usr/sbin:/bin:/sbin"  # Debian's containerd 1.6 and runc, not the tool cache's
-ENGINE_PREFIX = "tcr-addon-img-"
-LOG_DIR = REPO_ROOT / ".local" / "images"
 DEFAULT_CLUSTER_DIR = REPO_ROOT / ".local" / "cluster"
 
 
 class ImageError(RuntimeError):
     pass
-
-
-def log(message: str) -> None:
-    print(f"[images] {message}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -127,25 +112,6 @@ def images_dir() -> Path:
 
 def digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-# -- prerequisites ---------------------------------------------------------------------------
-
-
-def require(path: str, what: str) -> None:
-    if not os.access(path, os.X_OK):
-        raise ImageError(f"{path} not found: {what}")
-
-
-def check_engine_prerequisites() -> None:
-    if os.geteuid() != 0:
-        raise ImageError("needs root: it creates network and mount namespaces and runs dockerd (run it as root)")
-    require(DOCKERD, "install Debian's Docker engine: apt-get install docker.io (brings containerd and runc)")
-    require(DOCKER, "install Debian's Docker client: apt-get install docker.io")
-    require(CONTAINERD, "install Debian's containerd: apt-get install containerd")
-    for name in ("runc", "unshare", "nsenter", "ip", "mount", "umount"):
-        if shutil.which(name, path=ENGINE_PATH) is None:
-            raise ImageError(f"{name} not found: apt-get install runc util-linux mount iproute2")
 
 
 # -- base image inputs: Debian root filesystem + wheelhouse -----------------------------------
@@ -363,321 +329,6 @@ def archive_path(spec: ImageSpec, tag: str) -> Path:
     return images_dir() / f"{spec.repository}-{tag}.tar"
 
 
-# -- the throw-away Docker engine --------------------------------------------------------------
-
-
-def _die_with_parent_in_own_session() -> None:
-    die_with_parent()
-    os.setsid()
-
-
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise ImageError(f"'{' '.join(argv)}' failed ({proc.returncode}): {(proc.stdout + proc.stderr).strip()}")
-    return proc
-
-
-def _ns_inode(path: Path) -> int | None:
-    """The namespace inode pinned at `path`, or None when nothing is pinned there."""
-    try:
-        pinned, nsfs = os.stat(path), os.stat("/proc/self/ns/mnt")
-    except OSError:
-        return None
-    return pinned.st_ino if pinned.st_dev == nsfs.st_dev else None
-
-
-def _cgroup_dirs(name: str) -> list[Path]:
-    return [path for path in (h / name for h in namespaces.cgroup_hierarchies()) if path.is_dir()]
-
-
-def _pids_in_cgroups(name: str) -> set[int]:
-    pids: set[int] = set()
-    for top in _cgroup_dirs(name):
-        for procs in top.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError):
-                pids.update(int(pid) for pid in procs.read_text().split())
-    return pids
-
-
-def _processes_of(name: str, state_dir: Path, ns_inodes: set[int]) -> set[int]:
-    """Processes of engine `name`: in its namespaces or cgroups, or naming its state directory."""
-    pids = _pids_in_cgroups(name)
-    marker = f"{state_dir}/".encode()  # not a prefix of another engine's directory
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if marker in (entry / "cmdline").read_bytes():
-                pids.add(int(entry.name))
-                continue
-            for kind in ("mnt", "net"):
-                match = re.search(r"\[(\d+)\]", os.readlink(entry / "ns" / kind))
-                if match and int(match.group(1)) in ns_inodes:
-                    pids.add(int(entry.name))
-    pids.discard(os.getpid())
-    return pids
-
-
-class DockerEngine:
-    """A throw-away dockerd in its own network + private mount namespaces: `with DockerEngine() as engine:`.
-
-    Everything it makes (state directory, namespaces, cgroups named after the engine) is removed
-    by `stop()`, which then checks that nothing is left.
-    """
-
-    starts = 0  # engines started by this process (the tests check that a cached build starts none)
-    _serial = itertools.count(1)
-
-    def __init__(self) -> None:
-        self.name = f"{ENGINE_PREFIX}{os.getpid()}-{next(self._serial)}"
-        self.state = Path(tempfile.gettempdir()) / self.name
-        self.socket = self.state / "docker.sock"
-        self.dockerd: subprocess.Popen[bytes] | None = None
-        self.reaper: subprocess.Popen[bytes] | None = None
-
-    @property
-    def mntns(self) -> Path:
-        return self.state / "mntns"
-
-    @property
-    def netns(self) -> Path:
-        return RUN_NETNS / self.name
-
-    @property
-    def cgroup_parent(self) -> str:
-        return "/" + self.name
-
-    @property
-    def log_path(self) -> Path:
-        return LOG_DIR / "dockerd.log"
-
-    def __enter__(self) -> DockerEngine:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _start_reaper(self) -> None:
-        """A watcher that tears this engine down if this process dies without doing so (SIGKILL)."""
-        paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        with (LOG_DIR / "reaper.log").open("ab") as reaper_log:
-            self.reaper = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from harness.images import reap; sys.exit(reap())"],
-                stdin=subprocess.PIPE, stdout=reaper_log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )
-        assert self.reaper.stdin is not None
-        # The name goes through the pipe, not the command line, so the reaper is not one of the engine's processes.
-        self.reaper.stdin.write(f"{self.name}\n{self.state}\n".encode())
-        self.reaper.stdin.flush()
-
-    def _stop_reaper(self) -> None:
-        if self.reaper is None:
-            return
-        with contextlib.suppress(OSError):
-            assert self.reaper.stdin is not None
-            self.reaper.stdin.write(b"stopped\n")
-            self.reaper.stdin.close()
-        try:
-            self.reaper.wait(30)
-        except subprocess.TimeoutExpired:
-            self.reaper.kill()
-            self.reaper.wait()
-        self.reaper = None
-
-    def _nsenter(self, *argv: str) -> list[str]:
-        return ["nsenter", f"--mount={self.mntns}", f"--net={self.netns}", "--", *argv]
-
-    def start(self, timeout: float = 60) -> None:
-        check_engine_prerequisites()
-        sweep_stale()
-        started = time.monotonic()
-        DockerEngine.starts += 1
-        self._start_reaper()
-        try:
-            self._make_namespaces()
-            self._start_dockerd(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        log(f"dockerd {self.name} ready in {time.monotonic() - started:.1f} s (netns {self.name}, "
-            f"cgroup parent {self.cgroup_parent}, state {self.state})")
-
-    def _make_namespaces(self) -> None:
-        self.state.mkdir(mode=0o700)
-        namespaces.pin_mount_namespace(self.mntns)
-        namespaces.add_netns(self.name)
-        _run(["ip", "-n", self.name, "link", "set", "lo", "up"])
-        inside = ["nsenter", f"--mount={self.mntns}", "--"]
-        # Its copies of other namespaces' pins (if any) are not ours to hold.
-        _run([*inside, "/bin/sh", "-c", namespaces.DROP_FOREIGN_PINS], check=False)
-        _run([*inside, "mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run"])
-        # No sysctl of this machine may change: /proc/sys is read-only for the engine.
-        _run([*inside, "mount", "--bind", "/proc/sys", "/proc/sys"])
-        _run([*inside, "mount", "-o", "remount,bind,ro", "/proc/sys"])
-
-    def _start_dockerd(self, timeout: float) -> None:
-        (self.state / "data").mkdir()
-        (self.state / "exec").mkdir()
-        config = self.state / "daemon.json"
-        config.write_text(json.dumps({"deprecated-key-path": str(self.state / "key.json")}))  # not /etc/docker
-        argv = self._nsenter(
-            DOCKERD, f"--data-root={self.state / 'data'}", f"--exec-root={self.state / 'exec'}",
-            f"--host=unix://{self.socket}", f"--pidfile={self.state / 'dockerd.pid'}",
-            f"--config-file={config}", f"--cgroup-parent={self.cgroup_parent}",
-            "--exec-opt=native.cgroupdriver=cgroupfs", "--iptables=false", "--ip-masq=false",
-            "--ip-forward=false", "--bridge=none", "--userland-proxy=false",
-        )
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log_file:
-            self.dockerd = subprocess.Popen(
-                argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={"PATH": ENGINE_PATH, "HOME": str(self.state)}, preexec_fn=_die_with_parent_in_own_session,
-            )
-        deadline = time.monotonic() + timeout
-        while not self._ping():
-            if self.dockerd.poll() is not None:
-                raise ImageError(f"dockerd exited with {self.dockerd.returncode}; log tail:\n{self._log_tail()}")
-            if time.monotonic() > deadline:
-                raise ImageError(f"dockerd was not ready within {timeout:.0f} s; log tail:\n{self._log_tail()}")
-            time.sleep(0.1)
-
-    def _log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-3000:]
-        return ""
-
-    def _ping(self) -> bool:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(2)
-                sock.connect(str(self.socket))
-                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-                status = sock.recv(4096).split(b"\r\n", 1)[0].split()
-                return status[1:2] == [b"200"]
-        except OSError:
-            return False
-
-    def docker(self, *args: str, timeout: float = 600, check: bool = True,
-               log_file: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """Run Debian's docker client against this engine (classic builder, own client config)."""
-        env = {"PATH": ENGINE_PATH, "HOME": str(self.state), "DOCKER_CONFIG": str(self.state / "client"),
-               "DOCKER_BUILDKIT": "0"}
-        argv = [DOCKER, f"--host=unix://{self.socket}", *args]
-        if log_file is not None:
-            with log_file.open("w") as out:
-                proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
-                                      timeout=timeout, stdin=subprocess.DEVNULL)
-            output = log_file.read_text(errors="replace")
-            proc = subprocess.CompletedProcess(argv, proc.returncode, output, "")
-        else:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
-        if check and proc.returncode != 0:
-            raise ImageError(f"docker {' '.join(args[:2])} … failed ({proc.returncode}):\n"
-                             f"{(proc.stdout + proc.stderr)[-3000:]}")
-        return proc
-
-    def stop(self) -> None:
-        """Stop dockerd, containerd and every container; remove namespaces, mounts, cgroups, state."""
-        if self.dockerd is not None and self.dockerd.poll() is None:
-            with contextlib.suppress(ImageError, subprocess.TimeoutExpired):
-                ids = self.docker("ps", "--all", "--quiet", timeout=30).stdout.split()
-                if ids:
-                    self.docker("rm", "--force", *ids, timeout=60)
-            self.dockerd.terminate()
-            try:
-                self.dockerd.wait(30)
-            except subprocess.TimeoutExpired:
-                self.dockerd.kill()
-                self.dockerd.wait(10)
-        self.dockerd = None
-        try:
-            teardown(self.name, self.state)
-        finally:
-            self._stop_reaper()
-
-
-def reap() -> int:
-    """The reaper's side: wait until the engine's owner says "stopped" or dies, then clean up if it died."""
-    name, state = sys.stdin.readline().strip(), sys.stdin.readline().strip()
-    if sys.stdin.read().strip() == "stopped":
-        return 0
-    print(f"[images] {time.strftime('%F %T')} the owner of {name} died: tearing it down", flush=True)
-    teardown(name, Path(state))
-    return 0
-
-
-def leftovers(name: str, state_dir: Path, ns_inodes: set[int] | None = None) -> list[str]:
-    """What engine `name` left behind: processes, mounts, network namespace, cgroups, state directory."""
-    found = [f"process {pid}" for pid in sorted(_processes_of(name, state_dir, ns_inodes or set()))]
-    found += [f"mount {point}" for point in mount_points() if re.search(rf"/{re.escape(name)}(/|$)", point)]
-    found += [f"netns {ns}" for ns in netns_names() if ns == name]
-    found += [f"cgroup {path}" for path in _cgroup_dirs(name)]
-    if state_dir.exists():
-        found.append(f"directory {state_dir}")
-    return found
-
-
-def _kill_all(name: str, state_dir: Path, ns_inodes: set[int], grace: float = 10.0) -> None:
-    """SIGKILL what is left of the engine (dockerd was already asked to stop): shims, containers."""
-    survivors = kill_until_gone(lambda: _processes_of(name, state_dir, ns_inodes), grace)
-    if survivors:
-        raise ImageError(f"processes of {name} do not exit: {survivors}")
-
-
-def _remove_cgroups(name: str, grace: float = 10.0) -> None:
-    deadline = time.monotonic() + grace
-    while remaining := _cgroup_dirs(name):
-        for top in remaining:
-            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-            with contextlib.suppress(OSError):
-                top.rmdir()
-        if time.monotonic() > deadline:
-            raise ImageError(f"cannot remove cgroups of {name}: {remaining}")
-        time.sleep(0.1)
-
-
-def teardown(name: str, state_dir: Path) -> None:
-    """Remove everything engine `name` made; raise if anything is left. Safe to call twice."""
-    ns_inodes = {inode for inode in (_ns_inode(state_dir / "mntns"), _ns_inode(RUN_NETNS / name)) if inode}
-    _kill_all(name, state_dir, ns_inodes)
-    _remove_cgroups(name)
-    namespaces.unpin_mount_namespace(state_dir / "mntns")  # the namespace and every mount in it go away
-    namespaces.delete_netns(name)
-    below = [point for point in mount_points() if point.startswith(str(state_dir) + "/") or point == str(state_dir)]
-    if below:
-        raise ImageError(f"mounts left under {state_dir}, not deleting it: {below}")
-    shutil.rmtree(state_dir, ignore_errors=True)
-    left = leftovers(name, state_dir, ns_inodes)
-    if left:
-        raise ImageError(f"engine {name} left: {', '.join(left)}")
-
-
-def sweep_stale() -> list[str]:
-    """Tear down engines whose harness process is gone (a killed build); returns their names."""
-    names: set[str] = set()
-    names.update(p.name for p in Path(tempfile.gettempdir()).glob(f"{ENGINE_PREFIX}*"))
-    names.update(ns for ns in netns_names() if ns.startswith(ENGINE_PREFIX))
-    for hierarchy in namespaces.cgroup_hierarchies():
-        with contextlib.suppress(OSError):
-            names.update(p.name for p in hierarchy.glob(f"{ENGINE_PREFIX}*") if p.is_dir())
-    swept = []
-    for name in sorted(names):
-        match = re.fullmatch(re.escape(ENGINE_PREFIX) + r"(\d+)-\d+", name)
-        if not match or pid_alive(int(match.group(1))):
-            continue
-        log(f"removing what a killed build left: {name}")
-        teardown(name, Path(tempfile.gettempdir()) / name)
-        swept.append(name)
-    return swept
-
-
 # -- building --------------------------------------------------------------------------------
 
 
@@ -814,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             check_engine_prerequisites()
             swept = sweep_stale()
             log(f"removed {len(swept)} stale engine(s)" if swept else "nothing to remove")
-    except (ImageError, tools.ToolError) as error:
+    except (ImageError, EngineError, tools.ToolError) as error:
         print(f"harness.images: error: {error}", file=sys.stderr)
         return 1
     return 0

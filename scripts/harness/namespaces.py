@@ -1,4 +1,5 @@
-"""Network and mount namespaces the harness creates for a node or an image build, and removes.
+"""Network and mount namespaces the harness creates for a node or an image build, and removes;
+the cgroups and processes that belong to them.
 
 Shared facts (docs/DESIGN.md, "The local node"):
 - `ip netns add` turns /run/netns into a mount point the first time; when that was one of ours,
@@ -12,9 +13,10 @@ Shared facts (docs/DESIGN.md, "The local node"):
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 RUN_NETNS = Path("/run/netns")
@@ -80,6 +82,52 @@ def cgroup_hierarchies() -> list[Path]:
     if (root / "cgroup.controllers").exists():  # cgroup v2 only
         return [root]
     return sorted(path for path in root.iterdir() if path.is_dir() and not path.is_symlink())
+
+
+def cgroup_dirs(name: str) -> list[Path]:
+    """The cgroups named NAME that exist: `<hierarchy>/NAME` (see `cgroup_hierarchies`)."""
+    return [path for path in (hierarchy / name for hierarchy in cgroup_hierarchies()) if path.is_dir()]
+
+
+def ns_inode(pin: Path) -> int | None:
+    """The inode of the namespace pinned at `pin`, or None when no namespace is pinned there."""
+    try:
+        pinned, nsfs = os.stat(pin), os.stat("/proc/self/ns/mnt")
+    except OSError:
+        return None
+    return pinned.st_ino if pinned.st_dev == nsfs.st_dev else None
+
+
+def processes_in(ns_inodes: Collection[int] = (), cgroups: Iterable[Path] = (),
+                 cmdline_marker: bytes | None = None) -> set[int]:
+    """Processes in one of the mount or network namespaces `ns_inodes`, in one of the cgroup
+    directories `cgroups` or below them, or whose command line contains `cmdline_marker`.
+
+    Never this process, and never by way of this process's own namespaces: those would select
+    every process of the machine.
+    """
+    own = set()
+    for kind in ("mnt", "net"):
+        with contextlib.suppress(OSError):
+            own.add(os.stat(f"/proc/self/ns/{kind}").st_ino)
+    wanted = set(ns_inodes) - own
+    pids: set[int] = set()
+    for top in cgroups:
+        for directory, _, _ in os.walk(top):
+            with contextlib.suppress(OSError):
+                pids.update(int(pid) for pid in (Path(directory) / "cgroup.procs").read_text().split())
+    if wanted or cmdline_marker is not None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if cmdline_marker is not None and cmdline_marker in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+                    continue
+                if any(os.stat(entry / "ns" / kind).st_ino in wanted for kind in ("mnt", "net")):
+                    pids.add(int(entry.name))
+    pids.discard(os.getpid())
+    return pids
 
 
 def pin_mount_namespace(pin: Path) -> None:

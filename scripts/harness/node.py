@@ -207,28 +207,15 @@ class NodeNamespaces:
 
     def processes(self) -> list[int]:
         """Every process in this node: in its mount namespace, or in one of its cgroups."""
-        found: set[int] = set()
-        with contextlib.suppress(OSError):
-            wanted = os.stat(self.mount_file).st_ino
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit():
-                    with contextlib.suppress(OSError):
-                        if os.stat(entry / "ns" / "mnt").st_ino == wanted and wanted != os.stat(
-                                "/proc/self/ns/mnt").st_ino:
-                            found.add(int(entry.name))
-        for directory in self.cgroup_dirs():
-            with contextlib.suppress(OSError):
-                found.update(int(pid) for pid in (directory / "cgroup.procs").read_text().split())
-        found.discard(os.getpid())
-        return sorted(found)
+        mount_ns = namespaces.ns_inode(self.mount_file)
+        roots = namespaces.cgroup_dirs(self.cgroup_root.lstrip("/"))
+        return sorted(namespaces.processes_in({mount_ns} if mount_ns else set(), roots))
 
     def cgroup_dirs(self) -> list[Path]:
         """This node's cgroups in every hierarchy, deepest first."""
         found: list[Path] = []
-        for hierarchy in namespaces.cgroup_hierarchies():
-            root = hierarchy / self.cgroup_root.lstrip("/")
-            if root.is_dir():
-                found += [Path(d) for d, _, _ in os.walk(root)]
+        for root in namespaces.cgroup_dirs(self.cgroup_root.lstrip("/")):
+            found += [Path(d) for d, _, _ in os.walk(root)]
         return sorted(found, key=lambda path: len(path.parts), reverse=True)
 
     def kill_all(self, timeout: float = 20) -> None:

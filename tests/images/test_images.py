@@ -1,4 +1,4 @@
-"""`make images`: both Dockerfiles built offline by a throw-away Docker engine (harness.images).
+"""`make images`: both Dockerfiles built offline by a throw-away Docker engine (harness.images, harness.engine).
 
 The first run builds for real (cold: about 100 s here, mmdebstrap included); later runs take the
 archives from the cache. The images are then loaded into a fresh engine and run. After every
@@ -23,13 +23,14 @@ from pathlib import Path
 import pytest
 
 from harness import REPO_ROOT, images, tools
+from harness import engine as docker_engine
 
 CGROUP = Path("/sys/fs/cgroup")
 
 
 def own_leftovers(pid: int | None = None) -> list[str]:
     """Anything of this process's engines, read straight from /proc, mountinfo, `ip netns`, cgroupfs."""
-    prefix = f"{images.ENGINE_PREFIX}{pid or os.getpid()}-"
+    prefix = f"{docker_engine.ENGINE_PREFIX}{pid or os.getpid()}-"
     cgroups = [path for hierarchy in [CGROUP, *(p for p in CGROUP.iterdir() if p.is_dir())]
                for path in hierarchy.glob(prefix + "*")]
     in_cgroups: set[str] = set()
@@ -64,12 +65,12 @@ def built() -> list[images.BuiltImage]:
 
 
 @pytest.fixture
-def engine() -> Iterator[images.DockerEngine]:
-    with images.DockerEngine() as running:
+def engine() -> Iterator[docker_engine.DockerEngine]:
+    with docker_engine.DockerEngine() as running:
         assert running.reaper is not None
         reaper = running.reaper.pid
         yield running
-    assert images.leftovers(running.name, running.state) == []
+    assert docker_engine.leftovers(running.name, running.state) == []
     assert own_leftovers() == []
     assert not Path(f"/proc/{reaper}").exists(), "the engine's watcher process is still running"
 
@@ -93,14 +94,14 @@ def test_both_images_are_named_and_saved(built: list[images.BuiltImage]) -> None
 
 
 def test_second_call_is_a_cache_hit(built: list[images.BuiltImage]) -> None:
-    starts = images.DockerEngine.starts
+    starts = docker_engine.DockerEngine.starts
     again = images.build_images()
     assert again == built
     assert all(image.cached for image in again)
-    assert images.DockerEngine.starts == starts, "a cached build started a Docker engine"
+    assert docker_engine.DockerEngine.starts == starts, "a cached build started a Docker engine"
 
 
-def test_images_run_and_import_with_ctr(built: list[images.BuiltImage], engine: images.DockerEngine) -> None:
+def test_images_run_and_import_with_ctr(built: list[images.BuiltImage], engine: docker_engine.DockerEngine) -> None:
     # The leftover scan sees a running engine (so its empty result afterwards means something).
     seen = own_leftovers()
     assert any(item.startswith("process") for item in seen) and any(item.startswith("netns") for item in seen)
@@ -134,8 +135,8 @@ def test_a_killed_harness_leaves_nothing(built: list[images.BuiltImage]) -> None
     rootfs = images.base_inputs().rootfs
     script = (
         "import sys, time\n"
-        "from harness import images\n"
-        "engine = images.DockerEngine()\n"
+        "from harness.engine import DockerEngine\n"
+        "engine = DockerEngine()\n"
         "engine.start()\n"
         f"engine.docker('import', '{rootfs}', 'base:1')\n"
         "engine.docker('run', '--detach', '--network', 'none', 'base:1', 'sleep', '600')\n"
@@ -220,20 +221,20 @@ def test_wheel_requirements_are_the_pinned_runtime_deps_and_build_backend() -> N
 
 
 def test_clear_errors_for_missing_prerequisites(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "DOCKERD", "/nonexistent/dockerd")
-    with pytest.raises(images.ImageError, match=r"apt-get install docker\.io"):
-        images.check_engine_prerequisites()
+    monkeypatch.setattr(docker_engine, "DOCKERD", "/nonexistent/dockerd")
+    with pytest.raises(docker_engine.EngineError, match=r"apt-get install docker\.io"):
+        docker_engine.check_engine_prerequisites()
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(images.ImageError, match="needs root"):
-        images.check_engine_prerequisites()
+    with pytest.raises(docker_engine.EngineError, match="needs root"):
+        docker_engine.check_engine_prerequisites()
 
 
 @pytest.mark.long
 def test_forced_rebuild_gives_the_same_tags_and_leaves_nothing(built: list[images.BuiltImage]) -> None:
-    starts = images.DockerEngine.starts
+    starts = docker_engine.DockerEngine.starts
     rebuilt = images.build_images(force=True)
     assert rebuilt == built and not any(image.cached for image in rebuilt)
-    assert images.DockerEngine.starts == starts + 1
+    assert docker_engine.DockerEngine.starts == starts + 1
     assert own_leftovers() == []
     for image in rebuilt:
         assert archive_repo_tags(image.archive) == [image.ref]
