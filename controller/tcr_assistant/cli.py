@@ -15,7 +15,7 @@ from typing import Any
 from . import api
 from .hosts_cleanup import remove_hosts_lines
 from .kube import IMAGEPULLSECRETS, SERVICEACCOUNTS, Kube, KubeError, make_api_client
-from .options import DEFAULTS, WATCH_READ_MARGIN, Options, default_namespace
+from .options import DEFAULTS, DRIFT_MODES, WATCH_READ_MARGIN, Options, default_namespace
 
 log = logging.getLogger("tcr_assistant")
 
@@ -104,19 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"concurrent reconcile workers; they mostly wait on the API server (default: {DEFAULTS.workers})",
     )
     run.add_argument(
-        "--drift-check-qps",
-        type=float,
-        default=DEFAULTS.drift_qps,
-        metavar="QPS",
-        help="rate of GETs by name that check distributed Secrets for hand edits/deletions "
-        f"(default: {DEFAULTS.drift_qps:g}/s)",
+        "--drift-mode",
+        choices=DRIFT_MODES,
+        default=DEFAULTS.drift_mode,
+        help="how hand edits and deletions of distributed Secrets are found: poll = GET each by name "
+        "once per --drift-check-period (no cluster-wide Secret access); watch = watch Secrets with our "
+        "label (no idle requests, repair within a second; needs list/watch on Secrets in every "
+        f"namespace) (default: {DEFAULTS.drift_mode})",
     )
     run.add_argument(
         "--drift-check-period",
         type=float,
         default=DEFAULTS.drift_period,
         metavar="S",
-        help=f"start a full drift-check pass at most every S seconds (default: {DEFAULTS.drift_period:g})",
+        help="poll mode: check each distributed Secret once every S seconds, spread evenly; this sets "
+        "both the idle cost (N/S GETs per second for N Secrets) and the longest repair delay "
+        f"(default: {DEFAULTS.drift_period:g})",
     )
     run.add_argument(
         "--watch-timeout",
@@ -194,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = Options(
         namespace=namespace,
         workers=args.workers,
-        drift_qps=args.drift_check_qps,
+        drift_mode=args.drift_mode,
         drift_period=args.drift_check_period,
         watch_timeout=args.watch_timeout,
         read_timeout=args.watch_timeout + WATCH_READ_MARGIN,

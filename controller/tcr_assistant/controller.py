@@ -19,8 +19,10 @@ from . import api, reconcile, status
 from .kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube, KubeError, Resource, now_rfc3339
 from .metrics import Metrics
 from .observed import (
+    DistributedSecretInfo,
     NamespaceInfo,
     ServiceAccountInfo,
+    distributed_secret_info,
     image_pull_secret_view,
     local_secret_view,
     namespace_info,
@@ -56,6 +58,7 @@ class Controller:
         self.kube = kube
         self.opts = options
         self.metrics = metrics or Metrics()
+        kube.on_retry = lambda resource, reason: self.metrics.retries.labels(resource, reason).inc()
         self.state = ControllerState()
         self.stop_event = threading.Event()
         self.queue: WorkQueue[WorkKey] = WorkQueue()
@@ -72,10 +75,11 @@ class Controller:
             handler: Callable[[str, Any, Any], None],
             name: str = "",
             namespace: str | None = None,
+            label_selector: str | None = None,
         ) -> Reflector:
             return Reflector(kube, resource, view, handler, name=name or resource.plural, namespace=namespace,
-                             watch_timeout=options.watch_timeout, read_timeout=options.read_timeout,
-                             stop=self.stop_event)
+                             label_selector=label_selector, watch_timeout=options.watch_timeout,
+                             read_timeout=options.read_timeout, stop=self.stop_event)
 
         self.reflectors = [
             reflector(IMAGEPULLSECRETS, image_pull_secret_view, self._on_image_pull_secret),
@@ -84,6 +88,10 @@ class Controller:
             reflector(NAMESPACES, namespace_info, self._on_namespace),
             reflector(SERVICEACCOUNTS, service_account_info, self._on_service_account),
         ]
+        if options.drift_mode == "watch":
+            # Only Secrets carrying our label, and only a fingerprint of each is kept.
+            self.reflectors.append(reflector(SECRETS, distributed_secret_info, self._on_distributed_secret,
+                                             "our-secrets", label_selector=f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"))
 
     # -- event handlers: record what was seen, enqueue -----------------------------------------
 
@@ -121,13 +129,11 @@ class Controller:
             if new is None:
                 assert old is not None
                 state.namespaces.pop(old.name, None)
-                state.new_namespaces.discard(old.name)
+                state.startup_unchecked.discard(old.name)
                 state.service_accounts.pop(old.name, None)
                 state.forget_namespace_secrets(old.name)
                 return
             state.namespaces[new.name] = new
-            if kind == "ADDED" and self.synced():
-                state.new_namespaces.add(new.name)  # our Secrets cannot exist there yet
             if new.terminating:
                 state.forget_namespace_secrets(new.name)
         if not new.terminating:
@@ -154,6 +160,25 @@ class Controller:
             state.sa_first_seen.setdefault(key, now)
         self.queue.add(ServiceAccountKey(*key))
 
+    def _on_distributed_secret(self, kind: str, old: DistributedSecretInfo | None,
+                               new: DistributedSecretInfo | None) -> None:
+        """Drift watch: what our Secrets hold is known without a read; a change we did not
+        write (its fingerprint differs from our record) queues the namespace."""
+        secret = new if new is not None else old
+        assert secret is not None
+        if not secret.image_pull_secret:
+            return
+        key = (secret.namespace, secret.image_pull_secret)
+        with self.state.lock:
+            record = self.state.secret_records.get(key)
+            now = new.fingerprint if new is not None else ABSENT
+            self.state.secret_records[key] = now
+            if record == now or not self.synced():
+                return
+            if record is not None and record != ABSENT:
+                self.state.secret_drift[key] = "changed" if new is not None else "deleted"
+        self.queue.add(NamespaceKey(secret.namespace))
+
     # -- work ------------------------------------------------------------------------------------
 
     def process(self, key: WorkKey) -> Requeue | None:
@@ -170,40 +195,46 @@ class Controller:
                 return self.sync_status(name)
         raise UnknownKey(f"unknown work key {key!r}")
 
+    def _one_namespace(self, namespace: str) -> threading.Lock:
+        """Held while a worker writes in ``namespace``: a namespace key and a ServiceAccount key
+        of the same namespace would otherwise write one account at once (409 Conflict)."""
+        return self._namespace_locks[hash(namespace) % len(self._namespace_locks)]
+
     def sync_namespace(self, namespace: str) -> None:
-        self.ensure_namespace_secrets(namespace)
-        with self.state.lock:
-            accounts = list(self.state.service_accounts.get(namespace, {}).values())
-        for account in accounts:
-            result = self.link_service_account(account)
-            if result is not None:
-                self.queue.add_after(ServiceAccountKey(namespace, account.name), result.after)
+        with self._one_namespace(namespace):
+            self.ensure_namespace_secrets(namespace)
+            with self.state.lock:
+                accounts = list(self.state.service_accounts.get(namespace, {}).values())
+            for account in accounts:
+                result = self.link_service_account(account)
+                if result is not None:
+                    self.queue.add_after(ServiceAccountKey(namespace, account.name), result.after)
 
     def sync_service_account(self, namespace: str, name: str) -> Requeue | None:
-        self.ensure_namespace_secrets(namespace)
-        with self.state.lock:
-            account = self.state.account(namespace, name)
-            if account is None:
-                self.state.sa_first_seen.pop((namespace, name), None)
-        return self.link_service_account(account) if account is not None else None
+        with self._one_namespace(namespace):
+            self.ensure_namespace_secrets(namespace)
+            with self.state.lock:
+                account = self.state.account(namespace, name)
+                if account is None:
+                    self.state.sa_first_seen.pop((namespace, name), None)
+            return self.link_service_account(account) if account is not None else None
 
     def ensure_namespace_secrets(self, namespace: str) -> None:
-        """Write our Secrets where wanted, delete ours where not (by name, no list)."""
+        """Write our Secrets where wanted, delete ours where not (by name, no list). The caller
+        holds `_one_namespace`."""
         state = self.state
-        with self._namespace_locks[hash(namespace) % len(self._namespace_locks)]:
-            with state.lock:
-                plans = list(state.plans.values())
-                records = state.records_in(namespace, plans)
-                new_namespace = namespace in state.new_namespaces
-                state.new_namespaces.discard(namespace)
-                actions = reconcile.namespace_secret_actions(
-                    state.namespaces.get(namespace), plans, records, new_namespace
-                )
-            for action in actions:
-                if isinstance(action, EnsureSecret):
-                    self._ensure_secret(action)
-                else:
-                    self._remove_secret(action)
+        with state.lock:
+            plans = list(state.plans.values())
+            records = state.records_in(namespace, plans)
+            resync = namespace in state.startup_unchecked
+            actions = reconcile.namespace_secret_actions(state.namespaces.get(namespace), plans, records, resync)
+        for action in actions:
+            if isinstance(action, EnsureSecret):
+                self._ensure_secret(action)
+            else:
+                self._remove_secret(action)
+        with state.lock:
+            state.startup_unchecked.discard(namespace)
 
     def _ensure_secret(self, action: EnsureSecret) -> None:
         plan, namespace = action.plan, action.desired["metadata"]["namespace"]
@@ -212,11 +243,16 @@ class Controller:
             return
         with self.state.lock:
             self.state.secret_records[(namespace, plan.name)] = plan.fingerprint
+            drift = self.state.secret_drift.pop((namespace, plan.name), None)
             if result != "unchanged":
                 self.metrics.writes.labels("secrets").inc()
                 remember_write(self.state.secret_writes, plan.name, f"{namespace}/{plan.secret_name}", now_rfc3339())
         if result != "unchanged":
             log.info("Secret %s/%s %s", namespace, plan.secret_name, result)
+            if drift is not None:
+                self.metrics.repairs.labels("secret").inc()
+                self.event(plan.obj, "Warning", "SecretRepaired",
+                           f"Secret {namespace}/{plan.secret_name} was {drift} outside the controller; restored it")
         # Also when unchanged: after a restart the counts become complete namespace by namespace.
         self.queue.add_after(StatusKey(plan.name), self.opts.status_delay)
 
@@ -315,12 +351,13 @@ class Controller:
         with self.state.lock:
             namespaces = set(self.state.namespaces) | self.state.namespaces_with_record(plan.name)
         for namespace in sorted(namespaces):
-            self.ensure_namespace_secrets(namespace)  # the plan is deleting: removes ours
-            with self.state.lock:
-                accounts = [a for a in self.state.service_accounts.get(namespace, {}).values()
-                            if plan.secret_name in a.pull_secrets]
-            for account in accounts:
-                self.link_service_account(account)
+            with self._one_namespace(namespace):
+                self.ensure_namespace_secrets(namespace)  # the plan is deleting: removes ours
+                with self.state.lock:
+                    accounts = [a for a in self.state.service_accounts.get(namespace, {}).values()
+                                if plan.secret_name in a.pull_secrets]
+                for account in accounts:
+                    self.link_service_account(account)
 
     def sync_status(self, name: str) -> Requeue | None:
         state = self.state
@@ -366,45 +403,42 @@ class Controller:
             self.state.recent_events[key] = now
         self.kube.event(obj, etype, reason, message)
 
-    # -- drift check of distributed Secrets (GET by name, rate-limited) ------------------------
+    # -- drift check of distributed Secrets, "poll" mode (GET by name, spread over the period) --
 
     def check_secrets_once(self) -> int:
-        """One pass over every Secret believed up to date; returns the number found changed."""
+        """One pass over every Secret believed up to date, spread over ``drift_period``; returns
+        the number found deleted or changed (their namespaces are queued for repair)."""
         state = self.state
         with state.lock:
             items = [(k, v) for k, v in state.secret_records.items() if v != ABSENT]
-        repaired = 0
-        interval = 1.0 / self.opts.drift_qps if self.opts.drift_qps > 0 else 0.0
-        for (namespace, ips), fp in items:
-            if self.stop_event.is_set():
+        found = 0
+        start = time.monotonic()
+        interval = self.opts.drift_period / max(1, len(items))
+        for i, ((namespace, ips), fp) in enumerate(items):
+            if self.stop_event.wait(max(0.0, start + i * interval - time.monotonic())):
                 break
             with state.lock:
                 plan = state.plans.get(ips)
                 if plan is None or plan.creds is None or not plan.active or plan.fingerprint != fp \
                         or state.secret_records.get((namespace, ips)) != fp:
                     continue
-            start = time.monotonic()
             try:
                 current = self.kube.get_secret(namespace, plan.secret_name)
             except Exception as exc:
                 log.warning("drift check of %s/%s failed: %s", namespace, plan.secret_name, exc)
                 continue
             desired = reconcile.desired_secret(ips, namespace, plan.creds)
-            if reconcile.secret_step(current, desired) is not reconcile.SecretStep.UNCHANGED:
-                with state.lock:
-                    if state.secret_records.get((namespace, ips)) == fp:
-                        del state.secret_records[(namespace, ips)]
-                what = "deleted" if current is None else "changed"
-                log.info("Secret %s/%s was %s outside the controller; repairing", namespace, plan.secret_name, what)
-                self.metrics.repairs.labels("secret").inc()
-                self.event(plan.obj, "Warning", "SecretRepaired",
-                           f"Secret {namespace}/{plan.secret_name} was {what} outside the controller; restored it")
-                self.queue.add(NamespaceKey(namespace))
-                repaired += 1
-            spent = time.monotonic() - start
-            if interval > spent:
-                self.stop_event.wait(interval - spent)
-        return repaired
+            if reconcile.secret_step(current, desired) is reconcile.SecretStep.UNCHANGED:
+                continue
+            what = "deleted" if current is None else "changed"
+            log.info("Secret %s/%s was %s outside the controller; repairing", namespace, plan.secret_name, what)
+            with state.lock:
+                if state.secret_records.get((namespace, ips)) == fp:
+                    state.secret_records[(namespace, ips)] = ABSENT if current is None else "unknown"
+                    state.secret_drift[(namespace, ips)] = what
+            self.queue.add(NamespaceKey(namespace))
+            found += 1
+        return found
 
     def _drift_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -413,13 +447,14 @@ class Controller:
                 self.check_secrets_once()
             except Exception:
                 log.exception("drift check failed")
+            # a pass over few Secrets (or none) still waits out its period
             self.stop_event.wait(max(0.0, self.opts.drift_period - (time.monotonic() - start)))
 
     # -- workers and life cycle -----------------------------------------------------------------
 
     def _worker(self) -> None:
         while not self.stop_event.is_set():
-            key = self.queue.get(timeout=1.0)
+            key = self.queue.get()
             self.metrics.queue_depth.set(len(self.queue))
             if key is None:
                 continue
@@ -471,6 +506,8 @@ class Controller:
 
     def start_workers(self) -> None:
         with self.state.lock:
+            if self.opts.drift_mode == "poll":  # (the drift watch tells what exists: nothing to read)
+                self.state.startup_unchecked = set(self.state.namespaces)
             # plans first, so the namespace keys queued during start-up already use them
             for name, obj in self.state.image_pull_secrets.items():
                 self.state.plans[name] = reconcile.plan_for(obj, self.state.local_secrets.get)
@@ -481,7 +518,8 @@ class Controller:
         self.metrics.leader.set(1)
         for i in range(self.opts.workers):
             self._start_thread(self._worker, f"worker-{i}")
-        self._start_thread(self._drift_loop, "drift")
+        if self.opts.drift_mode == "poll":
+            self._start_thread(self._drift_loop, "drift")
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

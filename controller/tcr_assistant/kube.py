@@ -9,6 +9,7 @@ Errors mapped explicitly:
 * 404 NotFound: object or namespace gone -> nothing to do;
 * 409 AlreadyExists on create -> read and update instead;
 * 409 Conflict on update -> re-read and retry (about 5 tries, 10 ms apart);
+  both counted in ``retries`` (and the metric ``tcr_assistant_api_retries_total``);
 * 403 Forbidden when the namespace is being terminated -> skip that namespace.
 """
 
@@ -26,10 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from kubernetes import client, config
-from kubernetes.watch.watch import iter_resp_lines
+import urllib3
 
-from . import api, reconcile
+from . import api, apiclient, reconcile
+from .apiclient import ApiClient
 from .observed import ServiceAccountInfo, service_account_info
 
 log = logging.getLogger(__name__)
@@ -66,20 +67,9 @@ class KubeError(Exception):
         return self.status == 403 and "being terminated" in self.message
 
 
-def make_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> client.ApiClient:
+def make_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> ApiClient:
     """``--kubeconfig`` when given; in-cluster when running in a Pod; else $KUBECONFIG/~/.kube/config."""
-    cfg = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=cfg)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=cfg)
-    cfg.connection_pool_maxsize = pool_size
-    api_client = client.ApiClient(configuration=cfg)
-    api_client.user_agent = f"{api.COMPONENT}/{_version()}"
-    return api_client
+    return ApiClient(apiclient.load(kubeconfig), pool_size, user_agent=f"{api.COMPONENT}/{_version()}")
 
 
 def _version() -> str:
@@ -126,12 +116,22 @@ IMAGEPULLSECRETS = Resource(f"/apis/{api.GROUP}/{api.VERSION}", api.PLURAL, Fals
 class Kube:
     """Raw JSON access to the API server through ``kubernetes.client.ApiClient``."""
 
-    def __init__(self, api_client: client.ApiClient, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, api_client: ApiClient, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.api_client = api_client
         self.timeout = timeout
         self.writes: Counter[str] = Counter()  # "POST secrets" -> n (tests assert zero writes)
-        self.requests: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()  # "GET secrets" (one object), "LIST secrets", "WATCH secrets"
+        self.retries: Counter[str] = Counter()  # "serviceaccounts conflict" -> n
+        self.on_retry: Callable[[str, str], None] | None = None  # (resource, "conflict" | "already_exists")
         self._lock = threading.Lock()
+
+    def _retried(self, resource: str, reason: str, what: str) -> None:
+        """A write answered 409 and is retried after a read."""
+        with self._lock:
+            self.retries[f"{resource} {reason}"] += 1
+        (log.info if reason == "conflict" else log.debug)("%s: 409 %s, reading it again", what, reason)
+        if self.on_retry is not None:
+            self.on_retry(resource, reason)
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -144,20 +144,20 @@ class Kube:
         content_type: str,
         timeout: float | tuple[float, float] | None,
         accept: str = "application/json",
-    ) -> Any:
+        stream: bool = False,
+    ) -> urllib3.BaseHTTPResponse:
         params = [(k, _qv(v)) for k, v in (query or {}).items() if v is not None]
-        m, url, headers, data, _ = self.api_client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=params,
-            header_params={"Accept": accept, "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
+        data = json.dumps(body).encode() if body is not None else None
+        resp = self.api_client.request(
+            method, path, params, data, {"Accept": accept, "Content-Type": content_type},
+            timeout=timeout or self.timeout, stream=stream,
         )
-        resp = self.api_client.call_api(m, url, headers, data, _request_timeout=timeout or self.timeout)
         kind = _kind_of(path)
+        verb = method
+        if method == "GET" and _is_collection(path):
+            verb = "WATCH" if stream else "LIST"
         with self._lock:
-            self.requests[f"{method} {kind}"] += 1
+            self.requests[f"{verb} {kind}"] += 1
             if method != "GET":
                 self.writes[f"{method} {kind}"] += 1
         return resp
@@ -174,7 +174,7 @@ class Kube:
         accept: str = "application/json",
     ) -> dict[str, Any]:
         resp = self._send(method, path, query, body, content_type, timeout, accept)
-        raw = resp.read()
+        raw = resp.data
         if not 200 <= resp.status <= 299:
             raise _error(resp.status, raw)
         return json.loads(raw) if raw else {}
@@ -193,18 +193,16 @@ class Kube:
         """
         q = dict(query)
         q["watch"] = "true"
-        resp = self._send("GET", path, q, None, "application/json", (10.0, read_timeout))
-        if resp.status != 200:
-            raise _error(resp.status, resp.read())
-        raw = resp.response
-        if on_response is not None:
-            on_response(raw)
+        resp = self._send("GET", path, q, None, "application/json", (10.0, read_timeout), stream=True)
         try:
-            for line in iter_resp_lines(raw):
-                if line:
-                    yield json.loads(line)
+            if resp.status != 200:
+                raise _error(resp.status, resp.read())
+            if on_response is not None:
+                on_response(resp)
+            for line in _lines(resp):
+                yield json.loads(line)
         finally:
-            raw.release_conn()
+            resp.release_conn()
 
     def list_all(self, path: str, query: Mapping[str, Any] | None = None, page: int = 500) -> dict[str, Any]:
         """Paginated list; returns {"items": [...], "resourceVersion": "..."}."""
@@ -268,8 +266,11 @@ class Kube:
                 return "updated"
             except KubeError as exc:
                 if exc.already_exists or exc.conflict:
+                    reason = "already_exists" if exc.already_exists else "conflict"
+                    self._retried("secrets", reason, f"Secret {ns}/{name}")
                     current = None
-                    time.sleep(CONFLICT_DELAY)
+                    if exc.conflict:
+                        time.sleep(CONFLICT_DELAY)
                     continue
                 if exc.not_found or exc.terminating:
                     return "skipped"
@@ -329,6 +330,7 @@ class Kube:
                 if exc.not_found:
                     return False, None
                 if exc.conflict:
+                    self._retried("serviceaccounts", "conflict", f"ServiceAccount {sa.key}")
                     info = None
                     time.sleep(CONFLICT_DELAY)
                     continue
@@ -421,6 +423,16 @@ def _kind_of(path: str) -> str:
     return "namespaces" if "namespaces" in parts else (parts[-1] if parts else "")
 
 
+def _is_collection(path: str) -> bool:
+    """A collection path ends in a plural (``…/namespaces/x/secrets``), an object path in a name."""
+    parts = [p for p in path.split("/") if p]
+    start = 2 if parts[:1] == ["api"] else 3  # /api/v1/… or /apis/group/version/…
+    rest = parts[start:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]  # …/namespaces/NS/plural[/name]
+    return len(rest) == 1
+
+
 def _error(status: int, raw: bytes | None) -> KubeError:
     reason, message = "", ""
     try:
@@ -438,3 +450,14 @@ def namespace_file() -> str | None:
         return p.read_text().strip() or None
     except OSError:
         return None
+
+
+def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """The non-empty lines of a streamed body (one JSON watch event each)."""
+    pending = b""
+    for chunk in resp.stream(65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from (line for line in lines if line.strip())
+    if pending.strip():
+        yield pending

@@ -27,6 +27,12 @@ class Metrics:
         )
         self.writes = Counter("tcr_assistant_api_writes", "Writes sent to the API server", ["resource"], registry=r)
         self.repairs = Counter("tcr_assistant_drift_repairs", "Drift repaired", ["kind"], registry=r)
+        self.retries = Counter(
+            "tcr_assistant_api_retries",
+            "Writes answered 409 and retried after a read (reason: conflict or already_exists)",
+            ["resource", "reason"],
+            registry=r,
+        )
         self.leader = Gauge("tcr_assistant_leader", "1 while this replica holds the lease", registry=r)
 
 

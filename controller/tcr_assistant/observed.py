@@ -6,6 +6,8 @@ in `reconcile` and `status` reads them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,4 +105,34 @@ def removed_pull_secrets(old: ServiceAccountInfo | None, new: ServiceAccountInfo
     kept = set(new.pull_secrets)
     return frozenset(
         n for n in old.pull_secrets if n is not None and n.startswith(api.SECRET_PREFIX) and n not in kept
+    )
+
+
+def content_fingerprint(secret_type: Any, data: Any, labels: Mapping[str, str]) -> str:
+    """Digest of what we write into a distributed Secret: type, data and our labels (a content
+    hash; not secret itself)."""
+    doc = {"type": secret_type, "data": data, "labels": dict(labels)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class DistributedSecretInfo:
+    """One of our Secrets as the drift watch sees it: where, for which ImagePullSecret, and the
+    fingerprint of its content (never the content)."""
+
+    namespace: str
+    name: str
+    image_pull_secret: str
+    fingerprint: str
+
+
+def distributed_secret_info(obj: Mapping[str, Any]) -> DistributedSecretInfo:
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    ours = {k: labels[k] for k in (api.LABEL_MANAGED_BY, api.LABEL_IPS) if k in labels}
+    return DistributedSecretInfo(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        image_pull_secret=str(labels.get(api.LABEL_IPS, "")),
+        fingerprint=content_fingerprint(obj.get("type"), obj.get("data") or {}, ours),
     )

@@ -12,8 +12,13 @@ from . import api
 class Options:
     namespace: str  # the add-on's own namespace: Lease, passwordSecretRef Secrets
     workers: int = 16
-    drift_qps: float = 20.0  # GETs per second that check distributed Secrets
-    drift_period: float = 60.0  # a full drift-check pass at most this often (seconds)
+    # How hand edits and deletions of our Secrets are found (docs/DESIGN.md "Drift repair"):
+    # "poll" GETs each one by name once per drift_period, spread evenly (no cluster-wide Secret
+    # access; idle cost N/drift_period requests per second, repair within drift_period);
+    # "watch" watches our Secrets (label selector): no idle requests, repair within a second,
+    # but it needs list/watch on Secrets cluster-wide.
+    drift_mode: str = "poll"
+    drift_period: float = 1200.0
     sa_drift_delay: float = 1.0  # first wait before putting back a removed entry (doubles)
     status_delay: float = 1.0  # status writes are debounced by this much
     status_settle_limit: float = 30.0  # wait at most this long for unchecked namespaces
@@ -27,6 +32,7 @@ class Options:
     retry_period: float = 2.0
 
 
+DRIFT_MODES = ("poll", "watch")
 WATCH_READ_MARGIN = 30.0  # the read timeout the CLI sets: watch timeout + this
 DEFAULTS = Options(namespace="")
 

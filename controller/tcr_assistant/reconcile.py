@@ -15,14 +15,13 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import api, validation
-from .observed import NamespaceInfo, ServiceAccountInfo
+from .observed import NamespaceInfo, ServiceAccountInfo, content_fingerprint
 
 # ---------------------------------------------------------------------------------------------
 # Which namespaces / ServiceAccounts an ImagePullSecret serves.
@@ -191,9 +190,8 @@ def desired_secret(ips_name: str, namespace: str, creds: Credentials) -> dict[st
 
 
 def fingerprint(desired: Mapping[str, Any]) -> str:
-    """Stable digest of what matters in a desired Secret (content hash; not secret itself)."""
-    doc = {"type": desired.get("type"), "data": desired.get("data"), "labels": desired["metadata"].get("labels")}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    """Stable digest of what matters in a desired Secret (see `observed.content_fingerprint`)."""
+    return content_fingerprint(desired.get("type"), desired.get("data"), desired["metadata"].get("labels") or {})
 
 
 def secret_up_to_date(observed: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
@@ -333,21 +331,27 @@ SecretAction = EnsureSecret | RemoveSecret
 
 
 def namespace_secret_actions(
-    ns: NamespaceInfo | None, plans: Iterable[Plan], records: Mapping[str, str], new_namespace: bool
+    ns: NamespaceInfo | None, plans: Iterable[Plan], records: Mapping[str, str], resync: bool
 ) -> list[SecretAction]:
     """What to do in namespace ``ns``. ``records``: ImagePullSecret name -> what we know of its
     Secret there (a fingerprint, ABSENT, or missing = unknown). Secrets known to be up to date
-    or absent cost nothing."""
+    or absent cost nothing.
+
+    ``resync``: the first check of the namespace after start-up, when an unknown Secret most
+    likely exists: read it first (a restart writes nothing) and look for ours where no longer
+    wanted. Otherwise an unknown Secret most likely does not exist: create it without a read
+    (a read follows only on AlreadyExists), and remove only Secrets known to exist."""
     if ns is None or ns.terminating:
         return []
     actions: list[SecretAction] = []
     for plan in plans:
         record = records.get(plan.name)
+        unknown_or_absent = record in (None, ABSENT)
         if plan.active and plan.creds is not None and namespace_served(plan.target, ns):
             if record != plan.fingerprint:
                 desired = desired_secret(plan.name, ns.name, plan.creds)
-                actions.append(EnsureSecret(plan, desired, create_first=new_namespace and record is None))
-        elif plan.managed and record != ABSENT:
+                actions.append(EnsureSecret(plan, desired, create_first=not resync and unknown_or_absent))
+        elif plan.managed and (not unknown_or_absent or (resync and record is None)):
             actions.append(RemoveSecret(plan, ns.name))
     return actions
 

@@ -42,13 +42,17 @@ class ControllerState:
     local_secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # add-on namespace: name -> data
     namespaces: dict[str, NamespaceInfo] = field(default_factory=dict)
     service_accounts: dict[str, dict[str, ServiceAccountInfo]] = field(default_factory=dict)  # ns -> name -> info
-    new_namespaces: set[str] = field(default_factory=set)  # created after start-up, not yet given our Secrets
     sa_first_seen: dict[SaKey, float] = field(default_factory=dict)  # for the link-latency histogram
     sa_removals: dict[SaKey, Removals] = field(default_factory=dict)
 
     # -- remembered: written by the workers ----------------------------------------------------
     plans: dict[str, Plan] = field(default_factory=dict)  # derived from image_pull_secrets + local_secrets
-    secret_records: dict[SecretKey, str] = field(default_factory=dict)  # fingerprint verified there, or ABSENT
+    startup_unchecked: set[str] = field(default_factory=set)  # namespaces present at start, not yet checked
+    # What each of our Secrets holds, as far as we know: the fingerprint we wrote or verified, or
+    # ABSENT (else unknown). Workers set it after each write; the drift check (poll) or the
+    # Secret watch (watch) when a Secret changes under us.
+    secret_records: dict[SecretKey, str] = field(default_factory=dict)
+    secret_drift: dict[SecretKey, str] = field(default_factory=dict)  # "deleted"/"changed" outside us, not yet repaired
     fanned_out: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # plan shape last fanned out
     status_deferred_since: dict[str, float] = field(default_factory=dict)
     # Our recent writes per ImagePullSecret (namespacedName -> when), bounded like the status

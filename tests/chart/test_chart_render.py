@@ -314,6 +314,27 @@ def test_rbac_least_privilege() -> None:
     assert [r["resources"] for r in leases["rules"]] == [["leases"]]
 
 
+
+def containers(manifests: tuple[Manifest, ...]) -> list[dict[str, Any]]:
+    deployment = one(manifests, "Deployment", "tcr-assistant-controller-manager")
+    return list(deployment["spec"]["template"]["spec"]["containers"])
+
+
+def test_drift_watch_mode_adds_list_and_watch_on_secrets_and_nothing_else() -> None:
+    default = render(None)
+    watch = render(None, "--set", "controller.driftRepair.mode=watch")
+    role = one(watch, "ClusterRole", "tcr-assistant-manager-role")
+    added = [r for r in role["rules"] if r not in one(default, "ClusterRole", "tcr-assistant-manager-role")["rules"]]
+    assert added == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}]
+    (container,) = containers(watch)
+    assert "--drift-mode=watch" in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--drift-check-period")]
+    assert [(d["kind"], d["metadata"]["name"]) for d in watch] == [(d["kind"], d["metadata"]["name"]) for d in default]
+    period = render(None, "--set", "controller.driftRepair.pollPeriodSeconds=300")
+    (container,) = containers(period)
+    assert "--drift-check-period=300" in container["args"]
+
+
 def test_every_rbac_rule_has_a_reason_comment() -> None:
     files = [p for p in (CHART_DIR / "templates").rglob("*.yaml") if "kind: ClusterRole\n" in p.read_text()
              or "kind: Role\n" in p.read_text()]
@@ -407,7 +428,8 @@ def test_controller_deployment_contract() -> None:
     assert container["command"] == ["tcr-assistant"]
     assert container["args"] == [
         "run", "--leader-elect", "--lease-name=tcr-assistant-leader", "--namespace=$(POD_NAMESPACE)",
-        "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--webhook-port=9443",
+        "--drift-mode=poll", "--drift-check-period=1200", "--health-probe-bind-address=:8081",
+        "--metrics-bind-address=:8080", "--webhook-port=9443",
         "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs",
     ]
     assert container["env"][0] == {

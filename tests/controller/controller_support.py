@@ -170,7 +170,6 @@ def fast_options(**over: Any) -> Options:
     opts = Options(
         namespace=ADDON_NS,
         workers=4,
-        drift_qps=200.0,
         drift_period=1.0,
         sa_drift_delay=0.2,
         status_delay=0.2,

@@ -13,6 +13,7 @@ from tcr_assistant import api, reconcile, status
 from tcr_assistant.observed import (
     NamespaceInfo,
     ServiceAccountInfo,
+    distributed_secret_info,
     removed_pull_secrets,
     spec_or_metadata_changed,
 )
@@ -58,29 +59,39 @@ def test_plan_reads_the_referenced_secret() -> None:
 def test_namespace_actions_write_only_what_is_not_known_up_to_date() -> None:
     a, b = plan("a"), plan("b", namespaces="other")
     ns = NamespaceInfo("team")
-    actions = reconcile.namespace_secret_actions(ns, [a, b], {}, new_namespace=True)
-    # b does not serve "team" and is valid: its Secret there, if any, goes
-    assert [type(x) for x in actions] == [EnsureSecret, RemoveSecret]
+    # after start-up: create without a read; b's Secret is not known to exist here: nothing
+    actions = reconcile.namespace_secret_actions(ns, [a, b], {}, resync=False)
+    assert [type(x) for x in actions] == [EnsureSecret]
     ensure = actions[0]
     assert isinstance(ensure, EnsureSecret) and ensure.create_first
     assert ensure.desired["metadata"] == {"name": "tcr.ipsa", "namespace": "team",
                                           "labels": reconcile.secret_labels("a")}
+    # the first check after start-up: read first, and look for b's Secret (it may be left over)
+    resync = reconcile.namespace_secret_actions(ns, [a, b], {}, resync=True)
+    assert [type(x) for x in resync] == [EnsureSecret, RemoveSecret]
+    assert isinstance(resync[0], EnsureSecret) and not resync[0].create_first
     # known: nothing to do, not even a read
-    assert reconcile.namespace_secret_actions(ns, [a, b], {"a": a.fingerprint, "b": ABSENT}, False) == []
-    # a changed password: a new fingerprint, so the Secret is written again (read first: not new)
+    assert reconcile.namespace_secret_actions(ns, [a, b], {"a": a.fingerprint, "b": ABSENT}, True) == []
+    # b's Secret known to be there (b's scope changed): removed
+    known = reconcile.namespace_secret_actions(ns, [a, b], {"a": a.fingerprint, "b": b.fingerprint}, False)
+    assert [type(x) for x in known] == [RemoveSecret]
+    # a changed password: a new fingerprint, so the Secret is written again (read first: it exists)
     rotated = plan("a", password="new")
-    again = reconcile.namespace_secret_actions(ns, [rotated], {"a": a.fingerprint}, new_namespace=True)
+    again = reconcile.namespace_secret_actions(ns, [rotated], {"a": a.fingerprint}, resync=False)
     assert len(again) == 1 and isinstance(again[0], EnsureSecret) and not again[0].create_first
-    # terminating, opted-out or unknown namespaces: nothing
-    assert reconcile.namespace_secret_actions(NamespaceInfo("team", terminating=True), [a], {}, False) == []
-    assert reconcile.namespace_secret_actions(None, [a], {}, False) == []
-    out = reconcile.namespace_secret_actions(NamespaceInfo("team", opt_out=True), [a], {}, False)
+    # known absent (we removed it, or the drift check saw it deleted): create without a read
+    absent = reconcile.namespace_secret_actions(ns, [a], {"a": ABSENT}, resync=False)
+    assert isinstance(absent[0], EnsureSecret) and absent[0].create_first
+    # terminating, opted-out or unknown namespaces
+    assert reconcile.namespace_secret_actions(NamespaceInfo("team", terminating=True), [a], {}, True) == []
+    assert reconcile.namespace_secret_actions(None, [a], {}, True) == []
+    out = reconcile.namespace_secret_actions(NamespaceInfo("team", opt_out=True), [a], {"a": a.fingerprint}, False)
     assert [type(x) for x in out] == [RemoveSecret]
 
 
 def test_namespace_actions_never_remove_for_an_invalid_plan() -> None:
     invalid = plan(namespaces="a,,b")
-    assert reconcile.namespace_secret_actions(NamespaceInfo("x"), [invalid], {}, False) == []
+    assert reconcile.namespace_secret_actions(NamespaceInfo("x"), [invalid], {}, resync=True) == []
 
 
 def test_secret_step() -> None:
@@ -163,3 +174,18 @@ def test_status_counts_and_unchecked_namespaces() -> None:
     assert not status.unchecked_namespaces(plan("b", namespaces="a,,b"), namespaces, {})  # invalid: nothing to wait for
     assert status.status_wait(10.0, 20.0, settle_limit=30.0)
     assert not status.status_wait(10.0, 40.0, settle_limit=30.0)
+
+
+def test_the_drift_watch_fingerprint_matches_the_plan() -> None:
+    """Watch mode compares the fingerprint of a watched Secret with the plan's: an untouched
+    Secret (foreign labels and annotations allowed) must match, an edited one must not."""
+    good = plan("a")
+    assert good.creds is not None
+    secret = reconcile.desired_secret("a", "team", good.creds)
+    secret["metadata"] = {**secret["metadata"], "labels": {**secret["metadata"]["labels"], "team": "x"},
+                          "annotations": {"note": "y"}, "resourceVersion": "7"}
+    seen = distributed_secret_info(secret)
+    assert (seen.namespace, seen.name, seen.image_pull_secret) == ("team", "tcr.ipsa", "a")
+    assert seen.fingerprint == good.fingerprint
+    edited = {**secret, "data": {api.SECRET_KEY: base64.b64encode(b"{}").decode()}}
+    assert distributed_secret_info(edited).fingerprint != good.fingerprint

@@ -152,14 +152,13 @@ def test_cli_help_mentions_contract_flags() -> None:
 
 
 def test_unknown_key_is_an_error_and_never_retried() -> None:
-    from kubernetes import client
-
+    from tcr_assistant.apiclient import ApiClient
     from tcr_assistant.controller import Controller
     from tcr_assistant.kube import Kube
     from tcr_assistant.options import Options
     from tcr_assistant.work import UnknownKey
 
-    c = Controller(Kube(client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))), Options(namespace="x"))
+    c = Controller(Kube(ApiClient.for_server("http://127.0.0.1:9")), Options(namespace="x"))
     with pytest.raises(UnknownKey, match="unknown work key"):
         c.process(("ns", "default"))  # type: ignore[arg-type]  # the old string-tagged tuples
     c.queue.add(("ns", "default"))  # type: ignore[arg-type]

@@ -118,8 +118,10 @@ def test_images_run_and_import_with_ctr(built: list[images.BuiltImage], engine: 
     assert run(hosts_updater.ref, "--help").startswith("usage: hosts-updater")
     assert run(controller.ref, "-u", entrypoint="id").strip() == "65532"
     assert run(hosts_updater.ref, "-u", entrypoint="id").strip() == "0"
-    assert run(controller.ref, "-c", "import kubernetes, prometheus_client; print(kubernetes.__version__)",
-               entrypoint="python").strip() == "37.0.2"
+    assert run(controller.ref, "-c", "import urllib3, yaml, prometheus_client; print(urllib3.__version__)",
+               entrypoint="python").strip() == "2.8.0"
+    assert run(controller.ref, "-c", "import importlib.util as u; print(u.find_spec('kubernetes'))",
+               entrypoint="python").strip() == "None"  # the controller does not ship the kubernetes package
 
     # `ctr -n k8s.io images import`, against the engine's own containerd.
     ctr = ["/usr/bin/ctr", "--address", str(engine.state / "exec" / "containerd" / "containerd.sock"), "-n", "k8s.io"]
