@@ -60,6 +60,7 @@ CONTROLLER_METRICS = (
     "tcr_assistant_link_latency_seconds_count",
     "tcr_assistant_link_latency_seconds_sum",
     "tcr_assistant_drift_repairs_total",
+    "tcr_assistant_api_retries_total",
 )
 
 
@@ -103,6 +104,17 @@ class Env:
     def stop_controller(self) -> None:
         if self.addon.process is not None:
             self.addon.stop_controller()
+
+    def drift_mode(self, mode: str) -> None:
+        """Stop the controller and switch to drift ``mode``: the chart upgraded to match (its
+        RBAC), the next start with ``--drift-mode``."""
+        self.stop_controller()
+        setting = f"controller.driftRepair.mode={mode}"
+        self.addon.set_values = [v for v in self.addon.set_values if not v.startswith("controller.driftRepair.mode=")]
+        self.addon.set_values.append(setting)
+        self.addon.install()
+        self.addon.extra_args = tuple(a for a in self.addon.extra_args if not a.startswith("--drift-mode="))
+        self.addon.extra_args += (f"--drift-mode={mode}",)
 
     def wait_metric(self, predicate: Any, timeout: float, what: str) -> prom.Samples:
         deadline = time.monotonic() + timeout
@@ -182,9 +194,11 @@ class Env:
             time.sleep(1.0)
 
     def create_ips(self, name: str, password: str) -> None:
+        """One ImagePullSecret for every namespace and its `default` ServiceAccount (the bench's
+        `builder` accounts stay unserved)."""
         self.kube.request("POST", IMAGEPULLSECRETS.path(), body={
             "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name},
-            "spec": {"namespaces": "*", "serviceAccounts": "*",
+            "spec": {"namespaces": "*", "serviceAccounts": "default",
                      "docker": {"server": SERVER, "username": USERNAME, "password": password}},
         })
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procstat, prom
-from bench.env import EXTRA_SA, SERVER, Env
+from bench.env import SERVER, Env
 from bench.watch import Watcher
 from harness import VENV
 from harness.polling import wait_for
@@ -81,6 +81,8 @@ class Window:
         requests = prom.by_verb_resource(api_delta)
         own_writes = {dict(labels).get("resource", "?"): round(v) for (name, labels), v in ctl_delta.items()
                       if name == "tcr_assistant_api_writes_total"}
+        retries = {f"{dict(labels).get('resource')} {dict(labels).get('reason')}": round(v)
+                   for (name, labels), v in ctl_delta.items() if name == "tcr_assistant_api_retries_total" and v}
         return {
             "window_s": round(elapsed, 2),
             "controller_cpu_s": round(cpu, 2),
@@ -91,6 +93,8 @@ class Window:
             "writes_reconciled_resources": prom.writes_of(requests, RECONCILED_RESOURCES),
             "writes_leases": prom.writes_of(requests, ["leases"]),
             "controller_reported_writes": own_writes,
+            "controller_retries": retries,
+            "conflicts": sum(n for key, n in retries.items() if key.endswith(" conflict")),
         }
 
 
@@ -102,7 +106,7 @@ def full_reconcile(env: Env, name: str, password: str, timeout: float) -> dict[s
     ServiceAccount lists the Secret, every bench namespace has it, and the status says done."""
     secret = api.secret_name(name)
     bench = set(env.namespaces)
-    want_sas = {(ns, sa) for ns in bench for sa in ("default", EXTRA_SA)}
+    want_sas = {(ns, "default") for ns in bench}
     linked: dict[tuple[str, str], float] = {}
     secrets: dict[str, float] = {}
     status_done: list[float] = []
@@ -162,6 +166,7 @@ def full_reconcile(env: Env, name: str, password: str, timeout: float) -> dict[s
         "first_link_s": round(min(linked.values()) - t0, 3),
         "writes_per_namespace": round(counts["writes_reconciled_resources"] / served, 2),
         "requests_per_namespace": round(counts["controller_requests"] / served, 2),
+        "conflicts": counts["conflicts"],
         "final_status": last_status,
         "peak_rss_during_mib": round(max(rss_samples, default=0.0), 1),
         **env.rss(),
@@ -203,17 +208,60 @@ def rotation(env: Env, name: str, password: str, timeout: float) -> dict[str, An
 
 
 def idle(env: Env, seconds: float) -> dict[str, Any]:
-    """Nothing changes: API requests per minute, CPU and writes of the controller over ``seconds``."""
+    """Nothing changes: API requests per minute (drift checks, Lease renewals, the rest), CPU and
+    writes of the controller over ``seconds``."""
     window = Window(env)
     time.sleep(seconds)
     counts = window.stop()
     minutes = counts["window_s"] / 60
+    requests = counts["apiserver_requests_by_verb_resource"]
+    drift = requests.get("GET secrets", 0)
+    lease = requests.get("GET leases", 0) + requests.get("PUT leases", 0)
     return {"window_s": counts["window_s"],
             "controller_requests_per_min": round(counts["controller_requests"] / minutes, 1),
+            "drift_check_requests_per_min": round(drift / minutes, 1),
+            "lease_requests_per_min": round(lease / minutes, 1),
+            "other_requests_per_min": round((counts["controller_requests"] - drift - lease) / minutes, 1),
             "controller_cpu_millicores": counts["controller_cpu_millicores"],
             "writes_reconciled_resources": counts["writes_reconciled_resources"],
             "lease_writes_per_min": round(counts["writes_leases"] / minutes, 1),
             **env.rss(), "counts": counts}
+
+
+def drift_watch(env: Env, name: str, idle_s: float, repairs: int) -> dict[str, Any]:
+    """Drift repair in watch mode: restart in it (what the resync costs), an idle window, then
+    ``repairs`` Secrets deleted one at a time (delete call returned -> recreated, on a watch).
+    The controller is left in poll mode again."""
+    secret = api.secret_name(name)
+    env.drift_mode("watch")
+    api0 = env.apiserver()  # after helm's own Secret requests (its release records)
+    env.start_controller()
+    env.wait_quiet()
+    requests = prom.by_verb_resource(prom.diff(env.apiserver(), api0))
+    resync = {key: n for key, n in requests.items() if key.endswith(" secrets")}
+    quiet = idle(env, idle_s)
+    created: dict[str, float] = {}
+
+    def on_secret(kind: str, obj: dict[str, Any], now: float) -> None:
+        if kind == "ADDED":
+            created[str((obj.get("metadata") or {}).get("namespace"))] = now
+
+    watcher = Watcher(env.kube, SECRETS.path(), on_secret, {"labelSelector": f"{api.LABEL_IPS}={name}"})
+    delays = []
+    try:
+        for ns in env.namespaces[:repairs]:
+            created.pop(ns, None)
+            env.kube.request("DELETE", SECRETS.path(ns, secret))
+            deleted = time.monotonic()
+            back = wait_for(lambda ns=ns: created.get(ns), 30, what=f"{ns}/{secret} repaired",  # type: ignore[misc]
+                            interval=0.002)
+            delays.append(back - deleted)
+    finally:
+        watcher.stop()
+        env.drift_mode("poll")
+        env.start_controller()
+        env.wait_quiet()
+    return {"resync_secret_requests": resync, "idle": quiet, "repair_ms": percentiles(delays)}
 
 
 def restart_resync(env: Env, name: str) -> dict[str, Any]:

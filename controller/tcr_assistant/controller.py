@@ -150,10 +150,12 @@ class Controller:
                 state.sa_first_seen.pop(key, None)
                 state.sa_removals.pop(key, None)
                 return
-            state.service_accounts.setdefault(new.namespace, {})[new.name] = new
+            accounts = state.service_accounts.setdefault(new.namespace, {})
+            echo = accounts.get(new.name) == new  # the answer to our own write, already in the cache
+            accounts[new.name] = new
             if not self.synced():
                 return  # the namespace keys of the start-up cover every account
-            if old is not None and (old.pull_secrets, old.opt_out) == (new.pull_secrets, new.opt_out):
+            if echo or (old is not None and (old.pull_secrets, old.opt_out) == (new.pull_secrets, new.opt_out)):
                 return  # nothing we act on changed
             now = time.monotonic()
             state.record_removals(key, removed_pull_secrets(old, new), now)

@@ -10,8 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "controller" / "tcr_assistant"
 PURE = ("reconcile", "status", "observed", "validation", "rules", "admission", "work", "api")
-IO_MODULES = {"kube", "controller", "cli", "webhook", "runtime", "metrics", "kubernetes", "socket", "urllib3",
-              "ssl", "subprocess", "threading", "prometheus_client"}
+IO_MODULES = {"kube", "apiclient", "controller", "cli", "webhook", "runtime", "metrics", "kubernetes", "socket",
+              "urllib3", "ssl", "subprocess", "threading", "prometheus_client"}
 DOMAIN = {"reconcile", "status", "observed", "validation", "rules", "admission", "work", "state", "controller", "api"}
 
 
