@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import api, reconcile, status
+from .drift import DriftPoller
 from .kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube, KubeError, Resource, now_rfc3339
 from .metrics import Metrics
 from .observed import (
@@ -160,7 +161,8 @@ class Controller:
             now = time.monotonic()
             state.record_removals(key, removed_pull_secrets(old, new), now)
             state.sa_first_seen.setdefault(key, now)
-        self.queue.add(ServiceAccountKey(*key))
+        # A new account is what a Pod may be waiting for: ahead of the namespace keys.
+        self.queue.add(ServiceAccountKey(*key), first=kind == "ADDED")
 
     def _on_distributed_secret(self, kind: str, old: DistributedSecretInfo | None,
                                new: DistributedSecretInfo | None) -> None:
@@ -405,53 +407,6 @@ class Controller:
             self.state.recent_events[key] = now
         self.kube.event(obj, etype, reason, message)
 
-    # -- drift check of distributed Secrets, "poll" mode (GET by name, spread over the period) --
-
-    def check_secrets_once(self) -> int:
-        """One pass over every Secret believed up to date, spread over ``drift_period``; returns
-        the number found deleted or changed (their namespaces are queued for repair)."""
-        state = self.state
-        with state.lock:
-            items = [(k, v) for k, v in state.secret_records.items() if v != ABSENT]
-        found = 0
-        start = time.monotonic()
-        interval = self.opts.drift_period / max(1, len(items))
-        for i, ((namespace, ips), fp) in enumerate(items):
-            if self.stop_event.wait(max(0.0, start + i * interval - time.monotonic())):
-                break
-            with state.lock:
-                plan = state.plans.get(ips)
-                if plan is None or plan.creds is None or not plan.active or plan.fingerprint != fp \
-                        or state.secret_records.get((namespace, ips)) != fp:
-                    continue
-            try:
-                current = self.kube.get_secret(namespace, plan.secret_name)
-            except Exception as exc:
-                log.warning("drift check of %s/%s failed: %s", namespace, plan.secret_name, exc)
-                continue
-            desired = reconcile.desired_secret(ips, namespace, plan.creds)
-            if reconcile.secret_step(current, desired) is reconcile.SecretStep.UNCHANGED:
-                continue
-            what = "deleted" if current is None else "changed"
-            log.info("Secret %s/%s was %s outside the controller; repairing", namespace, plan.secret_name, what)
-            with state.lock:
-                if state.secret_records.get((namespace, ips)) == fp:
-                    state.secret_records[(namespace, ips)] = ABSENT if current is None else "unknown"
-                    state.secret_drift[(namespace, ips)] = what
-            self.queue.add(NamespaceKey(namespace))
-            found += 1
-        return found
-
-    def _drift_loop(self) -> None:
-        while not self.stop_event.is_set():
-            start = time.monotonic()
-            try:
-                self.check_secrets_once()
-            except Exception:
-                log.exception("drift check failed")
-            # a pass over few Secrets (or none) still waits out its period
-            self.stop_event.wait(max(0.0, self.opts.drift_period - (time.monotonic() - start)))
-
     # -- workers and life cycle -----------------------------------------------------------------
 
     def _worker(self) -> None:
@@ -521,7 +476,9 @@ class Controller:
         for i in range(self.opts.workers):
             self._start_thread(self._worker, f"worker-{i}")
         if self.opts.drift_mode == "poll":
-            self._start_thread(self._drift_loop, "drift")
+            poller = DriftPoller(self.kube, self.state, self.opts.drift_period, self.stop_event,
+                                 lambda namespace: self.queue.add(NamespaceKey(namespace)))
+            self._start_thread(poller.run, "drift")
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

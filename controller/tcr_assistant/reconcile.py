@@ -311,7 +311,9 @@ def plan_for(obj: Mapping[str, Any], lookup_secret: Callable[[str], Mapping[str,
 # ---------------------------------------------------------------------------------------------
 # One namespace's Secrets.
 
-ABSENT = "absent"  # secret record: known not to exist (else the fingerprint of what is there)
+# Secret records (what we know of one of our Secrets): a fingerprint of what is there, or
+ABSENT = "absent"  # known not to exist
+STALE = "stale"  # exists, but not as we wrote it (read it before writing)
 
 
 @dataclass(frozen=True, slots=True)

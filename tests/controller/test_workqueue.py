@@ -112,6 +112,18 @@ def test_workers_concurrency_unique() -> None:
     assert q.pending() == (0, 0, 0)
 
 
+def test_first_keys_go_ahead_of_waiting_ones() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    for key in ("a", "b", "c"):
+        q.add(key)
+    q.add("new", first=True)
+    q.add("c", first=True)  # already waiting: moves to the front
+    assert [q.get(0.1) for _ in range(2)] == ["c", "new"]
+    q.add("c", first=True)  # re-added while processing: at the front once done
+    q.done("c")
+    assert [q.get(0.1) for _ in range(3)] == ["c", "a", "b"]
+
+
 def test_pending_counts_queued_processing_and_delayed() -> None:
     q: WorkQueue[str] = WorkQueue()
     q.add("a")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections import deque
 from collections.abc import Hashable
 from typing import Generic, NamedTuple, TypeVar
 
@@ -33,7 +34,8 @@ class WorkQueue(Generic[K]):
         self._tokens = float(burst)
         self._tokens_at = time.monotonic()
         self._cond = threading.Condition()
-        self._queue: list[K] = []
+        self._queue: deque[K] = deque()
+        self._first: set[K] = set()  # keys to hand out before the others (latency-critical)
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._waiting: list[tuple[float, int, K]] = []
@@ -46,13 +48,25 @@ class WorkQueue(Generic[K]):
         with self._cond:
             return len(self._queue)
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, first: bool = False) -> None:
+        """Queue ``key`` (once); ``first``: ahead of the keys already waiting."""
         with self._cond:
-            if self._shutdown or key in self._dirty:
+            if self._shutdown:
+                return
+            if key in self._dirty:
+                if first and key not in self._processing and key not in self._first:
+                    self._queue.remove(key)  # rare: a key already waiting moves to the front
+                    self._queue.appendleft(key)
+                    self._first.add(key)
                 return
             self._dirty.add(key)
+            if first:
+                self._first.add(key)
             if key not in self._processing:
-                self._queue.append(key)
+                if first:
+                    self._queue.appendleft(key)
+                else:
+                    self._queue.append(key)
                 self._cond.notify()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -112,8 +126,9 @@ class WorkQueue(Generic[K]):
                 now = time.monotonic()
                 self._promote(now)
                 if self._queue:
-                    key = self._queue.pop(0)
+                    key = self._queue.popleft()
                     self._dirty.discard(key)
+                    self._first.discard(key)
                     self._processing.add(key)
                     return key
                 wait = None if deadline is None else deadline - now
@@ -130,7 +145,10 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._processing.discard(key)
             if key in self._dirty:
-                self._queue.append(key)
+                if key in self._first:
+                    self._queue.appendleft(key)
+                else:
+                    self._queue.append(key)
                 self._cond.notify()
 
     def shutdown(self) -> None:
