@@ -117,9 +117,11 @@ def test_first_keys_go_ahead_of_waiting_ones() -> None:
     for key in ("a", "b", "c"):
         q.add(key)
     q.add("new", first=True)
-    q.add("c", first=True)  # already waiting: moves to the front
-    assert [q.get(0.1) for _ in range(2)] == ["c", "new"]
-    q.add("c", first=True)  # re-added while processing: at the front once done
+    q.add("newer", first=True)
+    q.add("c", first=True)  # already waiting: moves ahead, behind the earlier first keys
+    assert len(q) == 5
+    assert [q.get(0.1) for _ in range(3)] == ["new", "newer", "c"]
+    q.add("c", first=True)  # re-added while processing: ahead again once done
     q.done("c")
     assert [q.get(0.1) for _ in range(3)] == ["c", "a", "b"]
 

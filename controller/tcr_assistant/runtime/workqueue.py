@@ -35,7 +35,8 @@ class WorkQueue(Generic[K]):
         self._tokens_at = time.monotonic()
         self._cond = threading.Condition()
         self._queue: deque[K] = deque()
-        self._first: set[K] = set()  # keys to hand out before the others (latency-critical)
+        self._urgent: deque[K] = deque()  # handed out before _queue, in their own order
+        self._first: set[K] = set()  # the keys that go to _urgent
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._waiting: list[tuple[float, int, K]] = []
@@ -46,27 +47,25 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._queue)
+            return len(self._queue) + len(self._urgent)
 
     def add(self, key: K, first: bool = False) -> None:
-        """Queue ``key`` (once); ``first``: ahead of the keys already waiting."""
+        """Queue ``key`` (once); ``first``: ahead of the other keys (first-come among themselves)."""
         with self._cond:
             if self._shutdown:
                 return
             if key in self._dirty:
-                if first and key not in self._processing and key not in self._first:
-                    self._queue.remove(key)  # rare: a key already waiting moves to the front
-                    self._queue.appendleft(key)
+                if first and key not in self._first:
                     self._first.add(key)
+                    if key not in self._processing:  # rare: a waiting key moves ahead
+                        self._queue.remove(key)
+                        self._urgent.append(key)
                 return
             self._dirty.add(key)
             if first:
                 self._first.add(key)
             if key not in self._processing:
-                if first:
-                    self._queue.appendleft(key)
-                else:
-                    self._queue.append(key)
+                (self._urgent if first else self._queue).append(key)
                 self._cond.notify()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -125,8 +124,8 @@ class WorkQueue(Generic[K]):
                     return None
                 now = time.monotonic()
                 self._promote(now)
-                if self._queue:
-                    key = self._queue.popleft()
+                if self._urgent or self._queue:
+                    key = self._urgent.popleft() if self._urgent else self._queue.popleft()
                     self._dirty.discard(key)
                     self._first.discard(key)
                     self._processing.add(key)
@@ -145,10 +144,7 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._processing.discard(key)
             if key in self._dirty:
-                if key in self._first:
-                    self._queue.appendleft(key)
-                else:
-                    self._queue.append(key)
+                (self._urgent if key in self._first else self._queue).append(key)
                 self._cond.notify()
 
     def shutdown(self) -> None:
@@ -158,4 +154,4 @@ class WorkQueue(Generic[K]):
 
     def pending(self) -> Pending:
         with self._cond:
-            return Pending(len(self._queue), len(self._processing), len(self._waiting_at))
+            return Pending(len(self._queue) + len(self._urgent), len(self._processing), len(self._waiting_at))
