@@ -168,6 +168,9 @@ Validate what the JSON schema cannot say (exactly one of dockerPassword/dockerPa
 unique names); fail with the key named.
 */}}
 {{- define "tcr-addon.validateValues" -}}
+{{- if and (gt (int .Values.controller.replicas) 1) (not .Values.controller.leaderElection.enabled) -}}
+{{- fail (printf "controller.replicas: %d replicas need controller.leaderElection.enabled=true (without it every replica writes and they fight over the same objects); enable leader election or set replicas to 1" (int .Values.controller.replicas)) -}}
+{{- end -}}
 {{- $names := dict -}}
 {{- range $i, $cr := .Values.global.imagePullSecretsCrs -}}
 {{- $key := printf "global.imagePullSecretsCrs[%d]" $i -}}

@@ -38,8 +38,8 @@ from tcr_assistant import validation
 
 CASE_IDS = list(CASES)
 # Kinds served by CRDs, not built into Kubernetes: validated elsewhere (ImagePullSecret) or by
-# their own project (cert-manager).
-NOT_BUILT_IN = {"ImagePullSecret", "Issuer", "Certificate"}
+# their own project (cert-manager, prometheus-operator).
+NOT_BUILT_IN = {"ImagePullSecret", "Issuer", "Certificate", "ServiceMonitor"}
 CONTROLLER_IMAGE = re.compile(r"/tcr-addon/tcr-assistant[:@]")
 
 
@@ -135,6 +135,7 @@ def test_selectors_identical_across_all_renders() -> None:
         "Deployment/tcr-assistant-controller-manager",
         "DaemonSet/hosts-updater",
         "Service/tcr-assistant-webhook-service",
+        "Service/tcr-assistant-metrics",
     }
     for selector in seen.values():
         labels = selector.get("matchLabels", selector)
@@ -430,7 +431,7 @@ def test_controller_deployment_contract() -> None:
         "run", "--leader-elect", "--lease-name=tcr-assistant-leader", "--namespace=$(POD_NAMESPACE)",
         "--drift-mode=poll", "--drift-check-period=1200", "--health-probe-bind-address=:8081",
         "--metrics-bind-address=:8080", "--webhook-port=9443",
-        "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs",
+        "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs", "--log-level=info", "--workers=16",
     ]
     assert container["env"][0] == {
         "name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}

@@ -26,7 +26,10 @@ VALUES_TEXT = (CHART_DIR / "values.yaml").read_text()
 # Maps whose keys are free (labels, selectors, resources…): their children are not schema properties.
 FREE_MAPS = {"commonLabels", "commonAnnotations", "controller.nodeSelector", "controller.podLabels",
              "controller.podAnnotations", "controller.affinity", "hostsUpdater.nodeSelector", "hostsUpdater.podLabels",
-             "hostsUpdater.podAnnotations", "hostsUpdater.affinity", "controller.resources", "hostsUpdater.resources"}
+             "hostsUpdater.podAnnotations", "hostsUpdater.affinity", "controller.resources", "hostsUpdater.resources",
+             # Kubernetes objects passed through as they are (the API server validates them)
+             "controller.podSecurityContext", "controller.securityContext", "controller.strategy",
+             "controller.metrics.serviceMonitor.labels"}
 
 
 def test_schema_is_draft7_and_self_contained() -> None:
