@@ -250,6 +250,34 @@ def test_controller_stays_within_its_memory_limit(promise: Promise) -> None:
     assert restarts == 0, "the controller was never restarted (an OOM kill would restart it)"
 
 
+def controller_pods() -> list[dict[str, Any]]:
+    items = json.loads(kubectl("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/component=controller",
+                               "-o", "json").stdout)["items"]
+    return [pod for pod in items if not pod["metadata"].get("deletionTimestamp")]
+
+
+def test_two_replicas_are_both_ready_and_each_serves_the_webhook(promise: Promise) -> None:
+    """The standby is Ready too (caches synced) and answers on the webhook port, so
+    `helm upgrade --wait` with two replicas returns, and the API server may call either."""
+    values = promise.release.values_files[0]
+    promise.upgrade(values, "controller.replicas=2")  # --wait: both Pods must be Ready
+    try:
+        running = controller_pods()
+        assert len(running) == 2
+        for pod in running:
+            conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions") or []}
+            assert conditions.get("Ready") == "True", pod["metadata"]["name"]
+            answer = kubectl("-n", NAMESPACE, "exec", pod["metadata"]["name"], "-c", "manager", "--", "python", "-c",
+                             "import ssl, urllib.request; print(urllib.request.urlopen("
+                             "'https://127.0.0.1:9443/healthz', context=ssl._create_unverified_context()).status)")
+            assert answer.stdout.strip() == "200", pod["metadata"]["name"]
+        lease = json.loads(kubectl("-n", NAMESPACE, "get", "lease", "tcr-assistant-leader", "-o", "json").stdout)
+        holder = lease["spec"]["holderIdentity"]
+        assert [p["metadata"]["name"] for p in running if holder.startswith(p["metadata"]["name"] + "_")] != []
+    finally:
+        promise.upgrade(values)
+
+
 def test_uninstall_leaves_the_node_hosts_file_as_it_was(promise: Promise) -> None:
     promise.release.uninstall()
     assert promise.cluster.hosts_file.read_bytes() == promise.hosts_before
