@@ -203,3 +203,20 @@ reads as float64) are written without exponent or decimals.
 {{- toString . -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The policy-scanner findings (checkov) that stay by design, each with its reason, as
+`checkov.io/skipN` annotations. Call with a list of "CHECK_ID=reason" strings; the result is YAML
+(`fromYaml` it into the annotations of tcr-addon.metadata).
+*/}}
+{{- define "tcr-addon.scannerSkips" -}}
+{{- range $i, $skip := . }}
+checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Findings every Pod of the chart's own images keeps: image policy and digest. */}}
+{{- define "tcr-addon.imageSkips" -}}
+- "CKV_K8S_15=IfNotPresent on purpose: release tags are never moved; pin a digest with the image's digest value"
+- "CKV_K8S_43=a digest is optional: set the image's digest value to pin one"
+{{- end -}}

@@ -25,6 +25,7 @@ KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 KIND_VERSION = "v0.33.0"
 CONTAINERD_VERSION = "v2.4.2"
+CHECKOV_VERSION = "3.3.30"  # a Python tool: its own virtualenv, apart from the project's pins
 GO_MINIMUM = (1, 26)
 # Control plane, client and node: built together from one wrapper module.
 KUBERNETES_COMMANDS = (
@@ -142,6 +143,21 @@ def build_containerd(out: Path) -> None:
            cwd=out, env_extra={"GOBIN": str(out)})
 
 
+def build_checkov(out: Path) -> None:
+    """checkov in a virtualenv of its own (its dependencies would clash with the project's pins),
+    started by a wrapper that survives the cache directory's rename (``python -m``, no shebang)."""
+    venv = out / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", f"checkov=={CHECKOV_VERSION}"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ToolError(f"pip install checkov=={CHECKOV_VERSION} failed:\n{proc.stderr[-4000:]}")
+    wrapper = out / "checkov"
+    wrapper.write_text('#!/bin/sh\nexec "$(dirname "$(readlink -f "$0")")/venv/bin/python" -m checkov.main "$@"\n')
+    wrapper.chmod(0o755)
+
+
 def write_wrapper_module(workdir: Path, name: str, go_directives: str, body: str) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "go.mod").write_text(f"module tcr-addon.local/{name}\n\n{go_directives}\n{body}")
@@ -214,6 +230,7 @@ TOOLS: list[Tool] = [
         for name in CONTAINERD_COMMANDS
     ),
     Tool("kind", KIND_VERSION, ["version"], build_kind, "kind"),
+    Tool("checkov", CHECKOV_VERSION, ["--version"], build_checkov, "checkov"),
 ]
 
 
@@ -299,7 +316,7 @@ def ensure(tool: Tool, built_groups: set[str]) -> None:
         partial = target_dir.with_name(target_dir.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        log(f"building {tool.group} {tool.version} from Go modules (cold builds take minutes on 2 cores) …")
+        log(f"building {tool.group} {tool.version} (cold builds take minutes on 2 cores) …")
         started = time.monotonic()
         tool.build(partial)
         shutil.rmtree(target_dir, ignore_errors=True)
@@ -327,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/tools",
         description="Install the Debian packages the local node needs (as root; no service is started), then "
         "build (from Go modules) and cache helm, etcd, kube-apiserver, kube-controller-manager, kube-scheduler, "
-        "kubectl, kubelet, kube-proxy, containerd (with ctr and its runc shim) and kind, keyed by version, "
+        "kubectl, kubelet, kube-proxy, containerd (with ctr and its runc shim) and kind, and checkov (pip, in a "
+        "virtualenv of its own), keyed by version, "
         "under $TCR_ADDON_CACHE (default ~/.cache/tcr-addon).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
