@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-long lint demo demo-down e2e e2e-kind images bench bench-quick clean
+.PHONY: setup test test-long lint demo demo-down e2e e2e-kind images package publish bench bench-quick clean
 HARNESS := PYTHONPATH=scripts $(PY) -m
 
 setup: $(STAMP) ## Install everything the tests need: .venv, Debian packages, Go-built tools, the images' base.
@@ -50,6 +50,14 @@ e2e-kind: setup ## e2e suite + helm test on a kind cluster: needs Docker, NOT ex
 
 images: $(STAMP) ## Build both images offline with a real Docker engine (root; cached) and load them into a running node.
 	@PYTHONPATH=scripts $(PY) -m harness.images build --load
+
+package: $(STAMP) ## dist/: the chart archive (version from Chart.yaml) and both images for its appVersion (root).
+	@PYTHONPATH=scripts $(PY) -m harness.release package
+
+publish: $(STAMP) ## make publish REGISTRY=host[:port]/path [CA_DIR=dir-with-ca.crt] [AUTHFILE=auth.json]: push all three.
+	@test -n "$(REGISTRY)" || { echo "usage: make publish REGISTRY=host[:port]/path" >&2; exit 2; }
+	@PYTHONPATH=scripts $(PY) -m harness.release publish --registry "$(REGISTRY)" \
+		$(if $(CA_DIR),--ca-dir "$(CA_DIR)") $(if $(AUTHFILE),--authfile "$(AUTHFILE)")
 
 bench: setup ## Benchmarks (BENCHMARKS.md): own local control plane, N = 100 / 1,000 / 10,000, 6-8 minutes.
 	@PYTHONPATH=scripts $(PY) -m bench.run
