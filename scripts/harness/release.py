@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from harness import REPO_ROOT, engine, images, tools
+from harness.addon import AddonError, run
 
 CHART_DIR = REPO_ROOT / "chart"
 DIST = REPO_ROOT / "dist"
@@ -46,17 +46,10 @@ def chart_versions(chart_dir: Path = CHART_DIR) -> tuple[str, str]:
     return str(meta["version"]), str(meta.get("appVersion") or meta["version"])
 
 
-def _run(argv: list[str], what: str, timeout: float = 600) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise ReleaseError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.stdout
-
-
 def package(out: Path = DIST) -> Package:
     version, app_version = chart_versions()
     out.mkdir(parents=True, exist_ok=True)
-    _run([str(tools.bin_dir() / "helm"), "package", str(CHART_DIR), "--destination", str(out)], "helm package")
+    run([str(tools.bin_dir() / "helm"), "package", str(CHART_DIR), "--destination", str(out)])
     chart = out / f"tcr-addon-{version}.tgz"
     if not chart.exists():
         raise ReleaseError(f"helm package wrote no {chart.name}")
@@ -86,15 +79,15 @@ def publish(registry: str, pkg: Package, *, ca_dir: Path | None = None, authfile
     if authfile is not None:
         helm_args += ["--registry-config", str(authfile)]
         skopeo_args += ["--dest-authfile", str(authfile)]
-    _run(helm_args, "helm push")
+    run(helm_args, timeout=600)
     pushed = [f"oci://{registry}/tcr-addon:{pkg.version}"]
     skopeo = shutil.which("skopeo")
     if skopeo is None:
         raise ReleaseError("skopeo is not installed: run 'make setup' (Debian: apt-get install skopeo)")
     for repository, archive in pkg.images:
         destination = f"{registry}/{repository}:{pkg.app_version}"
-        _run([skopeo, "copy", "--quiet", *skopeo_args, f"docker-archive:{archive}", f"docker://{destination}"],
-             f"skopeo copy to {destination}")
+        run([skopeo, "copy", "--quiet", *skopeo_args, f"docker-archive:{archive}", f"docker://{destination}"],
+            timeout=600)
         pushed.append(destination)
     for ref in pushed:
         log(f"pushed {ref}")
@@ -129,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "publish":
             publish(args.registry, pkg, ca_dir=args.ca_dir, authfile=args.authfile)
             print(install_command(args.registry, pkg))
-    except (ReleaseError, images.ImageError, engine.EngineError) as error:
+    except (ReleaseError, AddonError, images.ImageError, engine.EngineError) as error:
         print(f"release: error: {error}", file=sys.stderr)
         return 1
     return 0
