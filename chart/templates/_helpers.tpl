@@ -130,37 +130,9 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/*
-Webhook serving certificate (mode without cert-manager): reuse the Secret's certificate when it
-exists (lookup), else generate a CA and a serving certificate. Computed once per render and
-memoised, so the Secret and the webhook configuration's caBundle always agree. Returns a dict
-as YAML: {caCert, cert, key} (PEM).
-*/}}
-{{- define "tcr-addon.webhook.certificate" -}}
-{{- if not (hasKey .Values "__tcrAddonWebhookCert") -}}
-{{- $service := "tcr-assistant-webhook-service" -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace "tcr-assistant-webhook-server-cert" -}}
-{{- $data := dict -}}
-{{- if $existing -}}
-{{- $data = $existing.data | default dict -}}
-{{- end -}}
-{{- $result := dict -}}
-{{- if and (index $data "tls.crt") (index $data "tls.key") (index $data "ca.crt") -}}
-{{- $_ := set $result "caCert" (index $data "ca.crt" | b64dec) -}}
-{{- $_ := set $result "cert" (index $data "tls.crt" | b64dec) -}}
-{{- $_ := set $result "key" (index $data "tls.key" | b64dec) -}}
-{{- else -}}
-{{- $days := int .Values.webhook.certValidityDays -}}
-{{- $ca := genCA "tcr-assistant-webhook-ca" $days -}}
-{{- $dns := list $service (printf "%s.%s" $service .Release.Namespace) (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) -}}
-{{- $cert := genSignedCert (printf "%s.%s.svc" $service .Release.Namespace) nil $dns $days $ca -}}
-{{- $_ := set $result "caCert" $ca.Cert -}}
-{{- $_ := set $result "cert" $cert.Cert -}}
-{{- $_ := set $result "key" $cert.Key -}}
-{{- end -}}
-{{- $_ := set .Values "__tcrAddonWebhookCert" $result -}}
-{{- end -}}
-{{- toYaml (get .Values "__tcrAddonWebhookCert") -}}
+{{/* "true" when the controller keeps the webhook's serving certificate (webhook on, no cert-manager). */}}
+{{- define "tcr-addon.webhook.controllerCert" -}}
+{{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) }}true{{ end -}}
 {{- end -}}
 
 {{/*

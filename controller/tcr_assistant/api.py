@@ -28,6 +28,9 @@ DEFAULT_HEALTH_ADDR = ":8081"
 DEFAULT_METRICS_ADDR = ":8080"
 DEFAULT_WEBHOOK_PORT = 9443
 DEFAULT_WEBHOOK_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
+WEBHOOK_CONFIGURATION = "tcr-assistant-validating-webhook-configuration"
+WEBHOOK_SERVICE = "tcr-assistant-webhook-service"
+WEBHOOK_CERT_VALIDITY = 365 * 86400.0
 STATUS_LIST_MAX = 50
 
 COMPONENT = "tcr-assistant"

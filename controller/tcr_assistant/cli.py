@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-probe-bind-address",
         default=api.DEFAULT_HEALTH_ADDR,
         metavar="HOST:PORT",
-        help="serve /healthz and /readyz (ready = caches synced) here; 0 = off (default: :8081)",
+        help="serve /healthz and /readyz (ready = caches synced and, with --webhook-cert-secret, the certificate "
+        "published) here; 0 = off (default: :8081)",
     )
     run.add_argument(
         "--metrics-bind-address",
@@ -95,6 +96,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=api.DEFAULT_WEBHOOK_CERT_DIR,
         metavar="DIR",
         help=f"directory with tls.crt and tls.key, reloaded when they change (default: {api.DEFAULT_WEBHOOK_CERT_DIR})",
+    )
+    run.add_argument(
+        "--webhook-cert-secret",
+        metavar="NAME",
+        help="keep the webhook's serving certificate in this kubernetes.io/tls Secret of --namespace: create "
+        "the CA and certificate, renew both at two thirds of their lifetime, publish the CA as the caBundle of "
+        "--webhook-configuration and write tls.crt/tls.key into --webhook-cert-dir (default: off; the files "
+        "then come from elsewhere, e.g. cert-manager)",
+    )
+    run.add_argument(
+        "--webhook-configuration",
+        default=api.WEBHOOK_CONFIGURATION,
+        metavar="NAME",
+        help=f"ValidatingWebhookConfiguration whose caBundle is kept (default: {api.WEBHOOK_CONFIGURATION})",
+    )
+    run.add_argument(
+        "--webhook-service",
+        default=api.WEBHOOK_SERVICE,
+        metavar="NAME",
+        help=f"Service in --namespace that the certificate is issued for (default: {api.WEBHOOK_SERVICE})",
+    )
+    run.add_argument(
+        "--webhook-cert-name",
+        action="append",
+        default=[],
+        metavar="DNS",
+        help="an extra DNS name in the certificate, e.g. localhost for a webhook reached by URL (repeatable)",
+    )
+    run.add_argument(
+        "--webhook-cert-validity",
+        type=float,
+        default=api.WEBHOOK_CERT_VALIDITY,
+        metavar="S",
+        help=f"lifetime of each CA and serving certificate in seconds (default: {api.WEBHOOK_CERT_VALIDITY:g}, "
+        "365 days)",
     )
     run.add_argument(
         "--workers",
@@ -205,9 +241,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         lease_name=args.lease_name,
     )
     controller = Controller(kube, opts)
+    keeper: Any = None
+    checks = {"caches synced": controller.synced}
+    if args.webhook_port and args.webhook_cert_secret:
+        from .certificates import service_names
+        from .servingcert import CertSettings, ServingCertKeeper
+
+        settings = CertSettings(
+            namespace=namespace,
+            secret=args.webhook_cert_secret,
+            webhook_configuration=args.webhook_configuration,
+            names=[*service_names(args.webhook_service, namespace), *args.webhook_cert_name],
+            validity=args.webhook_cert_validity,
+            cert_dir=Path(args.webhook_cert_dir),
+        )
+        keeper = ServingCertKeeper(kube, settings, controller.stop_event, watch_timeout=args.watch_timeout,
+                                   read_timeout=args.watch_timeout + WATCH_READ_MARGIN)
+        checks["webhook certificate published"] = keeper.ready
     servers: list[Any] = []
     for addr, routes in (
-        (args.health_probe_bind_address, health_routes(controller.synced)),
+        (args.health_probe_bind_address, health_routes(checks)),
         (args.metrics_bind_address, metrics_routes(controller.metrics, lambda: len(controller.queue))),
     ):
         bind = parse_bind(addr)
@@ -221,6 +274,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir), limits=ServerLimits()
         )
         webhook.start()
+    if keeper is not None:
+        keeper.start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: shutting down", signum)
@@ -234,6 +289,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         code = controller.run()
     finally:
+        if keeper is not None:
+            keeper.stop()
         if webhook is not None:
             webhook.stop()
         for s in servers:

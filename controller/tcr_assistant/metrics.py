@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -36,16 +36,17 @@ class Metrics:
         self.leader = Gauge("tcr_assistant_leader", "1 while this replica holds the lease", registry=r)
 
 
-def health_routes(ready: Callable[[], bool]) -> dict[str, Route]:
-    """/healthz (the process answers) and /readyz (``ready()``: caches synced)."""
+def health_routes(checks: Mapping[str, Callable[[], bool]]) -> dict[str, Route]:
+    """/healthz (the process answers) and /readyz (every check passes; the body names those that fail)."""
 
     def healthz() -> tuple[int, str, bytes]:
         return 200, "text/plain", b"ok\n"
 
     def readyz() -> tuple[int, str, bytes]:
-        if ready():
+        failing = [name for name, check in checks.items() if not check()]
+        if not failing:
             return 200, "text/plain", b"ok\n"
-        return 503, "text/plain", b"caches not synced\n"
+        return 503, "text/plain", f"not ready: {', '.join(failing)}\n".encode()
 
     return {"/healthz": healthz, "/readyz": readyz}
 

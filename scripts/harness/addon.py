@@ -3,8 +3,9 @@
 No kubelet runs here, so the chart's Deployment never starts a Pod. Instead `tcr-assistant run`
 runs on the host **with a token of the chart's own ServiceAccount** (so the chart's RBAC is what
 is tested), and a helm post-renderer points the chart's ValidatingWebhookConfiguration at that
-process (`url: https://127.0.0.1:PORT/…` with a matching caBundle), so every ImagePullSecret
-write goes through the real API server and our webhook.
+process (`url: https://localhost:PORT/…`), so every ImagePullSecret write goes through the real
+API server and our webhook. The controller keeps the webhook's certificate and the caBundle
+exactly as in a Pod (`--webhook-cert-secret`), with `localhost` as an extra name.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from harness import REPO_ROOT, VENV, images, pki, tools
+from harness import REPO_ROOT, VENV, images, tools
 from harness.cluster import DEFAULT_DIR as DEFAULT_CLUSTER_DIR
 from harness.cluster import (
     ClusterError,
@@ -46,6 +47,8 @@ NAMESPACE = "tcr-assistant-system"
 CONTROLLER_SERVICE_ACCOUNT = "tcr-assistant-controller-manager"
 POST_RENDERER = Path(__file__).resolve().parent / "local_webhook_postrender.py"
 TOKEN_SECONDS = 24 * 3600
+WEBHOOK_HOST = "localhost"  # a DNS name in the serving certificate the controller issues
+WEBHOOK_CERT_SECRET = "tcr-assistant-webhook-server-cert"
 
 
 class AddonError(RuntimeError):
@@ -79,6 +82,7 @@ class Addon:
     release: str = RELEASE
     namespace: str = NAMESPACE
     tie_to_parent: bool = False
+    extra_args: list[str] = field(default_factory=list)  # more `tcr-assistant run` flags
     webhook_port: int = 0
     health_port: int = 0
     metrics_port: int = 0
@@ -101,13 +105,6 @@ class Addon:
 
     # -- chart -------------------------------------------------------------------------------
 
-    def write_webhook_certs(self) -> None:
-        """A serving certificate for 127.0.0.1 and the CA the post-renderer puts in caBundle."""
-        self.cert_dir.mkdir(parents=True, exist_ok=True)
-        ca_pem, serving = pki.loopback_serving_pair()
-        (self.directory / "webhook-ca.crt").write_bytes(ca_pem)
-        serving.write(self.cert_dir, "tls")
-
     def helm_args(self, command: str = "upgrade") -> list[str]:
         args = [str(tools.bin_dir() / "helm"), command]
         if command == "upgrade":
@@ -123,13 +120,10 @@ class Addon:
     def install(self) -> None:
         """`helm upgrade --install` the chart, webhook pointed at this host (no --wait: no Pod runs here)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not (self.cert_dir / "tls.crt").exists():
-            self.write_webhook_certs()
         if not self.webhook_port:
             self.webhook_port = free_port()
         env = self._env()
-        env["TCR_ADDON_WEBHOOK_URL"] = f"https://127.0.0.1:{self.webhook_port}{WEBHOOK_PATH}"
-        env["TCR_ADDON_WEBHOOK_CA_FILE"] = str(self.directory / "webhook-ca.crt")
+        env["TCR_ADDON_WEBHOOK_URL"] = f"https://{WEBHOOK_HOST}:{self.webhook_port}{WEBHOOK_PATH}"
         run(self.helm_args(), env=env)
 
     # -- controller --------------------------------------------------------------------------
@@ -161,6 +155,9 @@ class Addon:
             f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
             f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
             "--webhook-host=127.0.0.1", f"--webhook-port={self.webhook_port}", f"--webhook-cert-dir={self.cert_dir}",
+            # As the chart's Deployment does: the controller keeps the certificate and the caBundle.
+            f"--webhook-cert-secret={WEBHOOK_CERT_SECRET}", f"--webhook-cert-name={WEBHOOK_HOST}",
+            *self.extra_args,
         ]
 
     def start_controller(self, timeout: float = 60) -> None:
@@ -314,9 +311,10 @@ class NodeRelease:
 
 @contextlib.contextmanager
 def running(plane: ControlPlane, directory: Path, values_files: list[Path] | None = None,
-            set_values: list[str] | None = None) -> Iterator[Addon]:
+            set_values: list[str] | None = None, extra_args: list[str] | None = None) -> Iterator[Addon]:
     """Chart installed and controller ready for the duration of a `with` block."""
-    addon = Addon(plane, directory, values_files or [], set_values or [], tie_to_parent=True)
+    addon = Addon(plane, directory, values_files or [], set_values or [], tie_to_parent=True,
+                  extra_args=extra_args or [])
     addon.install()
     try:
         addon.start_controller()

@@ -3,14 +3,13 @@
 
 Reads the rendered manifests on stdin and writes them to stdout, replacing the `service:`
 clientConfig of each webhook in ValidatingWebhookConfigurations with
-`url: $TCR_ADDON_WEBHOOK_URL` and `caBundle:` from `$TCR_ADDON_WEBHOOK_CA_FILE`
-(a Service reference reaches a Pod through kube-proxy, never a host process).
+`url: $TCR_ADDON_WEBHOOK_URL` (a Service reference reaches a Pod through kube-proxy, never a
+host process). The caBundle stays unset, as the chart renders it: the controller keeps it.
 Every other document passes through unchanged.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 from pathlib import Path
@@ -22,23 +21,21 @@ harness.use_venv()
 import yaml  # noqa: E402
 
 
-def rewrite(documents: list[object], url: str, ca_bundle: str) -> list[object]:
+def rewrite(documents: list[object], url: str) -> list[object]:
     for document in documents:
         if isinstance(document, dict) and document.get("kind") == "ValidatingWebhookConfiguration":
             for webhook in document.get("webhooks") or []:
-                webhook["clientConfig"] = {"url": url, "caBundle": ca_bundle}
+                webhook["clientConfig"] = {"url": url}
     return documents
 
 
 def main() -> int:
     url = os.environ.get("TCR_ADDON_WEBHOOK_URL")
-    ca_file = os.environ.get("TCR_ADDON_WEBHOOK_CA_FILE")
-    if not url or not ca_file:
-        print("local_webhook_postrender: set TCR_ADDON_WEBHOOK_URL and TCR_ADDON_WEBHOOK_CA_FILE", file=sys.stderr)
+    if not url:
+        print("local_webhook_postrender: set TCR_ADDON_WEBHOOK_URL", file=sys.stderr)
         return 2
-    ca_bundle = base64.b64encode(Path(ca_file).read_bytes()).decode()
     documents = [doc for doc in yaml.safe_load_all(sys.stdin) if doc is not None]
-    yaml.safe_dump_all(rewrite(documents, url, ca_bundle), sys.stdout, sort_keys=False)
+    yaml.safe_dump_all(rewrite(documents, url), sys.stdout, sort_keys=False)
     return 0
 
 

@@ -109,11 +109,3 @@ def service_account_signing_key() -> KeyPair:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return KeyPair(public, _key_pem(key))
-
-
-def loopback_serving_pair(common_name: str = "tcr-addon-local-webhook") -> tuple[bytes, KeyPair]:
-    """A fresh CA and a serving certificate for 127.0.0.1/localhost: (CA PEM, serving pair)."""
-    authority = CertificateAuthority(f"{common_name}-ca")
-    return authority.cert_pem, authority.issue(
-        common_name, dns_names=("localhost",), ip_addresses=("127.0.0.1",), server=True
-    )

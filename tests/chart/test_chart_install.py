@@ -7,6 +7,7 @@ tests in this module run in order and share one release.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -38,7 +39,10 @@ RELEASE_OBJECTS = [
     ("rolebinding", "tcr-assistant-leader-election-rolebinding", True),
     ("role", "tcr-assistant-credentials-reader-role", True),
     ("rolebinding", "tcr-assistant-credentials-reader-rolebinding", True),
-    ("secret", "tcr-assistant-webhook-server-cert", True),
+    ("role", "tcr-assistant-webhook-cert-role", True),
+    ("rolebinding", "tcr-assistant-webhook-cert-rolebinding", True),
+    ("clusterrole", "tcr-assistant-webhook-configuration-role", False),
+    ("clusterrolebinding", "tcr-assistant-webhook-configuration-rolebinding", False),
     ("service", "tcr-assistant-webhook-service", True),
     ("validatingwebhookconfiguration", "tcr-assistant-validating-webhook-configuration", False),
     ("validatingadmissionpolicy", "tcr-assistant-secret-writes", False),
@@ -139,19 +143,17 @@ def test_hand_made_objects_meet_the_webhook(release: subprocess.CompletedProcess
     assert "vimagepullsecret.tcr.tencentcloudcr.com" in proc.stderr
 
 
-def test_upgrade_keeps_the_webhook_certificate_and_adopts_the_crd(release: subprocess.CompletedProcess[str]) -> None:
-    def snapshot() -> tuple[Any, str]:
-        secret = json.loads(kubectl("get", "secret", "tcr-assistant-webhook-server-cert", "-n", NAMESPACE,
-                                    "-o", "json").stdout)
-        config = json.loads(kubectl("get", "validatingwebhookconfiguration",
-                                    "tcr-assistant-validating-webhook-configuration", "-o", "json").stdout)
-        return secret["data"], config["webhooks"][0]["clientConfig"]["caBundle"]
-
-    before = snapshot()
+def test_upgrade_leaves_a_set_ca_bundle_alone_and_adopts_the_crd(release: subprocess.CompletedProcess[str]) -> None:
+    """The chart never renders the caBundle, so an upgrade keeps the one the controller set."""
+    name = "validatingwebhookconfiguration/tcr-assistant-validating-webhook-configuration"
+    bundle = base64.b64encode(b"set by the controller").decode()
+    kubectl("patch", name, "--type=json", "-p",
+            json.dumps([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]))
     helm_ok("upgrade", RELEASE, str(CHART_DIR), "-n", NAMESPACE, "--no-hooks", "-f", str(VALUES),
             "--set", "webhook.failurePolicy=Ignore")
-    after = snapshot()
-    assert after == before, "the webhook certificate or caBundle changed on upgrade"
+    config = json.loads(kubectl("get", name, "-o", "json").stdout)
+    assert config["webhooks"][0]["clientConfig"]["caBundle"] == bundle
+    assert config["webhooks"][0]["failurePolicy"] == "Ignore"
     manifest = helm_ok("get", "manifest", RELEASE, "-n", NAMESPACE).stdout
     assert f"name: {CRD_NAME}" in manifest, "the upgrade did not take over the CRD"
     crd = json.loads(kubectl("get", "crd", CRD_NAME, "-o", "json").stdout)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import datetime
 import json
 import re
 from typing import Any
@@ -29,10 +27,8 @@ from chart_support import (
     pod_specs,
     render,
     run_helm,
+    template_args,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from tcr_assistant import validation
 
@@ -372,38 +368,56 @@ def test_webhook_configuration_only_matches_our_api() -> None:
     assert {"name": "webhook-server", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
 
 
-def _verify_signed_by(cert: x509.Certificate, ca: x509.Certificate) -> None:
-    key = ca.public_key()
-    assert cert.signature_hash_algorithm is not None
-    if isinstance(key, rsa.RSAPublicKey):
-        key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
-    else:  # pragma: no cover - genCA makes RSA keys
-        raise AssertionError(f"unexpected CA key {type(key)}")
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_render_is_byte_identical_every_time(name: str) -> None:
+    """What GitOps tools need: nothing random (no generated certificate) and no cluster lookups."""
+    args = template_args(CASES[name])
+    first, second = run_helm(*args), run_helm(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
 
 
-def test_generated_webhook_certificate_matches_ca_bundle() -> None:
+def test_webhook_certificate_is_kept_by_the_controller_not_rendered() -> None:
     manifests = case("defaults")
-    secret = one(manifests, "Secret", "tcr-assistant-webhook-server-cert")
-    assert secret["type"] == "kubernetes.io/tls"
-    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    assert not by_kind(manifests, "Secret"), "no certificate in the manifest: the controller creates it"
     config = one(manifests, "ValidatingWebhookConfiguration", "tcr-assistant-validating-webhook-configuration")
-    assert base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]) == data["ca.crt"]
-    ca = x509.load_pem_x509_certificate(data["ca.crt"])
-    cert = x509.load_pem_x509_certificate(data["tls.crt"])
-    _verify_signed_by(cert, ca)
-    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
-    assert f"tcr-assistant-webhook-service.{NAMESPACE}.svc" in names
-    assert cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3000)
-    key = load_pem_private_key(data["tls.key"], password=None)
-    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    assert key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    container = one(manifests, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
+        "containers"][0]
+    assert "--webhook-cert-secret=tcr-assistant-webhook-server-cert" in container["args"]
+    assert f"--webhook-cert-validity={365 * 86400}" in container["args"]
+    # RBAC for exactly those two objects, by name.
+    role = one(manifests, "Role", "tcr-assistant-webhook-cert-role")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                              "resourceNames": ["tcr-assistant-webhook-server-cert"],
+                              "verbs": ["get", "list", "watch", "update"]}]
+    cluster_role = one(manifests, "ClusterRole", "tcr-assistant-webhook-configuration-role")
+    assert cluster_role["rules"] == [{"apiGroups": ["admissionregistration.k8s.io"],
+                                      "resources": ["validatingwebhookconfigurations"],
+                                      "resourceNames": ["tcr-assistant-validating-webhook-configuration"],
+                                      "verbs": ["get", "list", "watch", "patch"]}]
+    for kind, name in (("RoleBinding", "tcr-assistant-webhook-cert-rolebinding"),
+                       ("ClusterRoleBinding", "tcr-assistant-webhook-configuration-rolebinding")):
+        assert one(manifests, kind, name)["subjects"][0]["name"] == "tcr-assistant-controller-manager"
+    days = render(None, "--set", "webhook.certValidityDays=30")
+    args = one(days, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"]["containers"][0][
+        "args"]
+    assert f"--webhook-cert-validity={30 * 86400}" in args
+    for off in (render(None, "--set", "webhook.enabled=false"), case("cert-manager-values")):
+        assert not by_kind(off, "Role") or not [r for r in by_kind(off, "Role")
+                                                if r["metadata"]["name"] == "tcr-assistant-webhook-cert-role"]
+        assert not [r for r in by_kind(off, "ClusterRole")
+                    if r["metadata"]["name"] == "tcr-assistant-webhook-configuration-role"]
 
 
 def test_cert_manager_mode() -> None:
     manifests = case("cert-manager-values")
     assert not [m for m in manifests if m["kind"] == "Secret"], "cert-manager writes the Secret"
+    container = one(manifests, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
+        "containers"][0]
+    assert not [a for a in container["args"] if a.startswith("--webhook-cert-secret")], "cert-manager keeps it"
+    assert {"name": "webhook-cert", "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": True} in (
+        container["volumeMounts"])
     certificate = one(manifests, "Certificate", "tcr-assistant-serving-cert")
     assert certificate["spec"]["secretName"] == "tcr-assistant-webhook-server-cert"
     assert certificate["spec"]["issuerRef"] == {"name": "tcr-assistant-selfsigned-issuer", "kind": "Issuer",
@@ -431,17 +445,17 @@ def test_controller_deployment_contract() -> None:
         "run", "--leader-elect", "--lease-name=tcr-assistant-leader", "--namespace=$(POD_NAMESPACE)",
         "--drift-mode=poll", "--drift-check-period=1200", "--health-probe-bind-address=:8081",
         "--metrics-bind-address=:8080", "--webhook-port=9443",
-        "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs", "--log-level=info", "--workers=16",
+        "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs",
+        "--webhook-cert-secret=tcr-assistant-webhook-server-cert", f"--webhook-cert-validity={365 * 86400}",
+        "--log-level=info", "--workers=16",
     ]
     assert container["env"][0] == {
         "name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-cert")
-    assert mount == {"name": "webhook-cert", "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": True}
-    volume = next(v for v in spec["volumes"] if v["name"] == "webhook-cert")
-    assert volume["secret"]["secretName"] == "tcr-assistant-webhook-server-cert"
+    # The certificate is written under /tmp (an emptyDir) by the controller itself.
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
     assert container["image"] == "ghcr.io/tcr-addon/tcr-assistant:0.1.0"
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "30Mi"}
     assert spec["serviceAccountName"] == "tcr-assistant-controller-manager"
@@ -556,7 +570,6 @@ def test_objects_of_the_original_have_their_names() -> None:
         ("ClusterRoleBinding", "tcr-assistant-manager-rolebinding"),
         ("Role", "tcr-assistant-leader-election-role"),
         ("RoleBinding", "tcr-assistant-leader-election-rolebinding"),
-        ("Secret", "tcr-assistant-webhook-server-cert"),
         ("Service", "tcr-assistant-webhook-service"),
         ("ValidatingWebhookConfiguration", "tcr-assistant-validating-webhook-configuration"),
         ("CustomResourceDefinition", "imagepullsecrets.tcr.tencentcloudcr.com"),

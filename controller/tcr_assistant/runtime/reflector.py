@@ -36,6 +36,7 @@ class Reflector:
         name: str,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         watch_timeout: int = 300,
         read_timeout: float = 330.0,
         stop: threading.Event,
@@ -47,6 +48,7 @@ class Reflector:
         self.name = name
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.watch_timeout = watch_timeout
         self.read_timeout = read_timeout
         self.stop_event = stop
@@ -84,6 +86,8 @@ class Reflector:
         q: dict[str, Any] = {}
         if self.label_selector:
             q["labelSelector"] = self.label_selector
+        if self.field_selector:
+            q["fieldSelector"] = self.field_selector
         return q
 
     def _path(self) -> str:

@@ -1,0 +1,258 @@
+"""The webhook's serving certificate: what the Secret holds, what to do next, and how to issue.
+
+The Secret (type kubernetes.io/tls) holds four keys:
+
+* ``ca.crt``: the trusted CA certificates, newest first (PEM bundle); the webhook
+  configuration's ``caBundle`` is exactly this;
+* ``ca.key``: the key of the newest CA;
+* ``tls.crt`` / ``tls.key``: the serving certificate, signed by one of the CAs in ``ca.crt``.
+
+Renewal never leaves the API server without trust in the certificate being served. A CA past
+two thirds of its life is first *added* to the bundle (the old one stays until it expires); only
+once the webhook configuration's caBundle holds the new CA is the serving certificate re-issued
+under it. :func:`decide` is pure: facts and the time in, one step out.
+
+``cryptography`` is imported here only, and this module only when the controller keeps its own
+certificate, so a controller without it does not pay the import's memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
+KEYS = (CA_CERT, CA_KEY, TLS_CERT, TLS_KEY)
+RENEW_FRACTION = 2 / 3  # renew at two thirds of the lifetime, as cert-manager does by default
+BACKDATE = 300.0  # seconds at most (a tenth of the validity); tolerates clocks a little behind ours
+CA_COMMON_NAME = "tcr-assistant-webhook-ca"
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    not_before: float  # POSIX seconds
+    not_after: float
+
+    @property
+    def renew_at(self) -> float:
+        return self.not_before + (self.not_after - self.not_before) * RENEW_FRACTION
+
+
+@dataclass(frozen=True)
+class Authority:
+    fingerprint: str  # SHA-256 of the DER certificate, hex
+    lifetime: Lifetime
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a Secret's data says, checked; ``problem`` names why it cannot be used as it is."""
+
+    authorities: tuple[Authority, ...] = ()  # newest first
+    serving: Lifetime | None = None
+    serving_issuer: str | None = None  # fingerprint of the CA in the bundle that signed it
+    problem: str | None = None
+
+
+class Step(enum.Enum):
+    ISSUE = "issue"  # new CA and serving certificate (nothing usable is there)
+    ADD_CA = "add-ca"  # the newest CA is due: add a new one to the bundle
+    RENEW_SERVING = "renew-serving"  # re-issue the serving certificate under the newest CA
+    PRUNE = "prune"  # drop expired CAs from the bundle
+    WAIT = "wait"  # the serving certificate is due, but the caBundle lacks the newest CA yet
+    KEEP = "keep"
+
+
+def decide(facts: Facts | None, published: frozenset[str] | None, now: float) -> tuple[Step, str]:
+    """The next step for the Secret, and why.
+
+    ``facts`` is None when the Secret does not exist; ``published`` holds the fingerprints in the
+    webhook configuration's caBundle (None: unknown or unparseable).
+    """
+    if facts is None:
+        return Step.ISSUE, "the Secret does not exist"
+    if facts.problem is not None:
+        return Step.ISSUE, facts.problem
+    assert facts.serving is not None and facts.authorities
+    if facts.serving.not_after <= now:
+        return Step.ISSUE, "the serving certificate has expired"
+    issuer = next(a for a in facts.authorities if a.fingerprint == facts.serving_issuer)
+    if issuer.lifetime.not_after <= now:
+        return Step.ISSUE, "the serving certificate's CA has expired"
+    newest = facts.authorities[0]
+    if any(a.lifetime.not_after <= now for a in facts.authorities):
+        return Step.PRUNE, "a CA in the bundle has expired"
+    if newest.lifetime.renew_at <= now:
+        return Step.ADD_CA, "the CA is past two thirds of its lifetime"
+    if facts.serving.renew_at <= now or facts.serving_issuer != newest.fingerprint:
+        why = ("the serving certificate is past two thirds of its lifetime"
+               if facts.serving.renew_at <= now else "the serving certificate is not signed by the newest CA")
+        if published is None or newest.fingerprint not in published:
+            return Step.WAIT, f"{why}; waiting until the webhook configuration trusts the newest CA"
+        return Step.RENEW_SERVING, why
+    return Step.KEEP, "valid"
+
+
+def next_check(facts: Facts | None, now: float) -> float | None:
+    """When :func:`decide` may answer differently on its own (time passing), or None."""
+    if facts is None or facts.problem is not None or facts.serving is None:
+        return None
+    times = [facts.serving.renew_at, facts.serving.not_after]
+    for authority in facts.authorities:
+        times += [authority.lifetime.renew_at, authority.lifetime.not_after]
+    later = [t for t in times if t > now]
+    return min(later) if later else None
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _lifetime(cert: x509.Certificate) -> Lifetime:
+    return Lifetime(cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+
+
+def _fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    key = ca.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or cert.signature_hash_algorithm is None:
+        return False
+    try:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _same_public_key(private_pem: bytes, cert: x509.Certificate) -> bool:
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+
+
+def fingerprints(bundle: bytes) -> frozenset[str] | None:
+    """Fingerprints of the certificates in a PEM bundle (a caBundle); None if it does not parse."""
+    try:
+        return frozenset(_fingerprint(c) for c in x509.load_pem_x509_certificates(bundle))
+    except ValueError:
+        return None
+
+
+def inspect(data: Mapping[str, bytes], names: Sequence[str]) -> Facts:
+    """Check a Secret's (decoded) data; never raises, and never puts key material in ``problem``."""
+    missing = [key for key in KEYS if not data.get(key)]
+    if missing:
+        return Facts(problem=f"the Secret lacks {', '.join(missing)}")
+    try:
+        cas = sorted(x509.load_pem_x509_certificates(data[CA_CERT]),
+                     key=lambda c: c.not_valid_before_utc, reverse=True)
+        serving = x509.load_pem_x509_certificate(data[TLS_CERT])
+        if not _same_public_key(data[CA_KEY], cas[0]):
+            return Facts(problem="ca.key is not the key of the newest CA in ca.crt")
+        if not _same_public_key(data[TLS_KEY], serving):
+            return Facts(problem="tls.key is not the key of tls.crt")
+    except (ValueError, TypeError, IndexError):
+        return Facts(problem="a certificate or key in the Secret does not parse")
+    try:
+        san = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = set(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        dns = set()
+    if not set(names) <= dns:
+        return Facts(problem=f"the serving certificate does not name {', '.join(sorted(set(names) - dns))}")
+    authorities = tuple(Authority(_fingerprint(c), _lifetime(c)) for c in cas)
+    issuer = next((_fingerprint(c) for c in cas if _signed_by(serving, c)), None)
+    if issuer is None:
+        return Facts(authorities, problem="the serving certificate is not signed by a CA in ca.crt")
+    return Facts(authorities, _lifetime(serving), issuer)
+
+
+# -- issuing ----------------------------------------------------------------------------------
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _builder(subject: str, issuer: str, now: float, not_after: float, public_key: ec.EllipticCurvePublicKey,
+             ) -> x509.CertificateBuilder:
+    utc = datetime.UTC
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(datetime.datetime.fromtimestamp(now - min(BACKDATE, (not_after - now) / 10), utc))
+            .not_valid_after(datetime.datetime.fromtimestamp(not_after, utc)))
+
+
+def _new_ca(now: float, validity: float) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (_builder(CA_COMMON_NAME, CA_COMMON_NAME, now, now + validity, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def _new_serving(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, names: Sequence[str], now: float,
+                 validity: float) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    not_after = min(now + validity, ca.not_valid_after_utc.timestamp())
+    common = ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    cert = (_builder(names[0], str(common), now, not_after, key.public_key())
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return _pem(cert), _pem_key(key)
+
+
+def issue(names: Sequence[str], now: float, validity: float) -> dict[str, bytes]:
+    """A fresh CA and a serving certificate for ``names`` (the first is the subject)."""
+    ca, ca_key = _new_ca(now, validity)
+    tls_crt, tls_key = _new_serving(ca, ca_key, names, now, validity)
+    return {CA_CERT: _pem(ca), CA_KEY: _pem_key(ca_key), TLS_CERT: tls_crt, TLS_KEY: tls_key}
+
+
+def apply(step: Step, data: Mapping[str, bytes], names: Sequence[str], now: float, validity: float,
+          ) -> dict[str, bytes] | None:
+    """The Secret's new data after ``step``, or None when the step writes nothing."""
+    if step is Step.ISSUE:
+        return issue(names, now, validity)
+    cas = sorted(x509.load_pem_x509_certificates(data[CA_CERT]), key=lambda c: c.not_valid_before_utc, reverse=True)
+    if step is Step.PRUNE:
+        kept = [c for c in cas if c.not_valid_after_utc.timestamp() > now]
+        return {**data, CA_CERT: b"".join(_pem(c) for c in kept)}
+    if step is Step.ADD_CA:
+        ca, ca_key = _new_ca(now, validity)
+        return {**data, CA_CERT: b"".join(_pem(c) for c in [ca, *cas]), CA_KEY: _pem_key(ca_key)}
+    if step is Step.RENEW_SERVING:
+        key = serialization.load_pem_private_key(data[CA_KEY], password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        tls_crt, tls_key = _new_serving(cas[0], key, names, now, validity)
+        return {**data, TLS_CERT: tls_crt, TLS_KEY: tls_key}
+    return None
+
+
+def service_names(service: str, namespace: str) -> list[str]:
+    """The DNS names under which the API server reaches a webhook Service."""
+    return [f"{service}.{namespace}.svc", service, f"{service}.{namespace}", f"{service}.{namespace}.svc.cluster.local"]

@@ -1,0 +1,260 @@
+"""Keeps the webhook's serving certificate: the Secret, the caBundle, and the files served.
+
+Every replica runs one keeper (not only the leader: every replica serves the webhook). A pass
+reads the Secret and the ValidatingWebhookConfiguration, lets :func:`certificates.decide` pick
+one step, writes the Secret with optimistic concurrency (a replica that loses the race reads the
+winner's certificate and uses it), publishes the Secret's ``ca.crt`` as the caBundle of every
+webhook in the configuration, and writes ``tls.crt``/``tls.key`` into the directory the webhook
+server reloads from. Passes run on start, on any change to either object (two watches, each on
+one object by name, which RBAC can limit by ``resourceNames``), and when a certificate comes due.
+
+The Secret is created with an owner reference to the webhook configuration, so deleting the
+configuration (``helm uninstall``, ``webhook.enabled=false``) removes it. A Secret that exists
+without our ``managed-by`` label (for example written by an older chart) is served and published
+as it is, never written.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import api, certificates
+from .certificates import Step
+from .kube import SECRETS, Kube, KubeError, Resource
+from .runtime.reflector import Reflector
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_CONFIGURATIONS = Resource("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", False)
+RETRY_DELAY = 5.0  # seconds after a failed pass (API server unreachable, forbidden, ...)
+MAX_WRITES_IN_A_ROW = 4  # renewal takes at most three writes (add CA, renew, prune)
+COMPONENT = "webhook"
+
+
+@dataclass(frozen=True)
+class CertSettings:
+    namespace: str  # of the Secret (the controller's own namespace)
+    secret: str
+    webhook_configuration: str
+    names: Sequence[str]  # DNS names in the serving certificate; the first is its subject
+    validity: float  # seconds, of each CA and serving certificate
+    cert_dir: Path
+
+
+@dataclass
+class _Published:
+    """What the last pass achieved (read by /readyz)."""
+
+    files: bytes | None = None  # tls.crt written to the directory
+    in_step: bool = False  # the configuration's caBundle equals the Secret's ca.crt
+    steps: dict[str, int] = field(default_factory=dict)
+
+
+def decode(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
+    data = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value) for key, value in data.items() if key in certificates.KEYS}
+
+
+def is_ours(secret: Mapping[str, Any] | None) -> bool:
+    labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
+    return secret is None or labels.get(api.LABEL_MANAGED_BY) == api.MANAGED_BY
+
+
+def secret_body(settings: CertSettings, data: Mapping[str, bytes], owner: Mapping[str, Any],
+                current: Mapping[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": settings.secret,
+        "namespace": settings.namespace,
+        "labels": {api.LABEL_MANAGED_BY: api.MANAGED_BY, "app.kubernetes.io/component": COMPONENT},
+        "ownerReferences": [{"apiVersion": "admissionregistration.k8s.io/v1",
+                             "kind": "ValidatingWebhookConfiguration",
+                             "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}],
+    }
+    if current is not None:
+        old = current["metadata"]
+        meta["resourceVersion"] = old["resourceVersion"]  # optimistic concurrency between replicas
+        meta["labels"] = {**(old.get("labels") or {}), **meta["labels"]}
+        if old.get("annotations"):
+            meta["annotations"] = old["annotations"]
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": meta,
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()}}
+
+
+def ca_bundles(configuration: Mapping[str, Any]) -> dict[str, bytes]:
+    """Webhook name -> its caBundle (decoded; empty when unset)."""
+    return {w["name"]: base64.b64decode((w.get("clientConfig") or {}).get("caBundle") or "")
+            for w in configuration.get("webhooks") or []}
+
+
+def published_authorities(configuration: Mapping[str, Any]) -> frozenset[str] | None:
+    """Fingerprints of the CAs that every webhook in the configuration trusts (None: unknown)."""
+    sets = [certificates.fingerprints(bundle) for bundle in ca_bundles(configuration).values()]
+    if not sets or any(s is None for s in sets):
+        return None
+    return frozenset.intersection(*[s for s in sets if s is not None])
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class ServingCertKeeper:
+    def __init__(self, kube: Kube, settings: CertSettings, stop: threading.Event, *,
+                 watch_timeout: int = 300, read_timeout: float = 330.0) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.stop_event = stop
+        self.wake = threading.Event()
+        self.published = _Published()
+        self.passes = 0
+        self._waiting_logged = False
+        self._writes_in_a_row = 0
+        self._thread: threading.Thread | None = None
+
+        def trigger(_kind: str, _old: Any, _new: Any) -> None:
+            self.wake.set()
+
+        common: dict[str, Any] = {"watch_timeout": watch_timeout, "read_timeout": read_timeout, "stop": stop}
+        self.reflectors = [
+            Reflector(kube, SECRETS, _resource_version, trigger, name="webhook-cert-secret",
+                      namespace=settings.namespace, field_selector=f"metadata.name={settings.secret}", **common),
+            Reflector(kube, WEBHOOK_CONFIGURATIONS, _resource_version, trigger, name="webhook-configuration",
+                      field_selector=f"metadata.name={settings.webhook_configuration}", **common),
+        ]
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.settings.cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for reflector in self.reflectors:
+            reflector.start()
+        self._thread = threading.Thread(target=self._run, name="webhook-cert", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.wake.set()
+        for reflector in self.reflectors:
+            reflector.interrupt()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def ready(self) -> bool:
+        """The webhook serves a certificate that the API server trusts."""
+        return self.published.files is not None and self.published.in_step
+
+    def _run(self) -> None:
+        timeout: float | None = None
+        while not self.stop_event.is_set():
+            self.wake.wait(timeout)
+            self.wake.clear()
+            if self.stop_event.is_set():
+                return
+            try:
+                timeout = self.sync(time.time())
+            except KubeError as exc:
+                log.warning("webhook certificate: %s; retrying in %gs", exc, RETRY_DELAY)
+                self.published.in_step = False
+                timeout = RETRY_DELAY
+            except Exception:
+                log.exception("webhook certificate: pass failed; retrying in %gs", RETRY_DELAY)
+                self.published.in_step = False
+                timeout = RETRY_DELAY
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    def sync(self, now: float) -> float | None:
+        """One pass; returns the seconds until the next one is due on its own (None: on events only)."""
+        self.passes += 1
+        settings = self.settings
+        configuration = self.kube.get(WEBHOOK_CONFIGURATIONS.path(None, settings.webhook_configuration))
+        if configuration is None:
+            if not self._waiting_logged:
+                log.info("webhook certificate: waiting for ValidatingWebhookConfiguration %s",
+                         settings.webhook_configuration)
+                self._waiting_logged = True
+            self.published.in_step = False
+            return None
+        self._waiting_logged = False
+        secret = self.kube.get_secret(settings.namespace, settings.secret)
+        data = decode(secret)
+        facts: certificates.Facts | None = None
+        if is_ours(secret):
+            facts = certificates.inspect(data, settings.names) if secret is not None else None
+            step, why = certificates.decide(facts, published_authorities(configuration), now)
+            new = certificates.apply(step, data, settings.names, now, settings.validity)
+            if new is not None:
+                self._write(secret, new, configuration, step, why)
+                # Read back what was written (ours, or another replica's that won) in a fresh
+                # pass; a Secret that keeps asking for writes is a fault, so slow down then.
+                self._writes_in_a_row += 1
+                return 0.0 if self._writes_in_a_row < MAX_WRITES_IN_A_ROW else RETRY_DELAY
+            if step is Step.WAIT:
+                log.info("webhook certificate: %s", why)
+        elif not data.get(certificates.TLS_CERT):
+            log.warning("webhook certificate: Secret %s/%s is not managed by tcr-assistant and holds no tls.crt",
+                        settings.namespace, settings.secret)
+        self._publish(configuration, data.get(certificates.CA_CERT, b""))
+        self._serve(data)
+        self._writes_in_a_row = 0
+        due = certificates.next_check(facts, now)
+        return None if due is None else max(0.0, due - now) + 1.0
+
+    def _write(self, secret: Mapping[str, Any] | None, data: Mapping[str, bytes], configuration: Mapping[str, Any],
+               step: Step, why: str) -> None:
+        body = secret_body(self.settings, data, configuration, secret)
+        path = SECRETS.path(self.settings.namespace, None if secret is None else self.settings.secret)
+        try:
+            self.kube.request("POST" if secret is None else "PUT", path, body=body)
+        except KubeError as exc:
+            if exc.conflict or exc.already_exists:
+                log.info("webhook certificate: another replica wrote the Secret first; using its certificate")
+                return
+            raise
+        self.published.steps[step.value] = self.published.steps.get(step.value, 0) + 1
+        log.info("webhook certificate: %s in Secret %s/%s (%s)", step.value, self.settings.namespace,
+                 self.settings.secret, why)
+
+    def _publish(self, configuration: Mapping[str, Any], bundle: bytes) -> None:
+        stale = [name for name, current in ca_bundles(configuration).items() if current != bundle]
+        if stale and bundle:
+            encoded = base64.b64encode(bundle).decode()
+            patch = {"webhooks": [{"name": name, "clientConfig": {"caBundle": encoded}} for name in stale]}
+            self.kube.request("PATCH", WEBHOOK_CONFIGURATIONS.path(None, self.settings.webhook_configuration),
+                              body=patch, content_type="application/strategic-merge-patch+json")
+            log.info("webhook certificate: caBundle of %s set for %s", self.settings.webhook_configuration,
+                     ", ".join(stale))
+        self.published.in_step = bool(bundle)
+
+    def _serve(self, data: Mapping[str, bytes]) -> None:
+        cert, key = data.get(certificates.TLS_CERT), data.get(certificates.TLS_KEY)
+        if not cert or not key or cert == self.published.files:
+            return
+        directory = self.settings.cert_dir
+        # Key first: a reader that sees the new key with the old certificate fails to load the
+        # pair and keeps its previous context, then loads both on its next connection.
+        write_atomically(directory / "tls.key", key)
+        write_atomically(directory / "tls.crt", cert)
+        self.published.files = cert
+
+
+def _resource_version(obj: Mapping[str, Any]) -> str:
+    """Reflectors here only trigger passes; the pass reads both objects fresh."""
+    return str((obj.get("metadata") or {}).get("resourceVersion"))
