@@ -38,11 +38,10 @@ class BenchAddon(Addon):
     """harness.addon.Addon; with ``profile_out`` set, the controller runs under bench.profiling's sampler."""
 
     profile_out: Path | None = None
-    extra_args: tuple[str, ...] = ()
     starts: int = 0
 
     def controller_argv(self, kubeconfig: Path) -> list[str]:
-        argv = [*super().controller_argv(kubeconfig), *self.extra_args]
+        argv = super().controller_argv(kubeconfig)
         if self.profile_out is None:
             return argv
         self.starts += 1
@@ -113,8 +112,8 @@ class Env:
         self.addon.set_values = [v for v in self.addon.set_values if not v.startswith("controller.driftRepair.mode=")]
         self.addon.set_values.append(setting)
         self.addon.install()
-        self.addon.extra_args = tuple(a for a in self.addon.extra_args if not a.startswith("--drift-mode="))
-        self.addon.extra_args += (f"--drift-mode={mode}",)
+        self.addon.extra_args = [a for a in self.addon.extra_args if not a.startswith("--drift-mode=")]
+        self.addon.extra_args.append(f"--drift-mode={mode}")
 
     def wait_metric(self, predicate: Any, timeout: float, what: str) -> prom.Samples:
         deadline = time.monotonic() + timeout

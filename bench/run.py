@@ -97,7 +97,7 @@ def run(profile: dict[str, Any], workdir: Path, profile_dir: Path | None = None,
     env: Env | None = None
     try:
         env = Env(plane, workdir)
-        env.addon.extra_args = controller_args
+        env.addon.extra_args = list(controller_args)
         log("helm install")
         env.addon.install()
         for index, n in enumerate(sizes):
