@@ -83,13 +83,17 @@ true
 {{- end -}}
 
 {{/*
-What hosts-updater does: "apply" (enabled), "remove" (disabled now, but its DaemonSet runs in
-the cluster: it is kept, with --remove, so every node's lines are taken off; it stays in that
-light mode until re-enabled or uninstalled), or "" (not installed).
+What hosts-updater does: "apply" (enabled), "remove" or "" (not installed). "remove" keeps the
+DaemonSet with --remove, so every node's lines are taken off; it stays in that light mode until
+re-enabled or uninstalled. It is chosen by the values alone when hostsUpdater.enabled is false
+while global.hosts still lists entries, so `helm template` (GitOps) renders it too; with plain
+helm it is also chosen when turned off otherwise but the DaemonSet still runs (lookup).
 */}}
 {{- define "tcr-addon.hostsUpdater.mode" -}}
 {{- if include "tcr-addon.hostsUpdater.enabled" . -}}
 apply
+{{- else if and (eq (toString .Values.hostsUpdater.enabled) "false") .Values.global.hosts -}}
+remove
 {{- else if lookup "apps/v1" "DaemonSet" .Release.Namespace "hosts-updater" -}}
 remove
 {{- end -}}

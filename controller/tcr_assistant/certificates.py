@@ -105,6 +105,8 @@ def next_check(facts: Facts | None, now: float) -> float | None:
     """When :func:`decide` may answer differently on its own (time passing), or None."""
     if facts is None or facts.problem is not None or facts.serving is None:
         return None
+    if facts.serving.renew_at <= now or facts.serving_issuer != facts.authorities[0].fingerprint:
+        return now  # a renewal waits for the caBundle: look again once it is published
     times = [facts.serving.renew_at, facts.serving.not_after]
     for authority in facts.authorities:
         times += [authority.lifetime.renew_at, authority.lifetime.not_after]

@@ -606,3 +606,19 @@ def test_common_labels_and_annotations_reach_every_object() -> None:
     assert template["spec"]["priorityClassName"] == "system-cluster-critical"
     assert deployment["spec"]["replicas"] == 2
 
+
+
+def test_hosts_updater_turned_off_renders_remove_mode_without_a_cluster() -> None:
+    """`hostsUpdater.enabled=false` with entries still listed: the DaemonSet stays, in --remove mode,
+    and the uninstall hook waits for it; decided by the values alone, so `helm template` does it too."""
+    off = render(CASES["tke-two-registries-with-hosts-values"], "--set", "hostsUpdater.enabled=false")
+    container = one(off, "DaemonSet", "hosts-updater")["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-1] == "--remove"
+    assert json.loads(one(off, "ConfigMap", "updater-config")["data"]["config.json"]) == {"hosts": []}
+    cleanup = one(off, "Job", "tcr-assistant-cleanup")["spec"]["template"]["spec"]["containers"][0]
+    assert f"--hosts-daemonset={NAMESPACE}/hosts-updater" in cleanup["args"]
+    gone = render(CASES["tke-two-registries-with-hosts-values"], "--set", "hostsUpdater.enabled=false",
+                  "--set", "global.hosts=null")
+    assert not by_kind(gone, "DaemonSet")
+    cleanup = one(gone, "Job", "tcr-assistant-cleanup")["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in cleanup["args"] if a.startswith("--hosts-daemonset")]

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "controller" / "tcr_assistant"
-PURE = ("reconcile", "status", "observed", "validation", "rules", "admission", "work", "api")
-IO_MODULES = {"kube", "apiclient", "controller", "cli", "webhook", "runtime", "metrics", "kubernetes", "socket",
+PURE = ("reconcile", "status", "observed", "validation", "rules", "admission", "work", "api", "certificates")
+IO_MODULES = {"kube", "apiclient", "controller", "cli", "webhook", "servingcert", "runtime", "metrics", "kubernetes",
+              "socket",
               "urllib3", "ssl", "subprocess", "threading", "prometheus_client"}
-DOMAIN = {"reconcile", "status", "observed", "validation", "rules", "admission", "work", "state", "controller", "api"}
+DOMAIN = {"reconcile", "status", "observed", "validation", "rules", "admission", "work", "state", "controller", "api",
+          "certificates", "servingcert"}
 
 
 def imported(path: Path) -> set[str]:
@@ -42,3 +44,13 @@ def test_runtime_knows_nothing_of_image_pull_secrets(path: Path) -> None:
 def test_the_check_sees_imports() -> None:
     assert {"api", "validation", "observed"} <= imported(PACKAGE / "reconcile.py")
     assert "kube" in imported(PACKAGE / "controller.py")
+
+
+def test_only_the_certificate_module_imports_cryptography() -> None:
+    """cryptography costs about 8 MiB of RSS: only a controller that keeps its certificate loads it."""
+    importers = sorted(p.name for p in PACKAGE.rglob("*.py") if "cryptography" in imported(p))
+    assert importers == ["certificates.py"]
+    top_level = {"cli.py"}  # imports servingcert inside cmd_run, only with --webhook-cert-secret
+    eager = sorted(p.name for p in PACKAGE.rglob("*.py") if p.name not in top_level and p.name != "servingcert.py"
+                   and ({"servingcert", "certificates"} & imported(p)))
+    assert eager == []
