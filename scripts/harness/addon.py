@@ -289,17 +289,26 @@ class NodeRelease:
                        f"{key}.image.tag={image.tag}", f"{key}.image.pullPolicy=Never"]
         return values
 
-    def install(self) -> None:
-        """Build and load the images, then `helm upgrade --install --wait`; the same call upgrades."""
+    def _values_args(self) -> list[str]:
+        """Build and load the images (cached); the values that point the chart at them, then ours."""
         built = images.build_images()
         self.cluster.import_images(built)
-        args = ["upgrade", "--install", self.release, str(CHART_DIR), "-n", self.namespace, "--create-namespace",
-                "--wait", "--timeout", self.timeout]
+        args = []
         for values in self.values_files:
             args += ["-f", str(values)]
         for assignment in [*self.image_values(built), *self.set_values]:
             args += ["--set", assignment]
-        self.helm(*args)
+        return args
+
+    def install(self) -> None:
+        """Build and load the images, then `helm upgrade --install --wait`; the same call upgrades."""
+        self.helm("upgrade", "--install", self.release, str(CHART_DIR), "-n", self.namespace, "--create-namespace",
+                  "--wait", "--timeout", self.timeout, *self._values_args())
+
+    def render(self) -> str:
+        """What a GitOps tool applies: `helm template` with the CRD, without hooks and tests."""
+        return self.helm("template", self.release, str(CHART_DIR), "-n", self.namespace, "--include-crds",
+                         "--no-hooks", "--skip-tests", *self._values_args())
 
     def test(self) -> str:
         """`helm test --logs`: the test Pod runs on the node; its log comes back."""
