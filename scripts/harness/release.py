@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,16 +63,18 @@ def package(out: Path = DIST) -> Package:
     return Package(chart, version, app_version, tuple(archives))
 
 
-def publish(registry: str, pkg: Package, *, ca_dir: Path | None = None, authfile: Path | None = None) -> list[str]:
+def publish(registry: str, pkg: Package, *, ca_dir: Path | None = None, authfile: Path | None = None,
+            prefix: Sequence[str] = ()) -> list[str]:
     """Push ``pkg`` under ``registry`` (host[:port]/path); returns the references pushed.
 
     ``ca_dir``: a directory holding the registry's ``ca.crt`` (else the system's trust store);
     ``authfile``: a docker/containers auth file with the registry's credentials (both clients
-    read that format; else their own logins)."""
+    read that format; else their own logins); ``prefix``: a command both clients run behind,
+    e.g. a local node's ``command_prefix()`` when the registry is reachable only inside it."""
     registry = registry.strip().removeprefix("oci://").rstrip("/")
     if not registry or "://" in registry or registry.startswith("/"):
         raise ReleaseError(f"REGISTRY {registry!r}: give host[:port]/path, e.g. registry.example.com/tcr-addon")
-    helm_args = [str(tools.bin_dir() / "helm"), "push", str(pkg.chart), f"oci://{registry}"]
+    helm_args = [*prefix, str(tools.bin_dir() / "helm"), "push", str(pkg.chart), f"oci://{registry}"]
     skopeo_args = []
     if ca_dir is not None:
         helm_args += ["--ca-file", str(ca_dir / "ca.crt")]
@@ -86,7 +89,7 @@ def publish(registry: str, pkg: Package, *, ca_dir: Path | None = None, authfile
         raise ReleaseError("skopeo is not installed: run 'make setup' (Debian: apt-get install skopeo)")
     for repository, archive in pkg.images:
         destination = f"{registry}/{repository}:{pkg.app_version}"
-        run([skopeo, "copy", "--quiet", *skopeo_args, f"docker-archive:{archive}", f"docker://{destination}"],
+        run([*prefix, skopeo, "copy", "--quiet", *skopeo_args, f"docker-archive:{archive}", f"docker://{destination}"],
             timeout=600)
         pushed.append(destination)
     for ref in pushed:

@@ -1,13 +1,19 @@
-"""What the host looks like from outside the node: compared before, during and after a node runs."""
+"""The node suite's support: what the host looks like from outside the node (compared before,
+during and after a node runs), and what a test sets up inside the node."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import namespaces, node, tools
+import yaml
+
+from harness import namespaces, node, registry, tools
 
 SYSCTL_TREES = ("/proc/sys/net/ipv4", "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/bridge",
                 "/proc/sys/net/netfilter", "/proc/sys/vm", "/proc/sys/kernel/keys")
@@ -101,3 +107,41 @@ def node_leftovers() -> list[str]:
     left += [f"mount {point}" for point in namespaces.mount_points()
              if "tcr-addon" in point or node.NAME_PREFIX in point]
     return left
+
+
+def admin_kubeconfig_inside(cluster: node.NodeCluster, path: Path) -> Path:
+    """The admin kubeconfig with the API address a process inside the node's namespaces reaches."""
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = cluster.internal_server
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+@contextlib.contextmanager
+def node_knows_registry(cluster: node.NodeCluster, private: registry.PrivateRegistry) -> Iterator[str]:
+    """The node resolves and trusts ``private`` on its own, before anything of the add-on runs.
+
+    A hosts line of our own (the node has no DNS) and containerd's trust of the registry's CA
+    (``certs.d/<address>/hosts.toml``). The hosts file is bound over the node's /etc/hosts, so
+    it is rewritten in place, never replaced. On exit the line and the trust are taken away
+    again; yields the hosts line.
+    """
+    line = f"{private.listen_host}\t{private.hostname}\n"
+    trust = cluster.certs_dir / private.address
+    trust.mkdir(parents=True)
+    (trust / "hosts.toml").write_text(
+        f'server = "https://{private.address}"\n\n[host."https://{private.address}"]\n'
+        f'  capabilities = ["pull", "resolve"]\n  ca = "{private.ca_file}"\n')
+    with cluster.hosts_file.open("a") as hosts:
+        hosts.write(line)
+    try:
+        yield line
+    finally:
+        text = cluster.hosts_file.read_text()
+        if line in text:
+            with cluster.hosts_file.open("r+") as hosts:
+                hosts.write(text.replace(line, "", 1))
+                hosts.truncate()
+        shutil.rmtree(trust, ignore_errors=True)
