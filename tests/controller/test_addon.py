@@ -70,6 +70,10 @@ def test_chart_rbac_check_and_cleanup(k: K, control_plane: ControlPlane, tmp_pat
             timeout=60,
         )
         assert bad.returncode == 1 and "tcr.ipsnope" in bad.stderr
+        # Before the uninstall takes the release's RBAC away while this host process still runs
+        # (in a Pod the controller goes with it), the controller was never refused anything.
+        before_uninstall = (running.directory / "controller.log").read_text(errors="replace")
+        assert "Forbidden" not in before_uninstall, before_uninstall[-3000:]
         # the pre-delete hook's command, then helm uninstall
         running.cleanup_and_uninstall()
         assert k.ips(name) is None
@@ -77,6 +81,5 @@ def test_chart_rbac_check_and_cleanup(k: K, control_plane: ControlPlane, tmp_pat
         assert k.pull_secrets(ns1, "builder") == ["users-own"]
         assert secret not in k.pull_secrets(ns1)
         log = (running.directory / "controller.log").read_text(errors="replace")
-    assert "Forbidden" not in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert "tcr.jwt.token" not in log
