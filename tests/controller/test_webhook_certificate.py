@@ -23,7 +23,7 @@ from controller_support import K
 from harness import addon
 from harness.cluster import ControlPlane
 from support import wait_for
-from tcr_assistant import api
+from tcr_assistant import api, certificates
 from tcr_assistant.kube import IMAGEPULLSECRETS, KubeError
 
 SECRET = "tcr-assistant-webhook-server-cert"
@@ -158,3 +158,29 @@ def test_renewal_with_a_short_validity_never_interrupts_the_webhook(
     for step in ("add-ca", "renew-serving", "prune"):
         assert f"webhook certificate: {step}" in log, step
 
+
+
+def test_a_secret_it_did_not_write_is_served_and_published_but_never_written(
+        k: K, control_plane: ControlPlane, tmp_path: Path) -> None:
+    """As after an upgrade from a chart version that rendered the certificate (managed-by Helm):
+    the controller serves that certificate and publishes its CA, and writes and deletes nothing."""
+    running = addon.Addon(control_plane, tmp_path / "addon", tie_to_parent=True)
+    running.install()
+    names = [*certificates.service_names("tcr-assistant-webhook-service", addon.NAMESPACE), addon.WEBHOOK_HOST]
+    theirs = certificates.issue(names, time.time(), 3600)
+    body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": SECRET, "namespace": addon.NAMESPACE, "labels": {api.LABEL_MANAGED_BY: "Helm"}},
+            "data": {key: base64.b64encode(value).decode() for key, value in theirs.items() if key != "ca.key"}}
+    version = k.kube.request("POST", f"/api/v1/namespaces/{addon.NAMESPACE}/secrets", body=body)["metadata"][
+        "resourceVersion"]
+    try:
+        running.start_controller()
+        assert ca_bundle(k) == theirs["ca.crt"]
+        assert webhook_admits(k) is None
+        assert (cert_secret(k) or {})["metadata"]["resourceVersion"] == version
+        running.cleanup_and_uninstall()
+        secret = cert_secret(k)
+        assert secret is not None and secret["metadata"]["resourceVersion"] == version, "not ours: left alone"
+    finally:
+        running.stop_controller()
+        k.kube.request("DELETE", f"/api/v1/namespaces/{addon.NAMESPACE}/secrets/{SECRET}")
