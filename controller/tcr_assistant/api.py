@@ -31,6 +31,9 @@ DEFAULT_WEBHOOK_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 WEBHOOK_CONFIGURATION = "tcr-assistant-validating-webhook-configuration"
 WEBHOOK_SERVICE = "tcr-assistant-webhook-service"
 WEBHOOK_CERT_VALIDITY = 365 * 86400.0
+#: The keys of the webhook certificate Secret (kubernetes.io/tls plus the CA's).
+CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
+WEBHOOK_CERT_KEYS = (CA_CERT, CA_KEY, TLS_CERT, TLS_KEY)
 STATUS_LIST_MAX = 50
 
 COMPONENT = "tcr-assistant"

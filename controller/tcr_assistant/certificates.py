@@ -12,14 +12,18 @@ two thirds of its life is first *added* to the bundle (the old one stays until i
 once the webhook configuration's caBundle holds the new CA is the serving certificate re-issued
 under it. :func:`decide` is pure: facts and the time in, one step out.
 
-``cryptography`` is imported here only, and this module only when the controller keeps its own
-certificate, so a controller without it does not pay the import's memory.
+``cryptography`` is imported here only, and the controller never imports this module: the
+keeper runs ``python -m tcr_assistant.certificates`` for each decision (:func:`evaluate`, JSON
+on stdin and stdout), so the long-running process does not carry the library's ~10 MiB.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import enum
+import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,8 +33,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
-KEYS = (CA_CERT, CA_KEY, TLS_CERT, TLS_KEY)
+from .api import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, WEBHOOK_CERT_KEYS
+
+KEYS = WEBHOOK_CERT_KEYS
 RENEW_FRACTION = 2 / 3  # renew at two thirds of the lifetime, as cert-manager does by default
 BACKDATE = 300.0  # seconds at most (a tenth of the validity); tolerates clocks a little behind ours
 CA_COMMON_NAME = "tcr-assistant-webhook-ca"
@@ -255,6 +260,37 @@ def apply(step: Step, data: Mapping[str, bytes], names: Sequence[str], now: floa
     return None
 
 
-def service_names(service: str, namespace: str) -> list[str]:
-    """The DNS names under which the API server reaches a webhook Service."""
-    return [f"{service}.{namespace}.svc", service, f"{service}.{namespace}", f"{service}.{namespace}.svc.cluster.local"]
+# -- the keeper's questions, answered in a process of its own -----------------------------------
+
+
+def published_authorities(bundles: Sequence[bytes]) -> frozenset[str] | None:
+    """Fingerprints of the CAs that every webhook's caBundle holds (None: unknown or unset)."""
+    sets = [fingerprints(bundle) for bundle in bundles]
+    if not sets or any(s is None for s in sets):
+        return None
+    return frozenset.intersection(*[s for s in sets if s is not None])
+
+
+def evaluate(request: Mapping[str, object]) -> dict[str, object]:
+    """One decision for the keeper: the step, why, the Secret's new data (or None), and when to
+    look again. Request and answer are JSON-ready (binary values base64)."""
+    raw = request.get("data")
+    data = None if raw is None else {k: base64.b64decode(str(v)) for k, v in dict(raw).items()}  # type: ignore[call-overload]
+    names = [str(n) for n in request["names"]]  # type: ignore[attr-defined]
+    now, validity = float(request["now"]), float(request["validity"])  # type: ignore[arg-type]
+    bundles = [base64.b64decode(str(b)) for b in request.get("bundles") or []]  # type: ignore[attr-defined]
+    facts = None if data is None else inspect(data, names)
+    step, why = decide(facts, published_authorities(bundles), now)
+    new = apply(step, data or {}, names, now, validity)
+    return {"step": step.value, "why": why, "next_check": next_check(facts, now),
+            "data": None if new is None else {k: base64.b64encode(v).decode() for k, v in new.items()}}
+
+
+def main() -> int:
+    """``python -m tcr_assistant.certificates``: one :func:`evaluate` request on stdin, the answer on stdout."""
+    json.dump(evaluate(json.load(sys.stdin)), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

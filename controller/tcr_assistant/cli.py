@@ -244,8 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     keeper: Any = None
     checks = {"caches synced": controller.synced}
     if args.webhook_port and args.webhook_cert_secret:
-        from .certificates import service_names
-        from .servingcert import CertSettings, ServingCertKeeper
+        from .servingcert import CertSettings, ServingCertKeeper, service_names
 
         settings = CertSettings(
             namespace=namespace,

@@ -1,8 +1,10 @@
 """Keeps the webhook's serving certificate: the Secret, the caBundle, and the files served.
 
 Every replica runs one keeper (not only the leader: every replica serves the webhook). A pass
-reads the Secret and the ValidatingWebhookConfiguration, lets :func:`certificates.decide` pick
-one step, writes the Secret with optimistic concurrency (a replica that loses the race reads the
+reads the Secret and the ValidatingWebhookConfiguration, lets ``certificates.decide`` pick one
+step (in a short-lived ``python -m tcr_assistant.certificates``, so this process never loads
+``cryptography``; an unchanged Secret and caBundle reuse the last answer until it is due),
+writes the Secret with optimistic concurrency (a replica that loses the race reads the
 winner's certificate and uses it), publishes the Secret's ``ca.crt`` as the caBundle of every
 webhook in the configuration, and writes ``tls.crt``/``tls.key`` into the directory the webhook
 server reloads from. Passes run on start, on any change to either object (two watches, each on
@@ -18,18 +20,21 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import api, certificates
-from .certificates import Step
+from . import api
+from .api import CA_CERT, TLS_CERT, TLS_KEY, WEBHOOK_CERT_KEYS
 from .kube import SECRETS, Kube, KubeError, Resource
 from .runtime.reflector import Reflector
 
@@ -38,7 +43,25 @@ log = logging.getLogger(__name__)
 WEBHOOK_CONFIGURATIONS = Resource("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", False)
 RETRY_DELAY = 5.0  # seconds after a failed pass (API server unreachable, forbidden, ...)
 MAX_WRITES_IN_A_ROW = 4  # renewal takes at most three writes (add CA, renew, prune)
+HELPER_TIMEOUT = 60.0
 COMPONENT = "webhook"
+
+Evaluate = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+class CertificateHelperError(RuntimeError):
+    pass
+
+
+def run_certificate_helper(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``certificates.evaluate`` in a process of its own: its ~10 MiB of ``cryptography`` go when it exits."""
+    proc = subprocess.run([sys.executable, "-m", "tcr_assistant.certificates"], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=HELPER_TIMEOUT, check=False)
+    if proc.returncode != 0:
+        # Its stderr is a traceback: code lines and messages, never the request's values.
+        raise CertificateHelperError(f"the certificate helper exited with {proc.returncode}: {proc.stderr[-800:]}")
+    answer: Mapping[str, Any] = json.loads(proc.stdout)
+    return answer
 
 
 @dataclass(frozen=True)
@@ -60,9 +83,14 @@ class _Published:
     steps: dict[str, int] = field(default_factory=dict)
 
 
+def service_names(service: str, namespace: str) -> list[str]:
+    """The DNS names under which the API server reaches a webhook Service."""
+    return [f"{service}.{namespace}.svc", service, f"{service}.{namespace}", f"{service}.{namespace}.svc.cluster.local"]
+
+
 def decode(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
     data = (secret or {}).get("data") or {}
-    return {key: base64.b64decode(value) for key, value in data.items() if key in certificates.KEYS}
+    return {key: base64.b64decode(value) for key, value in data.items() if key in WEBHOOK_CERT_KEYS}
 
 
 def is_ours(secret: Mapping[str, Any] | None) -> bool:
@@ -96,14 +124,6 @@ def ca_bundles(configuration: Mapping[str, Any]) -> dict[str, bytes]:
             for w in configuration.get("webhooks") or []}
 
 
-def published_authorities(configuration: Mapping[str, Any]) -> frozenset[str] | None:
-    """Fingerprints of the CAs that every webhook in the configuration trusts (None: unknown)."""
-    sets = [certificates.fingerprints(bundle) for bundle in ca_bundles(configuration).values()]
-    if not sets or any(s is None for s in sets):
-        return None
-    return frozenset.intersection(*[s for s in sets if s is not None])
-
-
 def write_atomically(path: Path, content: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -118,9 +138,13 @@ def write_atomically(path: Path, content: bytes) -> None:
 
 class ServingCertKeeper:
     def __init__(self, kube: Kube, settings: CertSettings, stop: threading.Event, *,
-                 watch_timeout: int = 300, read_timeout: float = 330.0) -> None:
+                 watch_timeout: int = 300, read_timeout: float = 330.0,
+                 evaluate: Evaluate = run_certificate_helper) -> None:
         self.kube = kube
         self.settings = settings
+        self.evaluate = evaluate
+        self.helper_runs = 0
+        self._answer: tuple[Any, Mapping[str, Any]] | None = None
         self.stop_event = stop
         self.wake = threading.Event()
         self.published = _Published()
@@ -195,30 +219,49 @@ class ServingCertKeeper:
         self._waiting_logged = False
         secret = self.kube.get_secret(settings.namespace, settings.secret)
         data = decode(secret)
-        facts: certificates.Facts | None = None
+        due: float | None = None
         if is_ours(secret):
-            facts = certificates.inspect(data, settings.names) if secret is not None else None
-            step, why = certificates.decide(facts, published_authorities(configuration), now)
-            new = certificates.apply(step, data, settings.names, now, settings.validity)
-            if new is not None:
-                self._write(secret, new, configuration, step, why)
+            answer = self._decision(secret, configuration, now)
+            if answer["data"] is not None:
+                new = {key: base64.b64decode(value) for key, value in answer["data"].items()}
+                self._write(secret, new, configuration, str(answer["step"]), str(answer["why"]))
                 # Read back what was written (ours, or another replica's that won) in a fresh
                 # pass; a Secret that keeps asking for writes is a fault, so slow down then.
                 self._writes_in_a_row += 1
                 return 0.0 if self._writes_in_a_row < MAX_WRITES_IN_A_ROW else RETRY_DELAY
-            if step is Step.WAIT:
-                log.info("webhook certificate: %s", why)
-        elif not data.get(certificates.TLS_CERT):
+            if answer["step"] == "wait":
+                log.info("webhook certificate: %s", answer["why"])
+            due = answer["next_check"]
+        elif not data.get(TLS_CERT):
             log.warning("webhook certificate: Secret %s/%s is not managed by tcr-assistant and holds no tls.crt",
                         settings.namespace, settings.secret)
-        self._publish(configuration, data.get(certificates.CA_CERT, b""))
+        self._publish(configuration, data.get(CA_CERT, b""))
         self._serve(data)
         self._writes_in_a_row = 0
-        due = certificates.next_check(facts, now)
         return None if due is None else max(0.0, due - now) + 1.0
 
+    def _decision(self, secret: Mapping[str, Any] | None, configuration: Mapping[str, Any],
+                  now: float) -> Mapping[str, Any]:
+        """The helper's answer, or the last one while neither object changed and it is not due."""
+        webhooks = configuration.get("webhooks") or []
+        bundles = sorted((w.get("clientConfig") or {}).get("caBundle") or "" for w in webhooks)
+        version = None if secret is None else secret["metadata"].get("resourceVersion")
+        key = (version, tuple(bundles))
+        if self._answer is not None and self._answer[0] == key:
+            last = self._answer[1]
+            if last["step"] == "keep" and (last["next_check"] is None or now < last["next_check"]):
+                return last
+        data = None if secret is None else {k: v for k, v in (secret.get("data") or {}).items()
+                                            if k in WEBHOOK_CERT_KEYS}
+        request = {"data": data, "bundles": [b for b in bundles if b], "names": list(self.settings.names),
+                   "now": now, "validity": self.settings.validity}
+        answer = self.evaluate(request)
+        self.helper_runs += 1
+        self._answer = (key, answer)
+        return answer
+
     def _write(self, secret: Mapping[str, Any] | None, data: Mapping[str, bytes], configuration: Mapping[str, Any],
-               step: Step, why: str) -> None:
+               step: str, why: str) -> None:
         body = secret_body(self.settings, data, configuration, secret)
         path = SECRETS.path(self.settings.namespace, None if secret is None else self.settings.secret)
         try:
@@ -228,8 +271,8 @@ class ServingCertKeeper:
                 log.info("webhook certificate: another replica wrote the Secret first; using its certificate")
                 return
             raise
-        self.published.steps[step.value] = self.published.steps.get(step.value, 0) + 1
-        log.info("webhook certificate: %s in Secret %s/%s (%s)", step.value, self.settings.namespace,
+        self.published.steps[step] = self.published.steps.get(step, 0) + 1
+        log.info("webhook certificate: %s in Secret %s/%s (%s)", step, self.settings.namespace,
                  self.settings.secret, why)
 
     def _publish(self, configuration: Mapping[str, Any], bundle: bytes) -> None:
@@ -244,7 +287,7 @@ class ServingCertKeeper:
         self.published.in_step = bool(bundle)
 
     def _serve(self, data: Mapping[str, bytes]) -> None:
-        cert, key = data.get(certificates.TLS_CERT), data.get(certificates.TLS_KEY)
+        cert, key = data.get(TLS_CERT), data.get(TLS_KEY)
         if not cert or not key or cert == self.published.files:
             return
         directory = self.settings.cert_dir

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcr_assistant import certificates
+from tcr_assistant import certificates, servingcert
 from tcr_assistant.certificates import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, Step, decide, inspect
 
-NAMES = certificates.service_names("tcr-assistant-webhook-service", "tcr-assistant-system")
+NAMES = servingcert.service_names("tcr-assistant-webhook-service", "tcr-assistant-system")
 VALIDITY = 300.0
 T0 = 1_800_000_000.0
 

@@ -23,7 +23,7 @@ from controller_support import K
 from harness import addon
 from harness.cluster import ControlPlane
 from support import wait_for
-from tcr_assistant import api, certificates
+from tcr_assistant import api, certificates, servingcert
 from tcr_assistant.kube import IMAGEPULLSECRETS, KubeError
 
 SECRET = "tcr-assistant-webhook-server-cert"
@@ -166,7 +166,7 @@ def test_a_secret_it_did_not_write_is_served_and_published_but_never_written(
     the controller serves that certificate and publishes its CA, and writes and deletes nothing."""
     running = addon.Addon(control_plane, tmp_path / "addon", tie_to_parent=True)
     running.install()
-    names = [*certificates.service_names("tcr-assistant-webhook-service", addon.NAMESPACE), addon.WEBHOOK_HOST]
+    names = [*servingcert.service_names("tcr-assistant-webhook-service", addon.NAMESPACE), addon.WEBHOOK_HOST]
     theirs = certificates.issue(names, time.time(), 3600)
     body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": {"name": SECRET, "namespace": addon.NAMESPACE, "labels": {api.LABEL_MANAGED_BY: "Helm"}},
