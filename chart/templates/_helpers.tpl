@@ -77,6 +77,7 @@ annotations:
 {{- $mode := .Values.hostsUpdater.enabled -}}
 {{- if eq (toString $mode) "auto" -}}
 {{- if .Values.global.hosts }}true{{ end -}}
+{{- else if eq (toString $mode) "remove" -}}
 {{- else if $mode -}}
 true
 {{- end -}}
@@ -85,14 +86,14 @@ true
 {{/*
 What hosts-updater does: "apply" (enabled), "remove" or "" (not installed). "remove" keeps the
 DaemonSet with --remove, so every node's lines are taken off; it stays in that light mode until
-re-enabled or uninstalled. It is chosen by the values alone when hostsUpdater.enabled is false
-while global.hosts still lists entries, so `helm template` (GitOps) renders it too; with plain
-helm it is also chosen when turned off otherwise but the DaemonSet still runs (lookup).
+re-enabled or uninstalled. hostsUpdater.enabled=remove asks for it by the values alone (so
+`helm template` and GitOps tools render it); with plain helm, turning the updater off while its
+DaemonSet still runs (lookup) does the same.
 */}}
 {{- define "tcr-addon.hostsUpdater.mode" -}}
 {{- if include "tcr-addon.hostsUpdater.enabled" . -}}
 apply
-{{- else if and (eq (toString .Values.hostsUpdater.enabled) "false") .Values.global.hosts -}}
+{{- else if eq (toString .Values.hostsUpdater.enabled) "remove" -}}
 remove
 {{- else if lookup "apps/v1" "DaemonSet" .Release.Namespace "hosts-updater" -}}
 remove

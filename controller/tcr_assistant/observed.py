@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ class NamespaceInfo:
     name: str
     opt_out: bool = False
     terminating: bool = False
+    # (key, value) pairs, sorted: what spec.namespaceSelector matches. A change of labels is a
+    # change of the view, so the reflector reports it.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +49,15 @@ def opted_out(annotations: Mapping[str, str] | None) -> bool:
 def namespace_info(obj: Mapping[str, Any]) -> NamespaceInfo:
     meta = obj.get("metadata") or {}
     phase = (obj.get("status") or {}).get("phase")
+    name = meta.get("name", "")
+    labels = meta.get("labels") or {}
     return NamespaceInfo(
-        name=meta.get("name", ""),
+        name=name,
         opt_out=opted_out(meta.get("annotations")),
         terminating=bool(meta.get("deletionTimestamp")) or phase == "Terminating",
+        # Keys repeat across namespaces (interned, stored once); the label every namespace
+        # carries, kubernetes.io/metadata.name, shares the name's string.
+        labels=tuple(sorted((sys.intern(str(k)), name if v == name else str(v)) for k, v in labels.items())),
     )
 
 

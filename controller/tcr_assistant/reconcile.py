@@ -20,8 +20,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import api, validation
+from . import api, selectors, validation
 from .observed import NamespaceInfo, ServiceAccountInfo, content_fingerprint
+from .selectors import Selector
 
 # ---------------------------------------------------------------------------------------------
 # Which namespaces / ServiceAccounts an ImagePullSecret serves.
@@ -56,6 +57,7 @@ class Target:
     namespaces: frozenset[str] | None = None
     service_accounts: frozenset[str] | None = None
     excluded: frozenset[str] = frozenset()
+    selector: Selector | None = None  # spec.namespaceSelector; None = every namespace
 
     @property
     def secret_name(self) -> str:
@@ -71,6 +73,7 @@ def target_from_spec(name: str, spec: Mapping[str, Any]) -> Target:
         namespaces=None if ns is None else frozenset(ns),
         service_accounts=None if sas is None else frozenset(sas),
         excluded=frozenset(excluded),
+        selector=selectors.from_object(spec.get("namespaceSelector")),
     )
 
 
@@ -78,7 +81,9 @@ def namespace_served(target: Target, ns: NamespaceInfo) -> bool:
     """Does ``target`` want its Secret in namespace ``ns``?"""
     if ns.opt_out or ns.terminating or ns.name in target.excluded:
         return False
-    return target.namespaces is None or ns.name in target.namespaces
+    if target.namespaces is not None and ns.name not in target.namespaces:
+        return False
+    return target.selector is None or target.selector.matches(dict(ns.labels))
 
 
 def service_account_served(target: Target, ns: NamespaceInfo, sa: ServiceAccountInfo) -> bool:

@@ -28,6 +28,10 @@ __all__ = [
     "DNS1123_LABEL_SHAPE",
     "DNS1123_SUBDOMAIN_MAX",
     "ESCAPED",
+    "LABEL_KEY_MAX",
+    "LABEL_NAME",
+    "LABEL_NAME_MAX",
+    "LABEL_VALUE",
     "LIST_MAX",
     "MAX_NAME_LENGTH",
     "PASSWORD_MAX",
@@ -37,11 +41,15 @@ __all__ = [
     "SCHEME",
     "SECRET_KEY",
     "SECRET_KEY_MAX",
+    "SELECTOR_EXPRESSIONS_MAX",
+    "SELECTOR_LABELS_MAX",
+    "SELECTOR_VALUES_MAX",
     "SERVER_MAX",
     "USERNAME_MAX",
     "Syntax",
     "all_items",
     "host",
+    "label_key",
     "name_list",
     "non_capturing",
     "port_number",
@@ -65,6 +73,15 @@ LIST_MAX = 16384
 PORT_MAX = 65535
 #: ``spec.docker.server``: a host name plus ``:PORT_MAX``.
 SERVER_MAX = DNS1123_SUBDOMAIN_MAX + len(f":{PORT_MAX}")
+#: A label's name part, and a label value (Kubernetes' IsQualifiedName / IsValidLabelValue).
+LABEL_NAME_MAX = 63
+#: A label key: a DNS subdomain prefix, '/', a name.
+LABEL_KEY_MAX = DNS1123_SUBDOMAIN_MAX + 1 + LABEL_NAME_MAX
+#: ``spec.namespaceSelector``: Kubernetes sets no limits; the CRD's CEL rules need bounds to be
+#: admitted, and these are far above what a namespace selector uses.
+SELECTOR_LABELS_MAX = 64
+SELECTOR_EXPRESSIONS_MAX = 64
+SELECTOR_VALUES_MAX = 256
 
 
 # -- building blocks -------------------------------------------------------------------------
@@ -87,6 +104,10 @@ BRACKETED = Syntax(dot="[.]", star="[*]")
 DNS1123_LABEL_SHAPE = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 #: A DNS-1123 label of at most ``DNS1123_LABEL_MAX`` characters (namespace names, host name parts).
 DNS1123_LABEL = f"[a-z0-9]([-a-z0-9]{{0,{DNS1123_LABEL_MAX - 2}}}[a-z0-9])?"
+#: A label name (the part after '/'), at most ``LABEL_NAME_MAX`` characters.
+LABEL_NAME = f"[A-Za-z0-9]([-A-Za-z0-9_.]{{0,{LABEL_NAME_MAX - 2}}}[A-Za-z0-9])?"
+#: A label value: empty, or a label name.
+LABEL_VALUE = f"({LABEL_NAME})?"
 #: A Secret data key (Kubernetes' IsConfigMapKey; length and ``RESERVED_SECRET_KEYS`` apart).
 SECRET_KEY = "[-._a-zA-Z0-9]+"
 #: A port's digits without leading zeros (the value, at most ``PORT_MAX``, is checked apart).
@@ -103,6 +124,12 @@ def subdomain(syntax: Syntax = ESCAPED) -> str:
 def host(syntax: Syntax = ESCAPED) -> str:
     """A DNS host name: labels of at most ``DNS1123_LABEL_MAX`` characters joined by dots."""
     return f"{DNS1123_LABEL}({syntax.dot}{DNS1123_LABEL})*"
+
+
+def label_key(syntax: Syntax = ESCAPED) -> str:
+    """A label key: an optional DNS subdomain prefix and '/', then a label name (the prefix's
+    length, at most ``DNS1123_SUBDOMAIN_MAX``, is checked apart)."""
+    return f"({subdomain(syntax)}/)?{LABEL_NAME}"
 
 
 def name_list(item: str) -> str:

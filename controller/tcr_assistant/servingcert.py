@@ -158,9 +158,9 @@ class ServingCertKeeper:
 
         common: dict[str, Any] = {"watch_timeout": watch_timeout, "read_timeout": read_timeout, "stop": stop}
         self.reflectors = [
-            Reflector(kube, SECRETS, _resource_version, trigger, name="webhook-cert-secret",
+            Reflector(kube, SECRETS, _slim, trigger, name="webhook-cert-secret",
                       namespace=settings.namespace, field_selector=f"metadata.name={settings.secret}", **common),
-            Reflector(kube, WEBHOOK_CONFIGURATIONS, _resource_version, trigger, name="webhook-configuration",
+            Reflector(kube, WEBHOOK_CONFIGURATIONS, _slim, trigger, name="webhook-configuration",
                       field_selector=f"metadata.name={settings.webhook_configuration}", **common),
         ]
 
@@ -204,11 +204,25 @@ class ServingCertKeeper:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    def sync(self, now: float) -> float | None:
-        """One pass; returns the seconds until the next one is due on its own (None: on events only)."""
-        self.passes += 1
+    def _read(self, fresh: bool) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+        """(webhook configuration, Secret): from the watches' caches, or ``fresh`` from the API server."""
+        if not fresh:
+            secrets, configurations = (list(r.store.values()) for r in self.reflectors)
+            return (configurations[0] if configurations else None), (secrets[0] if secrets else None)
         settings = self.settings
         configuration = self.kube.get(WEBHOOK_CONFIGURATIONS.path(None, settings.webhook_configuration))
+        return configuration, self.kube.get_secret(settings.namespace, settings.secret)
+
+    def sync(self, now: float, fresh: bool = False) -> float | None:
+        """One pass; returns the seconds until the next one is due on its own (None: on events only).
+
+        A pass that only confirms works from the watches' caches (a restart reads nothing); one
+        that would write starts over from a fresh read, so no write rests on a stale cache."""
+        if not fresh and not all(r.synced.is_set() for r in self.reflectors):
+            return 0.2
+        self.passes += 1
+        settings = self.settings
+        configuration, secret = self._read(fresh)
         if configuration is None:
             if not self._waiting_logged:
                 log.info("webhook certificate: waiting for ValidatingWebhookConfiguration %s",
@@ -217,12 +231,13 @@ class ServingCertKeeper:
             self.published.in_step = False
             return None
         self._waiting_logged = False
-        secret = self.kube.get_secret(settings.namespace, settings.secret)
         data = decode(secret)
         due: float | None = None
         if is_ours(secret):
             answer = self._decision(secret, configuration, now)
             if answer["data"] is not None:
+                if not fresh:
+                    return self.sync(now, fresh=True)
                 new = {key: base64.b64decode(value) for key, value in answer["data"].items()}
                 self._write(secret, new, configuration, str(answer["step"]), str(answer["why"]))
                 # Read back what was written (ours, or another replica's that won) in a fresh
@@ -235,7 +250,13 @@ class ServingCertKeeper:
         elif not data.get(TLS_CERT):
             log.warning("webhook certificate: Secret %s/%s is not managed by tcr-assistant and holds no tls.crt",
                         settings.namespace, settings.secret)
-        self._publish(configuration, data.get(CA_CERT, b""))
+        bundle = data.get(CA_CERT, b"")
+        stale = [name for name, current in ca_bundles(configuration).items() if current != bundle]
+        if stale and bundle:
+            if not fresh:
+                return self.sync(now, fresh=True)
+            self._publish(stale, bundle)
+        self.published.in_step = bool(bundle)
         self._serve(data)
         self._writes_in_a_row = 0
         return None if due is None else max(0.0, due - now) + 1.0
@@ -275,16 +296,13 @@ class ServingCertKeeper:
         log.info("webhook certificate: %s in Secret %s/%s (%s)", step, self.settings.namespace,
                  self.settings.secret, why)
 
-    def _publish(self, configuration: Mapping[str, Any], bundle: bytes) -> None:
-        stale = [name for name, current in ca_bundles(configuration).items() if current != bundle]
-        if stale and bundle:
-            encoded = base64.b64encode(bundle).decode()
-            patch = {"webhooks": [{"name": name, "clientConfig": {"caBundle": encoded}} for name in stale]}
-            self.kube.request("PATCH", WEBHOOK_CONFIGURATIONS.path(None, self.settings.webhook_configuration),
-                              body=patch, content_type="application/strategic-merge-patch+json")
-            log.info("webhook certificate: caBundle of %s set for %s", self.settings.webhook_configuration,
-                     ", ".join(stale))
-        self.published.in_step = bool(bundle)
+    def _publish(self, stale: Sequence[str], bundle: bytes) -> None:
+        encoded = base64.b64encode(bundle).decode()
+        patch = {"webhooks": [{"name": name, "clientConfig": {"caBundle": encoded}} for name in stale]}
+        self.kube.request("PATCH", WEBHOOK_CONFIGURATIONS.path(None, self.settings.webhook_configuration),
+                          body=patch, content_type="application/strategic-merge-patch+json")
+        log.info("webhook certificate: caBundle of %s set for %s", self.settings.webhook_configuration,
+                 ", ".join(stale))
 
     def _serve(self, data: Mapping[str, bytes]) -> None:
         cert, key = data.get(TLS_CERT), data.get(TLS_KEY)
@@ -298,6 +316,9 @@ class ServingCertKeeper:
         self.published.files = cert
 
 
-def _resource_version(obj: Mapping[str, Any]) -> str:
-    """Reflectors here only trigger passes; the pass reads both objects fresh."""
-    return str((obj.get("metadata") or {}).get("resourceVersion"))
+def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pass reads of either object: no managedFields, no status."""
+    meta = obj.get("metadata") or {}
+    kept = {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion", "labels", "annotations")
+            if key in meta}
+    return {**{key: obj[key] for key in ("type", "data", "webhooks") if key in obj}, "metadata": kept}

@@ -49,6 +49,12 @@ Rules (and the decisions behind them):
     subdomains (Kubernetes' rule for ServiceAccount names). Missing fields mean the default
     (all / none). Each list has at most 16384 characters.
 
+``spec.namespaceSelector``
+    A standard label selector (``matchLabels``, ``matchExpressions`` with ``In``, ``NotIn``,
+    ``Exists``, ``DoesNotExist``); the rules and their messages live in ``selectors.py``: keys
+    are qualified names, values label values, ``In``/``NotIn`` need values and the others take
+    none. Absent or null means every namespace.
+
 Unknown fields
     Decision: ignored here. The CRD has a structural schema, so the API server prunes
     unknown fields before admission and the webhook never sees them; rejecting them here
@@ -64,7 +70,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import rules
+from . import rules, selectors
 from .api import DEFAULT_PASSWORD_KEY, SECRET_PREFIX
 from .rules import (
     DNS1123_LABEL_MAX,
@@ -415,6 +421,9 @@ def validate_spec(spec: Mapping[str, Any]) -> list[FieldError]:
     errors += _validate_list(spec, "namespaces", "namespace", True)
     errors += _validate_list(spec, "serviceAccounts", "serviceaccount", True)
     errors += _validate_list(spec, "excludedNamespaces", "namespace", False)
+    if spec.get("namespaceSelector") is not None:
+        errors += [FieldError(f"spec.namespaceSelector{path}", message)
+                   for path, message in selectors.problems(spec["namespaceSelector"])]
     docker = spec.get("docker")
     if docker is None:
         errors.append(FieldError("spec.docker", "is required: give server, username and password"))

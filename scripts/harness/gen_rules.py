@@ -98,6 +98,28 @@ def schema_fields() -> dict[str, Value]:
         "properties.global.properties.hosts.items.properties.domain.pattern": anchored(rules.host(ESCAPED)),
         "properties.tests.properties.namespace.maxLength": rules.DNS1123_LABEL_MAX,
         "properties.tests.properties.namespace.pattern": anchored(rules.DNS1123_LABEL),
+        **selector_schema_fields(f"{entry}.namespaceSelector.properties"),
+    }
+
+
+def selector_schema_fields(base: str) -> dict[str, Value]:
+    """The LabelSelector's rules (selectors.py) in values.schema.json."""
+    def key(path: str) -> dict[str, Value]:
+        return {f"{path}.maxLength": rules.LABEL_KEY_MAX, f"{path}.pattern": anchored(rules.label_key(ESCAPED)),
+                f"{path}.not.pattern": f"^[^/]{{{rules.DNS1123_SUBDOMAIN_MAX + 1},}}/"}
+
+    def value(path: str) -> dict[str, Value]:
+        return {f"{path}.maxLength": rules.LABEL_NAME_MAX, f"{path}.pattern": anchored(rules.LABEL_VALUE)}
+
+    expression = f"{base}.matchExpressions.items.properties"
+    return {
+        f"{base}.matchLabels.maxProperties": rules.SELECTOR_LABELS_MAX,
+        **key(f"{base}.matchLabels.propertyNames"),
+        **value(f"{base}.matchLabels.additionalProperties"),
+        f"{base}.matchExpressions.maxItems": rules.SELECTOR_EXPRESSIONS_MAX,
+        **key(f"{expression}.key"),
+        f"{expression}.values.maxItems": rules.SELECTOR_VALUES_MAX,
+        **value(f"{expression}.values.items"),
     }
 
 
@@ -131,6 +153,26 @@ def crd_fields() -> dict[str, tuple[str, Value]]:
         "spec.docker.passwordSecretRef.key:pattern": ("pattern", anchored(rules.SECRET_KEY)),
         "spec.docker.passwordSecretRef.key:rule": (
             "rule", " && ".join(f"self != '{key}'" for key in rules.RESERVED_SECRET_KEYS)),
+        **selector_crd_fields("spec.namespaceSelector"),
+    }
+
+
+def selector_crd_fields(base: str) -> dict[str, tuple[str, Value]]:
+    """The LabelSelector's rules (selectors.py) in the CRD."""
+    prefix = f"size(%s.split('/')[0]) <= {rules.DNS1123_SUBDOMAIN_MAX}"
+    return {
+        f"{base}.matchLabels:maxProperties": ("maxProperties", rules.SELECTOR_LABELS_MAX),
+        f"{base}.matchLabels.value:maxLength": ("maxLength", rules.LABEL_NAME_MAX),
+        f"{base}.matchLabels.value:pattern": ("pattern", anchored(rules.LABEL_VALUE)),
+        f"{base}.matchLabels:rule-keys": ("rule", f"self.all(k, k.matches('{anchored(rules.label_key(BRACKETED))}'))"),
+        f"{base}.matchLabels:rule-key-prefix": ("rule", f"self.all(k, !k.contains('/') || {prefix % 'k'})"),
+        f"{base}.matchExpressions:maxItems": ("maxItems", rules.SELECTOR_EXPRESSIONS_MAX),
+        f"{base}.matchExpressions.key:rule-prefix": ("rule", f"!self.key.contains('/') || {prefix % 'self.key'}"),
+        f"{base}.matchExpressions.key:maxLength": ("maxLength", rules.LABEL_KEY_MAX),
+        f"{base}.matchExpressions.key:pattern": ("pattern", anchored(rules.label_key(ESCAPED))),
+        f"{base}.matchExpressions.values:maxItems": ("maxItems", rules.SELECTOR_VALUES_MAX),
+        f"{base}.matchExpressions.values.item:maxLength": ("maxLength", rules.LABEL_NAME_MAX),
+        f"{base}.matchExpressions.values.item:pattern": ("pattern", anchored(rules.LABEL_VALUE)),
     }
 
 

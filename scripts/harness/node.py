@@ -95,6 +95,21 @@ def run(argv: Sequence[str], *, input_text: str | None = None, timeout: float = 
     return proc
 
 
+#: A Unix socket path has at most 107 bytes; the kubelet's longest is
+#: <node dir>/kubelet/pod-resources/<10 random digits>.
+SOCKET_PATH_MAX = 107
+KUBELET_LONGEST_SOCKET = "kubelet/pod-resources/0123456789"
+
+
+def check_socket_room(node_dir: Path) -> None:
+    """Fail now, saying why, rather than with the kubelet's "bind: invalid argument" later."""
+    longest = len(str((node_dir / KUBELET_LONGEST_SOCKET).resolve()).encode())
+    if longest > SOCKET_PATH_MAX:
+        raise ClusterError(f"the node's directory {node_dir} is too deep: the kubelet's sockets under it would be "
+                           f"{longest} bytes long, over the {SOCKET_PATH_MAX} a Unix socket path may have; "
+                           "give a shorter --dir")
+
+
 def check_privileges() -> None:
     """Root with the capabilities namespaces, mounts and the kubelet need; else say what is missing."""
     if os.geteuid() != 0:
@@ -307,6 +322,7 @@ class NodeCluster(ControlPlane):
     def up(self, timeout: float = 180.0) -> None:
         check_privileges()
         check_installed()
+        check_socket_room(self.node_dir)
         super().up(timeout)
 
     def _start(self, timeout: float) -> None:

@@ -31,12 +31,14 @@ _VALUES_OPTIONS = {
     "namespaces": "--namespaces",
     "serviceAccounts": "--service-accounts",
     "excludedNamespaces": "--exclude-namespaces",
+    "namespaceSelector": "--namespace-selector",
     "dockerServer": "--registry",
     "dockerPasswordSecret": "--existing-secret",
 }
 #: Values keys whose content may be quoted in a message (never the password; the user name only
 #: when the user typed it).
-_PLAIN_KEYS = {"name", "namespaces", "serviceAccounts", "excludedNamespaces", "type", "dockerServer", "key",
+_PLAIN_KEYS = {"name", "namespaces", "serviceAccounts", "excludedNamespaces", "namespaceSelector", "matchLabels",
+               "matchExpressions", "operator", "values", "type", "dockerServer", "key",
                "domain", "ip", "disabled", "region", "longregion", "namespace"}
 
 
@@ -69,6 +71,8 @@ def _spec_option(path: str, creds: Credentials) -> str:
         return "--name"
     if path.startswith("spec.docker.passwordSecretRef"):
         return "--existing-secret"
+    if path.startswith("spec.namespaceSelector"):
+        return "--namespace-selector"
     return {
         "spec.namespaces": "--namespaces",
         "spec.serviceAccounts": "--service-accounts",

@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help='ServiceAccounts (by name, in those namespaces): "*" (default) or "default,builder"')
     scope.add_argument("--exclude-namespaces", metavar="LIST",
                        help='namespaces never served, "kube-system,kube-public" (default: none)')
+    scope.add_argument("--namespace-selector", metavar="SELECTOR",
+                       help="serve only namespaces whose labels match, in kubectl's syntax: "
+                       '"team=a,env in (prod,stage)", "env!=dev", "sandbox" (label present), "!legacy" (absent); '
+                       "a namespace must match both this and --namespaces (default: every namespace)")
 
     net = parser.add_argument_group("private-network resolution (step 3: hosts-updater)")
     net.add_argument("--host", metavar="DOMAIN=IP", action="append", default=[],

@@ -77,6 +77,7 @@ class Plan:
     excluded: str | None
     region: str
     longregion: str
+    namespace_selector: dict[str, Any] | None = None  # a LabelSelector, from --namespace-selector
     hosts: list[HostEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -224,6 +225,7 @@ def make_plan(args: argparse.Namespace, private_ip: str | None) -> Plan:
         excluded=args.exclude_namespaces,
         region=short,
         longregion=long,
+        namespace_selector=parse_namespace_selector(args.namespace_selector),
     )
     explicit: set[str] = set()
     for value in args.host:
@@ -250,6 +252,19 @@ def make_plan(args: argparse.Namespace, private_ip: str | None) -> Plan:
     return plan
 
 
+def parse_namespace_selector(text: str | None) -> dict[str, Any] | None:
+    """``--namespace-selector`` in kubectl's syntax -> a LabelSelector (None: every namespace)."""
+    if text is None:
+        return None
+    from tcr_assistant.selectors import parse
+
+    try:
+        selector = parse(text)
+    except ValueError as exc:
+        raise BadOption("--namespace-selector", f"{text!r}: {exc}") from None
+    return selector or None
+
+
 def helm_test_namespace(plan: Plan) -> tuple[str | None, list[str]]:
     """The namespace ``helm test`` should check (None = the chart's default), and warnings.
 
@@ -265,6 +280,11 @@ def helm_test_namespace(plan: Plan) -> tuple[str | None, list[str]]:
     except ValueError:
         return None, []  # reported by the validation
     warnings = []
+    if plan.namespace_selector is not None:
+        warnings.append(
+            "warning: `helm test` checks namespace default, which --namespace-selector serves only if its labels "
+            "match: install with --set tests.namespace=<a namespace whose labels match>"
+        )
     if accounts is not None and "default" not in accounts:
         warnings.append(
             "warning: `helm test` checks ServiceAccount default, which --service-accounts leaves out: "
@@ -294,6 +314,8 @@ def make_values(plan: Plan, creds: Credentials) -> dict[str, Any]:
         }
         if plan.excluded is not None:
             cr["excludedNamespaces"] = plan.excluded
+        if plan.namespace_selector is not None:
+            cr["namespaceSelector"] = plan.namespace_selector
         cr.update({"type": "docker", "dockerServer": domain, "dockerUsername": creds.username})
         if creds.secret_name is not None:
             secret: dict[str, str] = {"name": creds.secret_name}

@@ -608,17 +608,16 @@ def test_common_labels_and_annotations_reach_every_object() -> None:
 
 
 
-def test_hosts_updater_turned_off_renders_remove_mode_without_a_cluster() -> None:
-    """`hostsUpdater.enabled=false` with entries still listed: the DaemonSet stays, in --remove mode,
-    and the uninstall hook waits for it; decided by the values alone, so `helm template` does it too."""
-    off = render(CASES["tke-two-registries-with-hosts-values"], "--set", "hostsUpdater.enabled=false")
-    container = one(off, "DaemonSet", "hosts-updater")["spec"]["template"]["spec"]["containers"][0]
+def test_hosts_updater_remove_mode_is_chosen_by_the_values_alone() -> None:
+    """`hostsUpdater.enabled=remove`: the DaemonSet stays, in --remove mode, and the uninstall hook
+    waits for it; no lookup, so `helm template` (GitOps) renders it too. `false` renders nothing."""
+    remove = render(CASES["tke-two-registries-with-hosts-values"], "--set", "hostsUpdater.enabled=remove")
+    container = one(remove, "DaemonSet", "hosts-updater")["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][-1] == "--remove"
-    assert json.loads(one(off, "ConfigMap", "updater-config")["data"]["config.json"]) == {"hosts": []}
-    cleanup = one(off, "Job", "tcr-assistant-cleanup")["spec"]["template"]["spec"]["containers"][0]
+    assert json.loads(one(remove, "ConfigMap", "updater-config")["data"]["config.json"]) == {"hosts": []}
+    cleanup = one(remove, "Job", "tcr-assistant-cleanup")["spec"]["template"]["spec"]["containers"][0]
     assert f"--hosts-daemonset={NAMESPACE}/hosts-updater" in cleanup["args"]
-    gone = render(CASES["tke-two-registries-with-hosts-values"], "--set", "hostsUpdater.enabled=false",
-                  "--set", "global.hosts=null")
-    assert not by_kind(gone, "DaemonSet")
-    cleanup = one(gone, "Job", "tcr-assistant-cleanup")["spec"]["template"]["spec"]["containers"][0]
+    off = render(CASES["tke-two-registries-with-hosts-values"], "--set", "hostsUpdater.enabled=false")
+    assert not by_kind(off, "DaemonSet")
+    cleanup = one(off, "Job", "tcr-assistant-cleanup")["spec"]["template"]["spec"]["containers"][0]
     assert not [a for a in cleanup["args"] if a.startswith("--hosts-daemonset")]

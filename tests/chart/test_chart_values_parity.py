@@ -40,6 +40,8 @@ def to_resource(entry: dict[str, Any]) -> dict[str, Any]:
                             "serviceAccounts": entry.get("serviceAccounts", "*"), "docker": docker}
     if entry.get("excludedNamespaces"):
         spec["excludedNamespaces"] = entry["excludedNamespaces"]
+    if entry.get("namespaceSelector"):
+        spec["namespaceSelector"] = entry["namespaceSelector"]
     return {"apiVersion": "tcr.tencentcloudcr.com/v1", "kind": "ImagePullSecret", "metadata": {"name": entry["name"]},
             "spec": spec}
 
@@ -78,6 +80,17 @@ CASES: list[tuple[str, Any]] = [
     *[("name", v) for v in ["reg", "a.b", "A", "a_b", "x" * 246, "x" * 247, "-a", "a-"]],
     *[("dockerPasswordSecret", v) for v in [{"name": "s"}, {"name": "s", "key": "token"},
                                             {"name": "s", "key": "a/b"}, {"name": "S"}, {"name": "s", "key": ".."}]],
+    *[("namespaceSelector", v) for v in [
+        {"matchLabels": {"team": "a"}}, {"matchLabels": {"x.io/team": ""}}, {"matchLabels": {"Team_": "a"}},
+        {"matchLabels": {"a" * 64: "a"}}, {"matchLabels": {"a": "v" * 64}}, {"matchLabels": {"a/b/c": "a"}},
+        {"matchLabels": {"a" * 254 + "/b": "a"}}, {"matchLabels": {"a": "-x"}},
+        {"matchExpressions": [{"key": "env", "operator": "In", "values": ["a", "b"]}]},
+        {"matchExpressions": [{"key": "env", "operator": "In", "values": []}]},
+        {"matchExpressions": [{"key": "env", "operator": "NotIn"}]},
+        {"matchExpressions": [{"key": "env", "operator": "Exists"}]},
+        {"matchExpressions": [{"key": "env", "operator": "DoesNotExist", "values": ["x"]}]},
+        {"matchExpressions": [{"key": "env", "operator": "Near", "values": ["x"]}]},
+        {"matchExpressions": [{"key": "", "operator": "Exists"}]}]],
 ]
 
 
@@ -107,3 +120,19 @@ near_valid = st.text(alphabet="ab0.-:,* /A_\t", max_size=12)
 def test_schema_never_accepts_what_the_webhook_refuses(field: str, value: str) -> None:
     schema_ok, python_ok = verdicts(field, value)
     assert python_ok or not schema_ok, f"{field}={value!r} passes the chart's checks but validation.py refuses it"
+
+
+label_text = st.text(alphabet="ab0.-_/A ", max_size=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(labels=st.dictionaries(label_text, label_text, max_size=2),
+       expressions=st.lists(st.fixed_dictionaries(
+           {"key": label_text, "operator": st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"])},
+           optional={"values": st.lists(label_text, max_size=2)}), max_size=2))
+def test_schema_never_accepts_a_selector_the_webhook_refuses(labels: dict[str, str],
+                                                             expressions: list[dict[str, Any]]) -> None:
+    selector = {**({"matchLabels": labels} if labels else {}), **({"matchExpressions": expressions} if expressions
+                                                                  else {})}
+    schema_ok, python_ok = verdicts("namespaceSelector", selector)
+    assert python_ok or not schema_ok, f"{selector!r} passes the chart's checks but validation.py refuses it"

@@ -33,14 +33,22 @@ class K:
         self.created: list[str] = []  # namespaces to delete after the test
 
     # namespaces / service accounts / secrets
-    def create_namespace(self, name: str | None = None, annotations: dict[str, str] | None = None) -> str:
+    def create_namespace(self, name: str | None = None, annotations: dict[str, str] | None = None,
+                         labels: dict[str, str] | None = None) -> str:
         name = name or f"c-{uuid.uuid4().hex[:10]}"
         meta: dict[str, Any] = {"name": name}
         if annotations:
             meta["annotations"] = annotations
+        if labels:
+            meta["labels"] = labels
         self.kube.request("POST", NAMESPACES.path(), body={"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
         self.created.append(name)
         return name
+
+    def label_namespace(self, name: str, labels: dict[str, str | None]) -> None:
+        """Set (or, with None, remove) labels on a namespace."""
+        self.kube.request("PATCH", NAMESPACES.path(name=name), body={"metadata": {"labels": labels}},
+                          content_type="application/merge-patch+json")
 
     def delete_namespace(self, name: str) -> None:
         self.kube.delete(NAMESPACES.path(name=name))

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "controller" / "tcr_assistant"
-PURE = ("reconcile", "status", "observed", "validation", "rules", "admission", "work", "api", "certificates")
+PURE = ("reconcile", "status", "observed", "validation", "rules", "admission", "work", "api", "certificates",
+        "selectors")
 IO_MODULES = {"kube", "apiclient", "controller", "cli", "webhook", "servingcert", "runtime", "metrics", "kubernetes",
               "socket",
               "urllib3", "ssl", "subprocess", "threading", "prometheus_client"}
 DOMAIN = {"reconcile", "status", "observed", "validation", "rules", "admission", "work", "state", "controller", "api",
-          "certificates", "servingcert"}
+          "certificates", "servingcert", "selectors"}
 
 
 def imported(path: Path) -> set[str]:

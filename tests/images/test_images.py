@@ -218,8 +218,8 @@ def test_mirror_comes_from_the_machine_apt_sources(tmp_path: Path) -> None:
 
 
 def test_wheel_requirements_are_the_pinned_runtime_deps_and_build_backend() -> None:
-    assert images.wheel_requirements() == ["PyYAML==6.0.4", "prometheus-client==0.26.0", "setuptools>=68",
-                                           "urllib3==2.8.0", "wheel"]
+    assert images.wheel_requirements() == ["PyYAML==6.0.4", "cryptography==50.0.2", "prometheus-client==0.26.0",
+                                           "setuptools>=68", "urllib3==2.8.0", "wheel"]
 
 
 def test_clear_errors_for_missing_prerequisites(monkeypatch: pytest.MonkeyPatch) -> None:

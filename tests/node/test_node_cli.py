@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness import node, tools
+from harness.cluster import ClusterError
 from node_support import differences, host_state, node_leftovers, node_processes
 from support import REPO_ROOT, wait_for
 
@@ -38,8 +39,10 @@ def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_node_up_addon_logs_exec_uninstall_down_leaves_the_host_as_it_was(tmp_path: Path) -> None:
-    directory = tmp_path / "cluster"
+def test_node_up_addon_logs_exec_uninstall_down_leaves_the_host_as_it_was(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Short: the kubelet's Unix sockets live under it (tmp_path holds this test's long name).
+    directory = tmp_path_factory.mktemp("cli") / "cluster"
     before = host_state()
     up = script("cluster", "up", "--dir", str(directory), "--node")
     try:
@@ -98,3 +101,10 @@ def test_node_without_root_or_a_capability_says_what_is_needed(
     assert result.returncode == 1
     assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "c" / "state.json").exists()
+
+
+def test_a_node_directory_too_deep_for_the_kubelets_sockets_is_refused_up_front(tmp_path: Path) -> None:
+    node.check_socket_room(tmp_path / "n")  # the usual depth fits
+    deep = Path("/tmp") / ("d" * 80) / "node"
+    with pytest.raises(ClusterError, match=r"too deep: the kubelet's sockets under it would be 1\d\d bytes long"):
+        node.check_socket_room(deep)

@@ -17,6 +17,7 @@ Unicode, long parts, control characters), and hypothesis-generated near-valid sp
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -58,12 +59,21 @@ def api_verdict(kube: client.ApiClient, obj: dict[str, Any]) -> tuple[bool, str]
     return True, ""
 
 
+FIELD_PART = re.compile(r"\.?(?P<name>[A-Za-z]\w*)|\[(?P<index>\d+|'[^']*')\]")
+
+
 def schema_node(crd: dict[str, Any], field: str) -> list[dict[str, Any]]:
-    """The schema nodes from the root down to ``field`` (a path like spec.docker.server)."""
+    """The schema nodes from the root down to ``field`` (a path like spec.docker.server, or
+    spec.namespaceSelector.matchExpressions[0].values[1] and matchLabels['example.com/x'])."""
     node = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     nodes = [node]
-    for part in [p for p in field.split(".") if p]:
-        node = node.get("properties", {}).get(part, {})
+    for part in FIELD_PART.finditer(field):
+        if part.group("name") and part.group("name") in node.get("properties", {}):
+            node = node["properties"][part.group("name")]
+        elif part.group("name") and "additionalProperties" not in node:
+            node = {}
+        else:  # a list item or a map value
+            node = node.get("items") or node.get("additionalProperties") or {}
         nodes.append(node)
     return nodes
 
@@ -75,7 +85,7 @@ def crd_constrains(crd: dict[str, Any], field: str) -> bool:
     nodes = schema_node(crd, field)
     if any(key in nodes[-1] for key in CONSTRAINT_KEYS if key != "type"):
         return True
-    leaf = field.rsplit(".", 1)[-1]
+    leaf = [p.group("name") or "" for p in FIELD_PART.finditer(field) if p.group("name")][-1]
     parent_rules = [r.get("rule", "") for n in nodes[:-1] for r in n.get("x-kubernetes-validations", [])]
     return any(leaf in rule for rule in parent_rules) or leaf in nodes[-2].get("required", [])
 
@@ -122,6 +132,28 @@ EDGE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("ref-and-empty-password", {"docker__password": "", "docker__passwordSecretRef": {"name": "n"}}),
     ("name-246", {"name": "a" * 246}),
     ("name-long-part", {"name": "a" * 100 + "." + "b" * 100}),
+    ("selector-empty", {"namespaceSelector": {}}),
+    ("selector-labels", {"namespaceSelector": {"matchLabels": {"team": "a", "example.com/env": ""}}}),
+    ("selector-all-operators", {"namespaceSelector": {"matchExpressions": [
+        {"key": "a", "operator": "In", "values": ["x"]}, {"key": "b", "operator": "NotIn", "values": ["y", "z"]},
+        {"key": "c", "operator": "Exists"}, {"key": "d", "operator": "DoesNotExist", "values": []}]}}),
+    ("selector-in-no-values", {"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}),
+    ("selector-in-empty-values", {"namespaceSelector": {"matchExpressions": [
+        {"key": "a", "operator": "NotIn", "values": []}]}}),
+    ("selector-exists-values", {"namespaceSelector": {"matchExpressions": [
+        {"key": "a", "operator": "Exists", "values": ["x"]}]}}),
+    ("selector-operator", {"namespaceSelector": {"matchExpressions": [
+        {"key": "a", "operator": "in", "values": ["x"]}]}}),
+    ("selector-key-upper-prefix", {"namespaceSelector": {"matchLabels": {"Example.com/a": "x"}}}),
+    ("selector-key-two-slashes", {"namespaceSelector": {"matchLabels": {"a/b/c": "x"}}}),
+    ("selector-key-name-64", {"namespaceSelector": {"matchLabels": {"a" * 64: "x"}}}),
+    ("selector-key-prefix-254", {"namespaceSelector": {"matchExpressions": [
+        {"key": "a" * 254 + "/b", "operator": "Exists"}]}}),
+    ("selector-key-empty", {"namespaceSelector": {"matchExpressions": [{"key": "", "operator": "Exists"}]}}),
+    ("selector-value-64", {"namespaceSelector": {"matchLabels": {"a": "v" * 64}}}),
+    ("selector-value-dash", {"namespaceSelector": {"matchExpressions": [
+        {"key": "a", "operator": "In", "values": ["ok", "-no"]}]}}),
+    ("selector-value-space", {"namespaceSelector": {"matchLabels": {"a": "x y"}}}),
 ]
 
 
@@ -197,7 +229,32 @@ def near_valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         docker["passwordSecretRef"] = {"name": draw(near_valid_text)}
         if draw(st.booleans()):
             docker["passwordSecretRef"]["key"] = draw(near_valid_text)
+    if draw(st.booleans()):
+        spec["namespaceSelector"] = draw(near_valid_selectors())
     return obj
+
+
+label_text = st.one_of(st.sampled_from(["", "a", "a.b", "a_b", "A-1", "-a", "a-", "a/b", "x.io/a", "X.io/a", "a b",
+                                        "a" * 63, "a" * 64, "a/b/c"]),
+                       st.text(alphabet="ab-._/A1 ", max_size=12))
+
+
+@st.composite
+def near_valid_selectors(draw: st.DrawFn) -> dict[str, Any]:
+    selector: dict[str, Any] = {}
+    if draw(st.booleans()):
+        selector["matchLabels"] = draw(st.dictionaries(label_text, label_text, max_size=3))
+    if draw(st.booleans()):
+        expressions = []
+        for _ in range(draw(st.integers(0, 3))):
+            expression: dict[str, Any] = {"key": draw(label_text),
+                                          "operator": draw(st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist",
+                                                                            "in", ""]))}
+            if draw(st.booleans()):
+                expression["values"] = draw(st.lists(label_text, max_size=3))
+            expressions.append(expression)
+        selector["matchExpressions"] = expressions
+    return selector
 
 
 @settings(max_examples=120, deadline=None)

@@ -169,6 +169,23 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("excluded-upper", {"excludedNamespaces": "KUBE"}, "spec.excludedNamespaces", "upper case"),
     ("docker-missing", {"docker": None}, "spec.docker", "is required"),
     ("docker-not-object", {"docker": "x"}, "spec.docker", "must be an object"),
+    ("selector-in-without-values", {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In"}]}},
+     "spec.namespaceSelector.matchExpressions[0].values", "operator In needs at least one value"),
+    ("selector-exists-with-values", {"namespaceSelector": {"matchExpressions": [
+        {"key": "env", "operator": "Exists", "values": ["prod"]}]}},
+     "spec.namespaceSelector.matchExpressions[0].values", "operator Exists takes no values"),
+    ("selector-operator", {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "Near",
+                                                                       "values": ["prod"]}]}},
+     "spec.namespaceSelector.matchExpressions[0].operator", "must be one of In, NotIn, Exists, DoesNotExist"),
+    ("selector-key", {"namespaceSelector": {"matchExpressions": [{"key": "a/b/c", "operator": "Exists"}]}},
+     "spec.namespaceSelector.matchExpressions[0].key", "label key 'a/b/c' is not valid"),
+    ("selector-value", {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In",
+                                                                    "values": ["prod", "-x"]}]}},
+     "spec.namespaceSelector.matchExpressions[0].values[1]", "label value '-x' is not valid"),
+    ("selector-label-key", {"namespaceSelector": {"matchLabels": {"Team_": "pay"}}},
+     "spec.namespaceSelector.matchLabels", "label key 'Team_' is not valid"),
+    ("selector-label-value", {"namespaceSelector": {"matchLabels": {"team": "pay ments"}}},
+     "spec.namespaceSelector.matchLabels.team", "label value 'pay ments' is not valid"),
 ]
 
 
@@ -205,6 +222,7 @@ def permissive_crd() -> dict[str, Any]:
         "format",
         "minimum",
         "maxItems",
+        "maxProperties",
         "default",
     }
 
