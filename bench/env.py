@@ -192,14 +192,19 @@ class Env:
                 raise TimeoutError(f"{len(missing)} namespaces have no `default` ServiceAccount")
             time.sleep(1.0)
 
-    def create_ips(self, name: str, password: str) -> None:
-        """One ImagePullSecret for every namespace and its `default` ServiceAccount (the bench's
-        `builder` accounts stay unserved)."""
+    def create_ips(self, name: str, password: str, selector: dict[str, Any] | None = None) -> None:
+        """One ImagePullSecret for every namespace (or those ``selector`` matches) and its `default`
+        ServiceAccount (the bench's `builder` accounts stay unserved)."""
+        spec: dict[str, Any] = {"namespaces": "*", "serviceAccounts": "default",
+                                "docker": {"server": SERVER, "username": USERNAME, "password": password}}
+        if selector is not None:
+            spec["namespaceSelector"] = selector
         self.kube.request("POST", IMAGEPULLSECRETS.path(), body={
-            "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name},
-            "spec": {"namespaces": "*", "serviceAccounts": "default",
-                     "docker": {"server": SERVER, "username": USERNAME, "password": password}},
-        })
+            "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name}, "spec": spec})
+
+    def label_namespace(self, name: str, labels: dict[str, str | None]) -> None:
+        self.kube.request("PATCH", NAMESPACES.path(name=name), body={"metadata": {"labels": labels}},
+                          content_type="application/merge-patch+json")
 
     def set_password(self, name: str, password: str) -> None:
         self.kube.request("PATCH", IMAGEPULLSECRETS.path(name=name), body={"spec": {"docker": {"password": password}}},

@@ -30,12 +30,16 @@ from harness import REPO_ROOT, tools
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 FULL: dict[str, Any] = {"sizes": [100, 1000, 10000], "detail": 1000, "sequential": 100, "bursts": 2, "burst_size": 50,
-        "idle_s": 120.0, "idle_largest_s": 30.0, "cleanup_last": False, "hosts_intervals": 5, "repairs": 20}
+        "idle_s": 120.0, "idle_largest_s": 30.0, "cleanup_last": False, "hosts_intervals": 5, "repairs": 20,
+        "label_toggles": 3}
 QUICK: dict[str, Any] = {"sizes": [40], "detail": 40, "sequential": 10, "bursts": 1, "burst_size": 10,
-         "idle_s": 8.0, "idle_largest_s": 0.0, "cleanup_last": True, "hosts_intervals": 3, "repairs": 3}
+         "idle_s": 8.0, "idle_largest_s": 0.0, "cleanup_last": True, "hosts_intervals": 3, "repairs": 3,
+         "label_toggles": 2}
 
 GOALS = [
     # (key, description, limit, unit)
+    ("label_change_requests", "requests on Secrets and ServiceAccounts for one namespace label change (the most "
+     "at any N)", 4.0, "requests"),
     ("link_p99_ms", "link latency p99 at 1,000 namespaces, one after another (namespace created -> default SA "
      "linked)", 100.0, "ms"),
     ("link_burst_p99_ms", "link latency p99 at 1,000 namespaces, bursts of 50 (same measure; includes "
@@ -117,6 +121,8 @@ def run(profile: dict[str, Any], workdir: Path, profile_dir: Path | None = None,
             log(f"N={n}: full reconcile")
             phase["full_reconcile"] = scenarios.full_reconcile(env, name, "pw-1", timeout=max(300.0, n * 0.1))
             log(f"N={n}: {_brief(phase['full_reconcile'])}")
+            log(f"N={n}: a namespace label put on and taken off")
+            phase["label_change"] = scenarios.label_change(env, n, profile["label_toggles"])
             if n == profile["detail"]:
                 log(f"N={n}: rotation")
                 phase["rotation"] = scenarios.rotation(env, name, "pw-2", timeout=max(300.0, n * 0.1))
@@ -175,6 +181,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         if n in by_n:
             values[key] = by_n[n]["after"]["peak_rss_mib"]
     values["hosts_updater_mib"] = results["hosts_updater"]["peak_rss_mib"]
+    label_costs = [p["label_change"]["requests_per_change_max"] for p in results["phases"] if "label_change" in p]
+    values["label_change_requests"] = max(label_costs) if label_costs else None
     out = []
     for key, text, limit, unit in GOALS:
         v = values[key]
@@ -231,6 +239,17 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"\nWatch mode at N={p['n']:,}: restart resync Secret requests {r['resync_secret_requests']};"
                          f" a deleted Secret back in p50 {r['repair_ms']['p50']} ms, max {r['repair_ms']['max']} ms"
                          f" (n = {r['repair_ms']['n']})")
+    label_rows = [p for p in results["phases"] if "label_change" in p]
+    if label_rows:
+        lines += ["", "A namespace label put on / taken off (spec.namespaceSelector; requests on Secrets and "
+                  "ServiceAccounts per change, time until served / no longer served):", "",
+                  "| N | requests: label on | requests: label off | on: p50 / max | off: p50 / max |",
+                  "|---:|---|---|---:|---:|"]
+        for p in label_rows:
+            r = p["label_change"]
+            lines.append(f"| {p['n']:,} | {r['add_requests']} | {r['remove_requests']} |"
+                         f" {r['add_ms']['p50']} / {r['add_ms']['max']} ms | {r['remove_ms']['p50']} /"
+                         f" {r['remove_ms']['max']} ms |")
     h = results["hosts_updater"]
     lines.append(f"\nhosts-updater: RSS {h['rss_mib']} MiB (peak {h['peak_rss_mib']} MiB)"
                  f" over {h['intervals']} intervals")

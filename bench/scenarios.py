@@ -208,6 +208,63 @@ def rotation(env: Env, name: str, password: str, timeout: float) -> dict[str, An
             "requests_per_secret": round(counts["controller_requests"] / len(expected), 2), "counts": counts}
 
 
+# -- a namespace label -----------------------------------------------------------------------------------
+
+SELECT_LABEL = "bench.tcr-addon.io/selected"
+
+
+def object_requests(counts: dict[str, Any]) -> int:
+    """Reads and writes of Secrets and ServiceAccounts in a window (the bench itself only watches)."""
+    return sum(n for key, n in counts["apiserver_requests_by_verb_resource"].items()
+               if key.split()[0] in ("GET", "POST", "PUT", "PATCH", "DELETE")
+               and key.split()[1] in ("secrets", "serviceaccounts"))
+
+
+def label_change(env: Env, n: int, toggles: int) -> dict[str, Any]:
+    """An ImagePullSecret that selects namespaces by label (none carry it yet); then, ``toggles``
+    times, the label put on one namespace and taken off again. Per change: requests on Secrets and
+    ServiceAccounts, and the time until the namespace is served (Secret there and `default`
+    linked) or no longer served. The cost must not grow with N: no re-list, one namespace's work."""
+    name = f"bench-selected-{n}"
+    secret = api.secret_name(name)
+    seen: dict[tuple[str, str], float] = {}  # (namespace, "secret"|"linked"|"gone"|"unlinked") -> when
+
+    def on_secret(kind: str, obj: dict[str, Any], now: float) -> None:
+        seen[(str((obj.get("metadata") or {}).get("namespace")), "gone" if kind == "DELETED" else "secret")] = now
+
+    def on_sa(kind: str, obj: dict[str, Any], now: float) -> None:
+        namespace = str((obj.get("metadata") or {}).get("namespace"))
+        seen[(namespace, "linked" if secret in _pull_secrets(obj) else "unlinked")] = now
+
+    env.create_ips(name, "pw-selected", selector={"matchLabels": {SELECT_LABEL: "yes"}})
+    env.wait_quiet()
+    step = max(1, len(env.namespaces) // max(1, toggles))
+    chosen = env.namespaces[::step][:toggles]
+    watchers = [Watcher(env.kube, SECRETS.path(), on_secret, {"labelSelector": f"{api.LABEL_IPS}={name}"}),
+                Watcher(env.kube, SERVICEACCOUNTS.path(), on_sa, {"fieldSelector": "metadata.name=default"})]
+    changes: dict[str, list[Any]] = {"add_requests": [], "remove_requests": [], "add_s": [], "remove_s": []}
+    try:
+        for ns in chosen:
+            for value, done, kind in (("yes", ("secret", "linked"), "add"), (None, ("gone", "unlinked"), "remove")):
+                window = Window(env)
+                t0 = time.monotonic()
+                env.label_namespace(ns, {SELECT_LABEL: value})
+                wait_for(lambda ns=ns, done=done, t0=t0: all(seen.get((ns, d), 0.0) > t0 for d in done),  # type: ignore[misc]
+                         60, what=f"label {SELECT_LABEL}={value} on {ns} taking effect", interval=0.002)
+                changes[f"{kind}_s"].append(max(seen[(ns, d)] for d in done) - t0)
+                env.wait_quiet()
+                changes[f"{kind}_requests"].append(object_requests(window.stop()))
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+        env.kube.request("DELETE", IMAGEPULLSECRETS.path(name=name))
+        wait_for(lambda: env.kube.get(IMAGEPULLSECRETS.path(name=name)) is None, 120, what=f"{name} deleted")
+    return {"namespaces": len(env.namespaces), "toggles": len(chosen),
+            "add_requests": changes["add_requests"], "remove_requests": changes["remove_requests"],
+            "requests_per_change_max": max(changes["add_requests"] + changes["remove_requests"]),
+            "add_ms": percentiles(changes["add_s"]), "remove_ms": percentiles(changes["remove_s"])}
+
+
 # -- idle and resync -----------------------------------------------------------------------------------
 
 

@@ -48,6 +48,11 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert full["requests_per_namespace"] <= 2.5, full["requests_per_namespace"]
     assert full["conflicts"] == 0
 
+    # One namespace's label on, then off: its Secret and its `default` link, nothing else.
+    label = phase["label_change"]
+    assert label["add_requests"] == [2, 2] and label["remove_requests"] == [3, 3], label
+    assert _positive(label["add_ms"]["max"]) and _positive(label["remove_ms"]["max"])
+
     rotation = phase["rotation"]
     assert rotation["secrets"] >= n and _positive(rotation["all_rotated_s"])
 

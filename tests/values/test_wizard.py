@@ -92,6 +92,24 @@ def _umask() -> int:
     return mask
 
 
+def test_namespace_selector_in_kubectl_syntax_becomes_a_label_selector(tmp_path: Path) -> None:
+    out = tmp_path / "v.yaml"
+    result = run(password_args("--namespace-selector", "team=payments, env in (prod,stage), !example.com/legacy",
+                               "-o", str(out)), stdin=PASSWORD)
+    assert result.status == 0, result.stderr
+    values = yaml.safe_load(out.read_text())
+    (cr,) = values["global"]["imagePullSecretsCrs"]
+    assert cr["namespaceSelector"] == {
+        "matchLabels": {"team": "payments"},
+        "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod", "stage"]},
+                             {"key": "example.com/legacy", "operator": "DoesNotExist"}]}
+    schema_check(values)
+    (rendered,) = [d for d in helm_template(out) if d["kind"] == "ImagePullSecret"]
+    assert rendered["spec"]["namespaceSelector"] == cr["namespaceSelector"]
+    assert validate_image_pull_secret(rendered) == []
+    assert "--namespace-selector serves only if its labels match" in result.stderr
+
+
 def test_existing_secret_default_key_and_derived_names() -> None:
     result = run(["--registry", "demo.tencentcloudcr.com", "--registry", "other.example.com",
                   "--username", "u", "--existing-secret", "creds"])
@@ -164,6 +182,10 @@ BAD_OPTIONS = [
     (["--namespaces", "Team_A"], "--namespaces", "Team_A"),
     (["--service-accounts", "a b"], "--service-accounts", "a b"),
     (["--exclude-namespaces", "*"], "--exclude-namespaces", "not allowed"),
+    (["--namespace-selector", "team=a,"], "--namespace-selector", "a trailing ','"),
+    (["--namespace-selector", "env in (prod"], "--namespace-selector", "expected ',' or ')'"),
+    (["--namespace-selector", "Team_=a"], "--namespace-selector", "label key 'Team_' is not valid"),
+    (["--namespace-selector", "team=-a"], "--namespace-selector", "label value '-a' is not valid"),
     (["--host", "no-equals-sign"], "--host", "DOMAIN=IP"),
     (["--host", f"{VPC}=999.1.1.1"], "--host", "IPv4"),
     (["--host", f"{VPC}=fd00::1"], "--host", "IPv4"),
