@@ -182,3 +182,9 @@ def test_printer_columns_status_and_explain(crd: None, kube: client.ApiClient) -
     assert "bare host" not in kubectl("explain", "ipss.status").stdout
     assert "Name of the Secret, in the add-on's namespace" in kubectl(
         "explain", "ipss.spec.docker.passwordSecretRef.name").stdout
+    selector = kubectl("explain", "ipss.spec.namespaceSelector").stdout
+    assert "matches both \"namespaces\"" in " ".join(selector.split())
+    for field in ("matchLabels", "matchExpressions"):
+        assert field in selector
+    assert "NotIn (absent, or none of the values)" in " ".join(
+        kubectl("explain", "ipss.spec.namespaceSelector.matchExpressions.operator").stdout.split())
