@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from harness import node, tools
 from harness.processes import pid_alive
 from node_support import node_leftovers
@@ -50,8 +52,9 @@ def in_mount_namespace(inode: int) -> list[int]:
     return found
 
 
-def test_a_killed_owner_leaves_nothing_after_the_next_sweep(tmp_path: Path) -> None:
-    directory = tmp_path / "cluster"
+def test_a_killed_owner_leaves_nothing_after_the_next_sweep(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Short: the kubelet's Unix sockets live under it (tmp_path holds this test's long name).
+    directory = tmp_path_factory.mktemp("crash") / "cluster"
     owner = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(OWNER).format(scripts=str(REPO_ROOT / "scripts"),
                                                              directory=str(directory))],
