@@ -31,10 +31,10 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 FULL: dict[str, Any] = {"sizes": [100, 1000, 10000], "detail": 1000, "sequential": 100, "bursts": 2, "burst_size": 50,
         "idle_s": 120.0, "idle_largest_s": 30.0, "cleanup_last": False, "hosts_intervals": 5, "repairs": 20,
-        "label_toggles": 3}
+        "label_toggles": 3, "admission_pods": 100}
 QUICK: dict[str, Any] = {"sizes": [40], "detail": 40, "sequential": 10, "bursts": 1, "burst_size": 10,
          "idle_s": 8.0, "idle_largest_s": 0.0, "cleanup_last": True, "hosts_intervals": 3, "repairs": 3,
-         "label_toggles": 2}
+         "label_toggles": 2, "admission_pods": 10}
 
 GOALS = [
     # (key, description, limit, unit)
@@ -134,6 +134,8 @@ def run(profile: dict[str, Any], workdir: Path, profile_dir: Path | None = None,
                     log(f"N={n}: link latency")
                     phase["link_latency"] = scenarios.link_latency(env, name, profile["sequential"],
                                                                    profile["bursts"], profile["burst_size"])
+                log(f"N={n}: Pod admission with and without the Pod webhook")
+                phase["pod_admission"] = scenarios.pod_admission(env, profile["admission_pods"])
                 log(f"N={n}: drift repair in watch mode")
                 phase["drift_watch"] = scenarios.drift_watch(env, name, profile["idle_s"], profile["repairs"])
             elif last and profile["idle_largest_s"]:
@@ -239,6 +241,15 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"\nWatch mode at N={p['n']:,}: restart resync Secret requests {r['resync_secret_requests']};"
                          f" a deleted Secret back in p50 {r['repair_ms']['p50']} ms, max {r['repair_ms']['max']} ms"
                          f" (n = {r['repair_ms']['n']})")
+    for p in results["phases"]:
+        if "pod_admission" in p:
+            r = p["pod_admission"]
+            given = r["given_the_entry_by_the_webhook"]
+            lines.append(f"\nPod admission at N={p['n']:,} ({r['pods']} Pods, {given} given"
+                         f" the entry by the webhook): p50 / p99 {r['with_webhook_ms']['p50']} /"
+                         f" {r['with_webhook_ms']['p99']} ms with the Pod webhook, {r['without_webhook_ms']['p50']} /"
+                         f" {r['without_webhook_ms']['p99']} ms without (added: {r['added_p50_ms']} /"
+                         f" {r['added_p99_ms']} ms)")
     label_rows = [p for p in results["phases"] if "label_change" in p]
     if label_rows:
         lines += ["", "A namespace label put on / taken off (spec.namespaceSelector; requests on Secrets and "

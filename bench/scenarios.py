@@ -21,7 +21,7 @@ from bench.watch import Watcher
 from harness import VENV
 from harness.polling import wait_for
 from tcr_assistant import api
-from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError
+from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError, Resource
 
 # Writes that a resync must not make (leader-election Lease renewals and the harness's TokenRequest are not resync).
 RECONCILED_RESOURCES = ("secrets", "serviceaccounts", "imagepullsecrets", "imagepullsecrets/status", "events")
@@ -263,6 +263,49 @@ def label_change(env: Env, n: int, toggles: int) -> dict[str, Any]:
             "add_requests": changes["add_requests"], "remove_requests": changes["remove_requests"],
             "requests_per_change_max": max(changes["add_requests"] + changes["remove_requests"]),
             "add_ms": percentiles(changes["add_s"]), "remove_ms": percentiles(changes["remove_s"])}
+
+
+# -- Pod admission -----------------------------------------------------------------------------------
+
+PODS = Resource("/api/v1", "pods", True)
+MUTATING = Resource("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False).path(
+    name="tcr-assistant-mutating-webhook-configuration")
+
+
+def pod_admission(env: Env, pods: int) -> dict[str, Any]:
+    """Latency of a Pod create (the API server's answer, as a client sees it) with the Pod webhook
+    registered, then without it (its configuration deleted and put back after). Half of the Pods
+    find their ServiceAccount unlinked (our entry taken off by hand first), so the webhook both
+    adds entries and lets Pods through unchanged."""
+    namespace = env.namespaces[0]
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "admission-"},
+            "spec": {"containers": [{"name": "c", "image": f"{SERVER}/app:1"}]}}
+
+    def create_all() -> tuple[list[float], int]:
+        took, added = [], 0
+        for i in range(pods):
+            if i % 2:
+                env.kube.request("PATCH", SERVICEACCOUNTS.path(namespace, "default"),
+                                 body={"imagePullSecrets": None}, content_type="application/merge-patch+json")
+            t0 = time.monotonic()
+            pod = env.kube.request("POST", PODS.path(namespace), body=body)
+            took.append(time.monotonic() - t0)
+            added += bool(pod["metadata"].get("annotations"))
+        return took, added
+
+    with_webhook, added = create_all()
+    saved = env.kube.get(MUTATING)
+    assert saved is not None, "the chart registers the Pod webhook"
+    env.kube.request("DELETE", MUTATING)
+    try:
+        without, _ = create_all()
+    finally:
+        meta = {k: v for k, v in saved["metadata"].items() if k in ("name", "labels", "annotations")}
+        env.kube.request("POST", MUTATING.rsplit("/", 1)[0], body={**saved, "metadata": meta})
+        env.kube.request("DELETE", PODS.path(namespace))
+    on, off = percentiles(with_webhook), percentiles(without)
+    return {"pods": pods, "given_the_entry_by_the_webhook": added, "with_webhook_ms": on, "without_webhook_ms": off,
+            "added_p50_ms": round(on["p50"] - off["p50"], 1), "added_p99_ms": round(on["p99"] - off["p99"], 1)}
 
 
 # -- idle and resync -----------------------------------------------------------------------------------

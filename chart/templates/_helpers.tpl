@@ -135,6 +135,11 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{/* "true" when the Pod webhook is registered (it is served by the same server as the validating one). */}}
+{{- define "tcr-addon.podWebhook.enabled" -}}
+{{- if and .Values.webhook.enabled .Values.podWebhook.enabled }}true{{ end -}}
+{{- end -}}
+
 {{/* "true" when the controller keeps the webhook's serving certificate (webhook on, no cert-manager). */}}
 {{- define "tcr-addon.webhook.controllerCert" -}}
 {{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) }}true{{ end -}}

@@ -166,32 +166,54 @@ def _name_of(obj: Mapping[str, Any]) -> Any:
     return metadata.get("name") if isinstance(metadata, Mapping) else None
 
 
-def handle(body: bytes, max_body_bytes: int = MAX_BODY_BYTES) -> tuple[int, JSONDict]:
-    """Decide one AdmissionReview request body: (HTTP status, AdmissionReview response). Never raises."""
+class BadReview(Exception):
+    """A request body that is not an AdmissionReview: answer ``status`` with ``doc``."""
+
+    def __init__(self, status: int, doc: JSONDict) -> None:
+        super().__init__(status)
+        self.status = status
+        self.doc = doc
+
+
+def parse_review(body: bytes, max_body_bytes: int = MAX_BODY_BYTES) -> tuple[str, dict[str, Any]]:
+    """(uid, whole AdmissionReview) of a body whose ``request`` is an object with a uid; raises
+    BadReview saying what is wrong."""
     try:
         if len(body) > max_body_bytes:
-            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, review_response(
+            raise BadReview(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, review_response(
                 "",
                 False,
                 code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 reason="RequestEntityTooLarge",
                 message=f"request body larger than {max_body_bytes} bytes",
-            )
+            ))
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError):
-            return _bad_request("request body is not a JSON AdmissionReview")
+            raise BadReview(*_bad_request("request body is not a JSON AdmissionReview")) from None
         if not isinstance(doc, dict):
-            return _bad_request("request body is not a JSON object")
+            raise BadReview(*_bad_request("request body is not a JSON object"))
         request = doc.get("request")
         if not isinstance(request, dict):
-            return _bad_request("AdmissionReview has no request object")
+            raise BadReview(*_bad_request("AdmissionReview has no request object"))
         uid = request.get("uid")
         if not isinstance(uid, str) or uid == "":
-            return _bad_request("AdmissionReview request has no uid")
+            raise BadReview(*_bad_request("AdmissionReview request has no uid"))
+    except BadReview:
+        raise
     except Exception:  # never crash on input (e.g. MemoryError-free oddities of json)
         log.exception("webhook: unreadable request")
-        return _bad_request("unreadable request")
+        raise BadReview(*_bad_request("unreadable request")) from None
+    return uid, doc
+
+
+def handle(body: bytes, max_body_bytes: int = MAX_BODY_BYTES) -> tuple[int, JSONDict]:
+    """Decide one AdmissionReview request body: (HTTP status, AdmissionReview response). Never raises."""
+    try:
+        uid, doc = parse_review(body, max_body_bytes)
+    except BadReview as bad:
+        return bad.status, bad.doc
+    request = doc["request"]
     try:
         result = _decide(uid, doc, request)
     except Exception:

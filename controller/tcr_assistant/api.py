@@ -29,6 +29,8 @@ DEFAULT_METRICS_ADDR = ":8080"
 DEFAULT_WEBHOOK_PORT = 9443
 DEFAULT_WEBHOOK_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 WEBHOOK_CONFIGURATION = "tcr-assistant-validating-webhook-configuration"
+#: The Pod webhook (a MutatingWebhookConfiguration on Pod CREATE, served by the same server).
+POD_WEBHOOK_PATH = "/mutate-v1-pod"
 WEBHOOK_SERVICE = "tcr-assistant-webhook-service"
 WEBHOOK_CERT_VALIDITY = 365 * 86400.0
 #: The keys of the webhook certificate Secret (kubernetes.io/tls plus the CA's).

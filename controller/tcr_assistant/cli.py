@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"ValidatingWebhookConfiguration whose caBundle is kept (default: {api.WEBHOOK_CONFIGURATION})",
     )
     run.add_argument(
+        "--mutating-webhook-configuration",
+        metavar="NAME",
+        help="the Pod webhook's MutatingWebhookConfiguration, whose caBundle is kept too (default: none)",
+    )
+    run.add_argument(
         "--webhook-service",
         default=api.WEBHOOK_SERVICE,
         metavar="NAME",
@@ -253,6 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             names=[*service_names(args.webhook_service, namespace), *args.webhook_cert_name],
             validity=args.webhook_cert_validity,
             cert_dir=Path(args.webhook_cert_dir),
+            mutating_configuration=args.mutating_webhook_configuration,
         )
         keeper = ServingCertKeeper(kube, settings, controller.stop_event, watch_timeout=args.watch_timeout,
                                    read_timeout=args.watch_timeout + WATCH_READ_MARGIN)
@@ -266,11 +272,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if bind is not None:
             servers.append(serve_http(bind, routes))
     webhook: Any = None
+    pods: Any = None
     if args.webhook_port:
+        from .podwebhook import PodWebhook
         from .webhook import ServerLimits, WebhookServer
 
+        pods = PodWebhook(controller.state, kube)
         webhook = WebhookServer(
-            args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir), limits=ServerLimits()
+            args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir), limits=ServerLimits(),
+            routes={api.POD_WEBHOOK_PATH: pods.handle},
         )
         webhook.start()
     if keeper is not None:
@@ -292,6 +302,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             keeper.stop()
         if webhook is not None:
             webhook.stop()
+        if pods is not None:
+            pods.stop()
         for s in servers:
             s.shutdown()
             s.server_close()

@@ -389,6 +389,7 @@ class Kube:
                 "apiVersion": obj.get("apiVersion", api.API_VERSION),
                 "kind": obj.get("kind", api.KIND),
                 "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },

@@ -41,6 +41,7 @@ from .runtime.reflector import Reflector
 log = logging.getLogger(__name__)
 
 WEBHOOK_CONFIGURATIONS = Resource("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", False)
+MUTATING_CONFIGURATIONS = Resource("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False)
 RETRY_DELAY = 5.0  # seconds after a failed pass (API server unreachable, forbidden, ...)
 MAX_WRITES_IN_A_ROW = 4  # renewal takes at most three writes (add CA, renew, prune)
 HELPER_TIMEOUT = 60.0
@@ -68,10 +69,18 @@ def run_certificate_helper(request: Mapping[str, Any]) -> Mapping[str, Any]:
 class CertSettings:
     namespace: str  # of the Secret (the controller's own namespace)
     secret: str
-    webhook_configuration: str
+    webhook_configuration: str  # validating: the Secret's owner
     names: Sequence[str]  # DNS names in the serving certificate; the first is its subject
     validity: float  # seconds, of each CA and serving certificate
     cert_dir: Path
+    mutating_configuration: str | None = None  # the Pod webhook's: its caBundle is kept too
+
+    @property
+    def configurations(self) -> list[tuple[Resource, str]]:
+        found = [(WEBHOOK_CONFIGURATIONS, self.webhook_configuration)]
+        if self.mutating_configuration:
+            found.append((MUTATING_CONFIGURATIONS, self.mutating_configuration))
+        return found
 
 
 @dataclass
@@ -160,8 +169,8 @@ class ServingCertKeeper:
         self.reflectors = [
             Reflector(kube, SECRETS, _slim, trigger, name="webhook-cert-secret",
                       namespace=settings.namespace, field_selector=f"metadata.name={settings.secret}", **common),
-            Reflector(kube, WEBHOOK_CONFIGURATIONS, _slim, trigger, name="webhook-configuration",
-                      field_selector=f"metadata.name={settings.webhook_configuration}", **common),
+            *(Reflector(kube, resource, _slim, trigger, name=resource.plural, field_selector=f"metadata.name={name}",
+                        **common) for resource, name in settings.configurations),
         ]
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -204,14 +213,15 @@ class ServingCertKeeper:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    def _read(self, fresh: bool) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
-        """(webhook configuration, Secret): from the watches' caches, or ``fresh`` from the API server."""
-        if not fresh:
-            secrets, configurations = (list(r.store.values()) for r in self.reflectors)
-            return (configurations[0] if configurations else None), (secrets[0] if secrets else None)
+    def _read(self, fresh: bool) -> tuple[list[Mapping[str, Any] | None], Mapping[str, Any] | None]:
+        """(each webhook configuration, Secret): from the watches' caches, or ``fresh`` from the API server."""
         settings = self.settings
-        configuration = self.kube.get(WEBHOOK_CONFIGURATIONS.path(None, settings.webhook_configuration))
-        return configuration, self.kube.get_secret(settings.namespace, settings.secret)
+        if not fresh:
+            stores = [list(r.store.values()) for r in self.reflectors]
+            return [s[0] if s else None for s in stores[1:]], (stores[0][0] if stores[0] else None)
+        configurations: list[Mapping[str, Any] | None] = [
+            self.kube.get(resource.path(None, name)) for resource, name in settings.configurations]
+        return configurations, self.kube.get_secret(settings.namespace, settings.secret)
 
     def sync(self, now: float, fresh: bool = False) -> float | None:
         """One pass; returns the seconds until the next one is due on its own (None: on events only).
@@ -222,7 +232,9 @@ class ServingCertKeeper:
             return 0.2
         self.passes += 1
         settings = self.settings
-        configuration, secret = self._read(fresh)
+        configurations, secret = self._read(fresh)
+        configuration = configurations[0]
+        present = [c for c in configurations if c is not None]
         if configuration is None:
             if not self._waiting_logged:
                 log.info("webhook certificate: waiting for ValidatingWebhookConfiguration %s",
@@ -234,7 +246,7 @@ class ServingCertKeeper:
         data = decode(secret)
         due: float | None = None
         if is_ours(secret):
-            answer = self._decision(secret, configuration, now)
+            answer = self._decision(secret, present, now)
             if answer["data"] is not None:
                 if not fresh:
                     return self.sync(now, fresh=True)
@@ -251,20 +263,24 @@ class ServingCertKeeper:
             log.warning("webhook certificate: Secret %s/%s is not managed by tcr-assistant and holds no tls.crt",
                         settings.namespace, settings.secret)
         bundle = data.get(CA_CERT, b"")
-        stale = [name for name, current in ca_bundles(configuration).items() if current != bundle]
+        stale = [(config, [name for name, current in ca_bundles(config).items() if current != bundle])
+                 for config in present]
+        stale = [(config, names) for config, names in stale if names]
         if stale and bundle:
             if not fresh:
                 return self.sync(now, fresh=True)
-            self._publish(stale, bundle)
+            for config, names in stale:
+                self._publish(config, names, bundle)
         self.published.in_step = bool(bundle)
         self._serve(data)
         self._writes_in_a_row = 0
         return None if due is None else max(0.0, due - now) + 1.0
 
-    def _decision(self, secret: Mapping[str, Any] | None, configuration: Mapping[str, Any],
+    def _decision(self, secret: Mapping[str, Any] | None, configurations: Sequence[Mapping[str, Any]],
                   now: float) -> Mapping[str, Any]:
-        """The helper's answer, or the last one while neither object changed and it is not due."""
-        webhooks = configuration.get("webhooks") or []
+        """The helper's answer, or the last one while no object changed and it is not due. A renewal
+        waits until every configuration's caBundle trusts the new CA."""
+        webhooks = [w for c in configurations for w in c.get("webhooks") or []]
         bundles = sorted((w.get("clientConfig") or {}).get("caBundle") or "" for w in webhooks)
         version = None if secret is None else secret["metadata"].get("resourceVersion")
         key = (version, tuple(bundles))
@@ -296,13 +312,14 @@ class ServingCertKeeper:
         log.info("webhook certificate: %s in Secret %s/%s (%s)", step, self.settings.namespace,
                  self.settings.secret, why)
 
-    def _publish(self, stale: Sequence[str], bundle: bytes) -> None:
+    def _publish(self, configuration: Mapping[str, Any], stale: Sequence[str], bundle: bytes) -> None:
         encoded = base64.b64encode(bundle).decode()
         patch = {"webhooks": [{"name": name, "clientConfig": {"caBundle": encoded}} for name in stale]}
-        self.kube.request("PATCH", WEBHOOK_CONFIGURATIONS.path(None, self.settings.webhook_configuration),
-                          body=patch, content_type="application/strategic-merge-patch+json")
-        log.info("webhook certificate: caBundle of %s set for %s", self.settings.webhook_configuration,
-                 ", ".join(stale))
+        name = configuration["metadata"]["name"]
+        resource = next(r for r, n in self.settings.configurations if n == name)
+        self.kube.request("PATCH", resource.path(None, name), body=patch,
+                          content_type="application/strategic-merge-patch+json")
+        log.info("webhook certificate: caBundle of %s set for %s", name, ", ".join(stale))
 
     def _serve(self, data: Mapping[str, bytes]) -> None:
         cert, key = data.get(TLS_CERT), data.get(TLS_KEY)

@@ -26,6 +26,7 @@ import socket
 import socketserver
 import ssl
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,9 @@ from urllib.parse import urlsplit
 from tcr_assistant import admission
 from tcr_assistant.admission import JSONDict
 from tcr_assistant.api import WEBHOOK_PATH
+
+#: Answers one AdmissionReview body: (body, max body bytes) -> (HTTP status, response document).
+Review = Callable[[bytes, int], tuple[int, JSONDict]]
 
 __all__ = [
     "HEALTH_PATH",
@@ -179,7 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._fail(HTTPStatus.NOT_FOUND, "not found")
 
     def do_POST(self) -> None:
-        if urlsplit(self.path).path != WEBHOOK_PATH:
+        path = urlsplit(self.path).path
+        answer = admission.handle if path == WEBHOOK_PATH else self.server.routes.get(path)
+        if answer is None:
             self._fail(HTTPStatus.NOT_FOUND, "not found")
             return
         if self.headers.get("Transfer-Encoding"):
@@ -204,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) != length:
             self.close_connection = True
             return
-        status, doc = admission.handle(body, max_body_bytes)
+        status, doc = answer(body, max_body_bytes)
         self.server.count_review()
         if status != HTTPStatus.OK:
             self.close_connection = True
@@ -229,9 +235,11 @@ class _HTTPSServer(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = int(port)
 
-    def __init__(self, address: tuple[str, int], certs: CertificateStore, limits: ServerLimits) -> None:
+    def __init__(self, address: tuple[str, int], certs: CertificateStore, limits: ServerLimits,
+                 routes: Mapping[str, Review]) -> None:
         self.certs = certs
         self.limits = limits
+        self.routes = routes
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._active: set[socket.socket] = set()
         self._active_lock = threading.Lock()
@@ -305,7 +313,10 @@ class _HTTPSServer(ThreadingHTTPServer):
 class WebhookServer:
     """Serves the webhook on ``host:port`` (0 = any free port, see ``.port``) with certs from ``cert_dir``."""
 
-    def __init__(self, host: str, port: int, cert_dir: Path, *, limits: ServerLimits | None = None) -> None:
+    def __init__(self, host: str, port: int, cert_dir: Path, *, limits: ServerLimits | None = None,
+                 routes: Mapping[str, Review] | None = None) -> None:
+        """``routes``: more POST paths (e.g. the Pod webhook's) and what answers them."""
+        self.routes = dict(routes or {})
         self.host = host
         self.requested_port = port
         self.limits = limits if limits is not None else ServerLimits()
@@ -333,7 +344,7 @@ class WebhookServer:
             log.warning(
                 "webhook: no certificate in %s yet; connections are closed until one appears", self.certs.cert_dir
             )
-        self._server = _HTTPSServer((self.host, self.requested_port), self.certs, self.limits)
+        self._server = _HTTPSServer((self.host, self.requested_port), self.certs, self.limits, self.routes)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="webhook-server", daemon=True
         )

@@ -38,7 +38,6 @@ from harness.cluster import (
 )
 from harness.node import NodeCluster
 from harness.processes import die_with_parent, terminate
-from tcr_assistant.api import WEBHOOK_PATH
 
 CHART_DIR = REPO_ROOT / "chart"
 DEFAULT_DIR = REPO_ROOT / ".local" / "addon"
@@ -49,6 +48,7 @@ POST_RENDERER = Path(__file__).resolve().parent / "local_webhook_postrender.py"
 TOKEN_SECONDS = 24 * 3600
 WEBHOOK_HOST = "localhost"  # a DNS name in the serving certificate the controller issues
 WEBHOOK_CERT_SECRET = "tcr-assistant-webhook-server-cert"
+MUTATING_CONFIGURATION = "tcr-assistant-mutating-webhook-configuration"
 
 
 class AddonError(RuntimeError):
@@ -123,7 +123,7 @@ class Addon:
         if not self.webhook_port:
             self.webhook_port = free_port()
         env = self._env()
-        env["TCR_ADDON_WEBHOOK_URL"] = f"https://{WEBHOOK_HOST}:{self.webhook_port}{WEBHOOK_PATH}"
+        env["TCR_ADDON_WEBHOOK_URL"] = f"https://{WEBHOOK_HOST}:{self.webhook_port}"
         run(self.helm_args(), env=env)
 
     # -- controller --------------------------------------------------------------------------
@@ -149,6 +149,9 @@ class Addon:
     def controller_argv(self, kubeconfig: Path) -> list[str]:
         self.health_port = self.health_port or free_port()
         self.metrics_port = self.metrics_port or free_port()
+        # As the chart's Deployment does: the Pod webhook's caBundle too, when the chart registers it.
+        pod_webhook = run([str(tools.bin_dir() / "kubectl"), "get", "mutatingwebhookconfiguration",
+                           MUTATING_CONFIGURATION, "--ignore-not-found", "-o", "name"], env=self._env()).strip()
         return [
             str(VENV / "bin" / "tcr-assistant"), "run",
             f"--kubeconfig={kubeconfig}", f"--namespace={self.namespace}", "--leader-elect",
@@ -157,6 +160,7 @@ class Addon:
             "--webhook-host=127.0.0.1", f"--webhook-port={self.webhook_port}", f"--webhook-cert-dir={self.cert_dir}",
             # As the chart's Deployment does: the controller keeps the certificate and the caBundle.
             f"--webhook-cert-secret={WEBHOOK_CERT_SECRET}", f"--webhook-cert-name={WEBHOOK_HOST}",
+            *([f"--mutating-webhook-configuration={MUTATING_CONFIGURATION}"] if pod_webhook else []),
             *self.extra_args,
         ]
 

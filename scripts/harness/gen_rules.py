@@ -98,6 +98,8 @@ def schema_fields() -> dict[str, Value]:
         "properties.global.properties.hosts.items.properties.domain.pattern": anchored(rules.host(ESCAPED)),
         "properties.tests.properties.namespace.maxLength": rules.DNS1123_LABEL_MAX,
         "properties.tests.properties.namespace.pattern": anchored(rules.DNS1123_LABEL),
+        "properties.podWebhook.properties.excludedNamespaces.items.maxLength": rules.DNS1123_LABEL_MAX,
+        "properties.podWebhook.properties.excludedNamespaces.items.pattern": anchored(rules.DNS1123_LABEL),
         **selector_schema_fields(f"{entry}.namespaceSelector.properties"),
     }
 

@@ -2,9 +2,10 @@
 """helm --post-renderer: point the chart's validating webhook at a host process on loopback.
 
 Reads the rendered manifests on stdin and writes them to stdout, replacing the `service:`
-clientConfig of each webhook in ValidatingWebhookConfigurations with
-`url: $TCR_ADDON_WEBHOOK_URL` (a Service reference reaches a Pod through kube-proxy, never a
-host process). The caBundle stays unset, as the chart renders it: the controller keeps it.
+clientConfig of each webhook in Validating- and MutatingWebhookConfigurations with
+`url: $TCR_ADDON_WEBHOOK_URL` plus the service's path (a Service reference reaches a Pod through
+kube-proxy, never a host process). The caBundle stays unset, as the chart renders it: the
+controller keeps it.
 Every other document passes through unchanged.
 """
 
@@ -20,12 +21,15 @@ import harness
 harness.use_venv()
 import yaml  # noqa: E402
 
+KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+
 
 def rewrite(documents: list[object], url: str) -> list[object]:
     for document in documents:
-        if isinstance(document, dict) and document.get("kind") == "ValidatingWebhookConfiguration":
+        if isinstance(document, dict) and document.get("kind") in KINDS:
             for webhook in document.get("webhooks") or []:
-                webhook["clientConfig"] = {"url": url}
+                path = ((webhook.get("clientConfig") or {}).get("service") or {}).get("path") or ""
+                webhook["clientConfig"] = {"url": url.rstrip("/") + path}
     return documents
 
 

@@ -53,6 +53,10 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert label["add_requests"] == [2, 2] and label["remove_requests"] == [3, 3], label
     assert _positive(label["add_ms"]["max"]) and _positive(label["remove_ms"]["max"])
 
+    admission = phase["pod_admission"]  # Pods created with the Pod webhook, then without it
+    assert admission["pods"] == 10 and admission["given_the_entry_by_the_webhook"] >= 5, admission
+    assert _positive(admission["with_webhook_ms"]["max"]) and _positive(admission["without_webhook_ms"]["max"])
+
     rotation = phase["rotation"]
     assert rotation["secrets"] >= n and _positive(rotation["all_rotated_s"])
 

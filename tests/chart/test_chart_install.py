@@ -45,6 +45,7 @@ RELEASE_OBJECTS = [
     ("clusterrolebinding", "tcr-assistant-webhook-configuration-rolebinding", False),
     ("service", "tcr-assistant-webhook-service", True),
     ("validatingwebhookconfiguration", "tcr-assistant-validating-webhook-configuration", False),
+    ("mutatingwebhookconfiguration", "tcr-assistant-mutating-webhook-configuration", False),
     ("validatingadmissionpolicy", "tcr-assistant-secret-writes", False),
     ("validatingadmissionpolicybinding", "tcr-assistant-secret-writes", False),
     ("imagepullsecret", "tcr-abcdefgh-vpc", False),
@@ -302,7 +303,8 @@ def test_uninstall_leaves_only_the_kept_crd(release: subprocess.CompletedProcess
                        "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name").stdout.split()
     assert labelled == []
     cluster_labelled = kubectl("get", "clusterroles,clusterrolebindings,validatingwebhookconfigurations,"
-                               "validatingadmissionpolicies,validatingadmissionpolicybindings",
+                               "mutatingwebhookconfigurations,validatingadmissionpolicies,"
+                               "validatingadmissionpolicybindings",
                                "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name").stdout.split()
     assert cluster_labelled == []
     # Kept: the CRD, and with it the ImagePullSecret a user made by hand.

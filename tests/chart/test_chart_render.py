@@ -621,3 +621,38 @@ def test_hosts_updater_remove_mode_is_chosen_by_the_values_alone() -> None:
     assert not by_kind(off, "DaemonSet")
     cleanup = one(off, "Job", "tcr-assistant-cleanup")["spec"]["template"]["spec"]["containers"][0]
     assert not [a for a in cleanup["args"] if a.startswith("--hosts-daemonset")]
+
+
+def test_pod_webhook_never_blocks_pods_and_has_a_switch() -> None:
+    manifests = case("defaults")
+    config = one(manifests, "MutatingWebhookConfiguration", "tcr-assistant-mutating-webhook-configuration")
+    (hook,) = config["webhooks"]
+    assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] == 2
+    assert hook["sideEffects"] == "NoneOnDryRun" and hook["reinvocationPolicy"] == "Never"
+    assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                              "resources": ["pods"], "scope": "Namespaced"}]
+    assert hook["clientConfig"]["service"]["path"] == "/mutate-v1-pod"
+    assert "caBundle" not in hook["clientConfig"]
+    (expression,) = hook["namespaceSelector"]["matchExpressions"]
+    assert expression["key"] == "kubernetes.io/metadata.name" and expression["operator"] == "NotIn"
+    assert set(expression["values"]) == {"kube-system", "kube-public", "kube-node-lease", NAMESPACE}
+    container = one(manifests, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
+        "containers"][0]
+    assert "--mutating-webhook-configuration=tcr-assistant-mutating-webhook-configuration" in container["args"]
+    rules = one(manifests, "ClusterRole", "tcr-assistant-webhook-configuration-role")["rules"]
+    assert {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": ["tcr-assistant-mutating-webhook-configuration"],
+            "verbs": ["get", "list", "watch", "patch"]} in rules
+    more = render(None, "--set", "podWebhook.excludedNamespaces={batch,ci}", "--set", "podWebhook.timeoutSeconds=5")
+    hook = one(more, "MutatingWebhookConfiguration", "tcr-assistant-mutating-webhook-configuration")["webhooks"][0]
+    assert {"batch", "ci"} <= set(hook["namespaceSelector"]["matchExpressions"][0]["values"])
+    assert hook["timeoutSeconds"] == 5
+    for off in (render(None, "--set", "podWebhook.enabled=false"), render(None, "--set", "webhook.enabled=false")):
+        assert not by_kind(off, "MutatingWebhookConfiguration")
+        args = one(off, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"]["containers"][
+            0]["args"]
+        assert not [a for a in args if a.startswith("--mutating-webhook-configuration")]
+    cert_manager = one(case("cert-manager-values"), "MutatingWebhookConfiguration",
+                       "tcr-assistant-mutating-webhook-configuration")
+    assert cert_manager["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/tcr-assistant-serving-cert")

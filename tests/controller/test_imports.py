@@ -10,12 +10,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "controller" / "tcr_assistant"
 PURE = ("reconcile", "status", "observed", "validation", "rules", "admission", "work", "api", "certificates",
-        "selectors")
-IO_MODULES = {"kube", "apiclient", "controller", "cli", "webhook", "servingcert", "runtime", "metrics", "kubernetes",
-              "socket",
-              "urllib3", "ssl", "subprocess", "threading", "prometheus_client"}
+        "selectors", "podadmission")
+IO_MODULES = {"kube", "apiclient", "controller", "cli", "webhook", "servingcert", "podwebhook", "runtime", "metrics",
+              "kubernetes", "socket", "urllib3", "ssl", "subprocess", "threading", "prometheus_client"}
 DOMAIN = {"reconcile", "status", "observed", "validation", "rules", "admission", "work", "state", "controller", "api",
-          "certificates", "servingcert", "selectors"}
+          "certificates", "servingcert", "selectors", "podadmission", "podwebhook"}
 
 
 def imported(path: Path) -> set[str]:
