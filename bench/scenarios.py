@@ -236,6 +236,11 @@ def label_change(env: Env, n: int, toggles: int) -> dict[str, Any]:
         namespace = str((obj.get("metadata") or {}).get("namespace"))
         seen[(namespace, "linked" if secret in _pull_secrets(obj) else "unlinked")] = now
 
+    # Watch mode: poll mode's drift checks (GETs spread over the period, N / 1,200 s) would be
+    # counted in every window and grow with N; they are not the label change's.
+    env.drift_mode("watch")
+    env.start_controller()
+    env.wait_quiet()
     env.create_ips(name, "pw-selected", selector={"matchLabels": {SELECT_LABEL: "yes"}})
     env.wait_quiet()
     step = max(1, len(env.namespaces) // max(1, toggles))
@@ -259,6 +264,9 @@ def label_change(env: Env, n: int, toggles: int) -> dict[str, Any]:
             watcher.stop()
         env.kube.request("DELETE", IMAGEPULLSECRETS.path(name=name))
         wait_for(lambda: env.kube.get(IMAGEPULLSECRETS.path(name=name)) is None, 120, what=f"{name} deleted")
+        env.drift_mode("poll")
+        env.start_controller()
+        env.wait_quiet()
     return {"namespaces": len(env.namespaces), "toggles": len(chosen),
             "add_requests": changes["add_requests"], "remove_requests": changes["remove_requests"],
             "requests_per_change_max": max(changes["add_requests"] + changes["remove_requests"]),
