@@ -60,7 +60,7 @@ def release(node_cluster: node.NodeCluster, tmp_path_factory: pytest.TempPathFac
         "name": IPS_NAME, "namespaces": "*", "serviceAccounts": "*", "type": "docker",
         "dockerServer": "race.tencentcloudcr.com", "dockerUsername": "100012345678", "dockerPassword": "pw"}]}}))
     with pointed_at(node_cluster):
-        deployed = addon.NodeRelease(node_cluster, values_files=[values], set_values=["podWebhook.enabled=false"])
+        deployed = addon.NodeRelease(node_cluster, values_files=[values])
         deployed.install()
         try:
             yield deployed
