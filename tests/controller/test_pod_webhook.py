@@ -105,4 +105,5 @@ def test_pods_admitted_before_the_link_get_the_entry_and_nothing_else_is_touched
         assert down["metadata"]["name"] == "while-down"
         running.start_controller()
         log = (running.directory / "controller.log").read_text(errors="replace")
+        running.cleanup_and_uninstall()  # the validating webhook (failurePolicy Fail) goes with it
     assert "Traceback" not in log, log[-3000:]
