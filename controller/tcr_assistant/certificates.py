@@ -148,6 +148,10 @@ def _same_public_key(private_pem: bytes, cert: x509.Certificate) -> bool:
     return key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
 
 
+def _authorities_newest_first(bundle: bytes) -> list[x509.Certificate]:
+    return sorted(x509.load_pem_x509_certificates(bundle), key=lambda c: c.not_valid_before_utc, reverse=True)
+
+
 def fingerprints(bundle: bytes) -> frozenset[str] | None:
     """Fingerprints of the certificates in a PEM bundle (a caBundle); None if it does not parse."""
     try:
@@ -162,8 +166,7 @@ def inspect(data: Mapping[str, bytes], names: Sequence[str]) -> Facts:
     if missing:
         return Facts(problem=f"the Secret lacks {', '.join(missing)}")
     try:
-        cas = sorted(x509.load_pem_x509_certificates(data[CA_CERT]),
-                     key=lambda c: c.not_valid_before_utc, reverse=True)
+        cas = _authorities_newest_first(data[CA_CERT])
         serving = x509.load_pem_x509_certificate(data[TLS_CERT])
         if not _same_public_key(data[CA_KEY], cas[0]):
             return Facts(problem="ca.key is not the key of the newest CA in ca.crt")
@@ -245,7 +248,7 @@ def apply(step: Step, data: Mapping[str, bytes], names: Sequence[str], now: floa
     """The Secret's new data after ``step``, or None when the step writes nothing."""
     if step is Step.ISSUE:
         return issue(names, now, validity)
-    cas = sorted(x509.load_pem_x509_certificates(data[CA_CERT]), key=lambda c: c.not_valid_before_utc, reverse=True)
+    cas = _authorities_newest_first(data[CA_CERT])
     if step is Step.PRUNE:
         kept = [c for c in cas if c.not_valid_after_utc.timestamp() > now]
         return {**data, CA_CERT: b"".join(_pem(c) for c in kept)}

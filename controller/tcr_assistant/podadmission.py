@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import admission
 from .api import GROUP
 from .observed import opted_out
 
@@ -110,11 +111,11 @@ def patch_for(facts: PodFacts, add: Sequence[str]) -> list[dict[str, Any]]:
 
 def review_response(uid: str, patch: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Allowed, with ``patch`` when there is one (a Pod is never refused)."""
-    response: dict[str, Any] = {"uid": uid, "allowed": True}
+    review = admission.review_response(uid, True)
     if patch:
-        response["patchType"] = PATCH_TYPE
-        response["patch"] = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode()).decode()
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+        review["response"]["patchType"] = PATCH_TYPE
+        review["response"]["patch"] = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode()).decode()
+    return review
 
 
 def why(facts: PodFacts, add: Sequence[str]) -> str:

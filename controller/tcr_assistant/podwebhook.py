@@ -32,7 +32,6 @@ class PodWebhook:
     def __init__(self, state: ControllerState, kube: Kube) -> None:
         self.state = state
         self.kube = kube
-        self.mutated = 0
         self._events: queue.SimpleQueue[tuple[podadmission.PodFacts, list[str]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._record_events, name="pod-webhook-events", daemon=True)
         self._thread.start()
@@ -61,7 +60,6 @@ class PodWebhook:
             return HTTPStatus.OK, podadmission.review_response(uid)
         if not add:
             return HTTPStatus.OK, podadmission.review_response(uid)
-        self.mutated += 1
         log.info("pod webhook: %s: Pod of %s (ServiceAccount %s) gets %s", facts.namespace, facts.owner or "-",
                  facts.service_account, ", ".join(add))
         if not facts.dry_run:

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,6 @@ class _Published:
 
     files: bytes | None = None  # tls.crt written to the directory
     in_step: bool = False  # the configuration's caBundle equals the Secret's ca.crt
-    steps: dict[str, int] = field(default_factory=dict)
 
 
 def service_names(service: str, namespace: str) -> list[str]:
@@ -152,12 +151,10 @@ class ServingCertKeeper:
         self.kube = kube
         self.settings = settings
         self.evaluate = evaluate
-        self.helper_runs = 0
         self._answer: tuple[Any, Mapping[str, Any]] | None = None
         self.stop_event = stop
         self.wake = threading.Event()
         self.published = _Published()
-        self.passes = 0
         self._waiting_logged = False
         self._writes_in_a_row = 0
         self._thread: threading.Thread | None = None
@@ -230,7 +227,6 @@ class ServingCertKeeper:
         that would write starts over from a fresh read, so no write rests on a stale cache."""
         if not fresh and not all(r.synced.is_set() for r in self.reflectors):
             return 0.2
-        self.passes += 1
         settings = self.settings
         configurations, secret = self._read(fresh)
         configuration = configurations[0]
@@ -293,7 +289,6 @@ class ServingCertKeeper:
         request = {"data": data, "bundles": [b for b in bundles if b], "names": list(self.settings.names),
                    "now": now, "validity": self.settings.validity}
         answer = self.evaluate(request)
-        self.helper_runs += 1
         self._answer = (key, answer)
         return answer
 
@@ -308,7 +303,6 @@ class ServingCertKeeper:
                 log.info("webhook certificate: another replica wrote the Secret first; using its certificate")
                 return
             raise
-        self.published.steps[step] = self.published.steps.get(step, 0) + 1
         log.info("webhook certificate: %s in Secret %s/%s (%s)", step, self.settings.namespace,
                  self.settings.secret, why)
 

@@ -184,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
-        answer = admission.handle if path == WEBHOOK_PATH else self.server.routes.get(path)
+        answer = self.server.routes.get(path)
         if answer is None:
             self._fail(HTTPStatus.NOT_FOUND, "not found")
             return
@@ -320,7 +320,7 @@ class WebhookServer:
     def __init__(self, host: str, port: int, cert_dir: Path, *, limits: ServerLimits | None = None,
                  routes: Mapping[str, Review] | None = None) -> None:
         """``routes``: more POST paths (e.g. the Pod webhook's) and what answers them."""
-        self.routes = dict(routes or {})
+        self.routes: dict[str, Review] = {WEBHOOK_PATH: admission.handle, **(routes or {})}
         self.host = host
         self.requested_port = port
         self.limits = limits if limits is not None else ServerLimits()
