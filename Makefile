@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-long lint demo demo-down e2e e2e-kind images package publish bench bench-quick clean
+.PHONY: setup test test-matrix test-long lint demo demo-down e2e e2e-kind images package publish bench bench-quick clean
 HARNESS := PYTHONPATH=scripts $(PY) -m
 
 setup: $(STAMP) ## Install everything the tests need: .venv, Debian packages, Go-built tools, the images' base.
@@ -22,9 +22,13 @@ $(STAMP): requirements-dev.txt controller/pyproject.toml hosts-updater/pyproject
 	@$(PIP) install --quiet --disable-pip-version-check -e controller -e hosts-updater
 	@touch $(STAMP)
 
-test: ## The whole suite: lint, types, unit, property, integration tests, and the node suite (real Pods; root).
+test: ## The whole suite on the newest Kubernetes with Helm 4, then the compatibility suite and the node promise on the oldest with Helm 3.
 	@$(MAKE) --no-print-directory lint
 	@$(PY) -m pytest -m "not long"
+	@$(HARNESS) harness.matrix run --oldest-node
+
+test-matrix: setup ## The compatibility suite on every pinned Kubernetes minor under Helm 3 and 4, the node promise on the oldest and newest; writes docs/support/ and the README tables.
+	@$(HARNESS) harness.matrix run --record
 
 test-long: ## The long property runs (>= 10,000 examples each).
 	@$(PY) -m pytest -m long

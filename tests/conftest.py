@@ -14,6 +14,14 @@ from harness import cluster, node
 from support import pointed_at
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the local node is marked `node`, so a run on a minor whose node is not
+    built (make test-matrix) can leave it out with `-m "not node"`."""
+    for item in items:
+        if "node_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.node)
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
     """etcd + kube-apiserver + kube-controller-manager on loopback; KUBECONFIG points at it (admin).

@@ -41,10 +41,9 @@ def seed_sample() -> dict[str, Any]:
 def run_tool(name: str, *args: str, input_text: str | None = None, check: bool = True,
              timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a cached tool binary (kubectl, helm, …) against $KUBECONFIG; raise with its stderr on failure."""
-    proc = subprocess.run(
-        [str(tools.bin_dir() / name), *args], input=input_text, capture_output=True, text=True,
-        timeout=timeout, env=os.environ.copy(),
-    )
+    binary = tools.helm_path() if name == "helm" else tools.bin_dir() / name
+    proc = subprocess.run([str(binary), *args], input=input_text, capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy())
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -63,7 +62,7 @@ def pointed_at(plane: cluster.ControlPlane) -> Iterator[cluster.ControlPlane]:
     """Point KUBECONFIG (kubectl, helm, pytest-helm-charts) and PATH (the cached tools) at `plane`."""
     saved = {key: os.environ.get(key) for key in ("KUBECONFIG", "PATH")}
     os.environ["KUBECONFIG"] = str(plane.kubeconfig)
-    os.environ["PATH"] = f"{tools.bin_dir()}{os.pathsep}{saved['PATH'] or ''}"
+    os.environ["PATH"] = os.pathsep.join([*map(str, tools.path_dirs()), saved["PATH"] or ""])
     try:
         yield plane
     finally:

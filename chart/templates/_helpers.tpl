@@ -100,12 +100,14 @@ remove
 {{- end -}}
 {{- end -}}
 
-{{/* "true" when the ValidatingAdmissionPolicy is rendered (auto: when the API exists). */}}
+{{/*
+"true" when the ValidatingAdmissionPolicy is rendered. Every Kubernetes the chart accepts (1.30+)
+serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy, so it never depends on what
+Helm can discover: `helm template` renders it too. `auto` (earlier default) means the same as true.
+*/}}
 {{- define "tcr-addon.vap.enabled" -}}
 {{- $mode := .Values.validatingAdmissionPolicy.enabled -}}
-{{- if eq (toString $mode) "auto" -}}
-{{- if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy" }}true{{ end -}}
-{{- else if $mode -}}
+{{- if or (eq (toString $mode) "auto") (eq (toString $mode) "true") -}}
 true
 {{- end -}}
 {{- end -}}

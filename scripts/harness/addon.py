@@ -45,6 +45,9 @@ RELEASE = "tcr-addon"
 NAMESPACE = "tcr-assistant-system"
 CONTROLLER_SERVICE_ACCOUNT = "tcr-assistant-controller-manager"
 POST_RENDERER = Path(__file__).resolve().parent / "local_webhook_postrender.py"
+# Helm 4 runs post-renderers only as plugins: this directory holds one that runs POST_RENDERER.
+HELM_PLUGINS = Path(__file__).resolve().parent / "helm-plugins"
+POST_RENDERER_PLUGIN = "tcr-addon-local-webhook"
 TOKEN_SECONDS = 24 * 3600
 WEBHOOK_HOST = "localhost"  # a DNS name in the serving certificate the controller issues
 WEBHOOK_CERT_SECRET = "tcr-assistant-webhook-server-cert"
@@ -63,11 +66,18 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 
     return proc.stdout
 
 
+def post_renderer_args() -> list[str]:
+    """`--post-renderer` as the chosen Helm major takes it: Helm 3 an executable, Helm 4 a plugin's name
+    (found through $HELM_PLUGINS, which `tool_env` sets)."""
+    return ["--post-renderer", POST_RENDERER_PLUGIN if tools.helm_major() == "4" else str(POST_RENDERER)]
+
+
 def tool_env(kubeconfig: Path) -> dict[str, str]:
     """This process's environment with KUBECONFIG at `kubeconfig` and the cached tools first on PATH."""
     env = dict(os.environ)
     env["KUBECONFIG"] = str(kubeconfig)
-    env["PATH"] = f"{tools.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
+    env["HELM_PLUGINS"] = str(HELM_PLUGINS)
+    env["PATH"] = os.pathsep.join([*map(str, tools.path_dirs()), env.get("PATH", "")])
     return env
 
 
@@ -106,11 +116,10 @@ class Addon:
     # -- chart -------------------------------------------------------------------------------
 
     def helm_args(self, command: str = "upgrade") -> list[str]:
-        args = [str(tools.bin_dir() / "helm"), command]
+        args = [str(tools.helm_path()), command]
         if command == "upgrade":
             args.append("--install")
-        args += [self.release, str(CHART_DIR), "-n", self.namespace, "--create-namespace",
-                 "--post-renderer", str(POST_RENDERER)]
+        args += [self.release, str(CHART_DIR), "-n", self.namespace, "--create-namespace", *post_renderer_args()]
         for values in self.values_files:
             args += ["-f", str(values)]
         for assignment in self.set_values:
@@ -246,7 +255,7 @@ class Addon:
         result = self.run_hook("pre-delete", timeout=timeout)
         if result.returncode != 0:
             raise AddonError(f"the pre-delete hook's cleanup failed ({result.returncode}):\n{result.stderr}")
-        run([str(tools.bin_dir() / "helm"), "uninstall", self.release, "-n", self.namespace, "--no-hooks"],
+        run([str(tools.helm_path()), "uninstall", self.release, "-n", self.namespace, "--no-hooks"],
             env=self._env())
 
     # -- state for `scripts/addon down` ------------------------------------------------------
@@ -282,7 +291,7 @@ class NodeRelease:
         return tool_env(self.cluster.kubeconfig)
 
     def helm(self, *args: str, timeout: float = 600) -> str:
-        return run([str(tools.bin_dir() / "helm"), *args], env=self._env(), timeout=timeout)
+        return run([str(tools.helm_path()), *args], env=self._env(), timeout=timeout)
 
     @staticmethod
     def image_values(built: Sequence[images.BuiltImage]) -> list[str]:
@@ -347,15 +356,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"add-on state and logs (default: {DEFAULT_DIR})")
     parser.add_argument("--cluster-dir", type=Path, default=DEFAULT_CLUSTER_DIR,
                         help=f"the control plane's --dir (default: {DEFAULT_CLUSTER_DIR})")
+    parser.add_argument("--helm", choices=sorted(tools.HELM_RELEASES), default=argparse.SUPPRESS,
+                        help="the Helm major that installs, upgrades and uninstalls "
+                        f"({', '.join(f'{major}: {version}' for major, version in tools.HELM_RELEASES.items())}; "
+                        f"default: $TCR_ADDON_HELM, else {tools.HELM_DEFAULT_MAJOR})")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="helm-install the chart; return once tcr-assistant is ready")
+    up.add_argument("--helm", choices=sorted(tools.HELM_RELEASES), default=argparse.SUPPRESS,
+                    help="as the option before the subcommand")
     up.add_argument("-f", "--values", action="append", type=Path, default=[], help="a values file (repeatable)")
     up.add_argument("--set", action="append", default=[], dest="set_values", help="a helm --set value (repeatable)")
     down = sub.add_parser("down", help="stop the host-process tcr-assistant (the release stays unless --uninstall)")
+    down.add_argument("--helm", choices=sorted(tools.HELM_RELEASES), default=argparse.SUPPRESS,
+                      help="as the option before the subcommand")
     down.add_argument("--uninstall", action="store_true",
                       help="also uninstall, so nothing of the add-on is left: a real 'helm uninstall' on a node "
                       "(pre-delete Job included), else the cleanup hook's command and 'helm uninstall'")
     args = parser.parse_args(argv)
+    if getattr(args, "helm", None):  # every helm call of this process, post-renderer included
+        os.environ["TCR_ADDON_HELM"] = args.helm
     try:
         plane = plane_class(args.cluster_dir).attach(args.cluster_dir)
         if isinstance(plane, NodeCluster):
@@ -368,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             addon.install()
             addon.start_controller()
-            print(f"tcr-addon installed and tcr-assistant ready in {time.monotonic() - started:.1f} s "
+            print(f"tcr-addon installed with helm {tools.HELM_RELEASES[tools.helm_major()]} "
+                  f"(Kubernetes {tools.kubernetes_release(plane.kubernetes)}) and tcr-assistant ready in "
+                  f"{time.monotonic() - started:.1f} s "
                   f"(pid {addon.process.pid if addon.process else '?'})")
             print(f"health: {addon.health_url}/readyz  metrics: {addon.metrics_url}")
             print(f"log: {args.dir / 'controller.log'}")
@@ -394,7 +415,9 @@ def node_main(args: argparse.Namespace, cluster: NodeCluster) -> int:
         release.values_files = [v.resolve() for v in args.values]
         release.set_values = args.set_values
         release.install()
-        print(f"tcr-addon installed with helm --wait on node {cluster.node_name} in {time.monotonic() - started:.1f} s")
+        print(f"tcr-addon installed with helm {tools.HELM_RELEASES[tools.helm_major()]} --wait on node "
+              f"{cluster.node_name} (Kubernetes {tools.kubernetes_release(cluster.kubernetes)}) "
+              f"in {time.monotonic() - started:.1f} s")
         print(f"pods: kubectl -n {NAMESPACE} get pods   logs: kubectl -n {NAMESPACE} logs "
               "deploy/tcr-assistant-controller-manager")
     elif args.uninstall:

@@ -45,8 +45,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def binary(name: str) -> str:
-    path = tools.bin_dir() / name
+KUBERNETES_COMMANDS = frozenset(tools.KUBERNETES_COMMANDS)
+
+
+def binary(name: str, kubernetes: str | None = None) -> str:
+    """A tool's binary; a Kubernetes command of minor `kubernetes` (default: the harness's minor)."""
+    path = tools.kubernetes_binary(name, kubernetes) if name in KUBERNETES_COMMANDS else tools.bin_dir() / name
     if not path.exists():
         raise ClusterError(f"{name} is not installed: run 'make setup' (or 'scripts/tools install')")
     return str(path)
@@ -82,9 +86,13 @@ class ControlPlane:
     service_ip = "10.0.0.1"  # the `kubernetes` Service: first address of service_cidr
     extra_apiserver_ips: tuple[str, ...] = ()
 
-    def __init__(self, directory: Path, *, tie_to_parent: bool = False) -> None:
+    def __init__(self, directory: Path, *, tie_to_parent: bool = False, kubernetes: str | None = None) -> None:
         self.directory = directory.resolve()
         self.tie_to_parent = tie_to_parent
+        try:  # the minor this plane runs: "1.30" … "1.37" (default: $TCR_ADDON_KUBERNETES, else the newest)
+            self.kubernetes = kubernetes or tools.kubernetes_minor()
+        except tools.ToolError as error:
+            raise ClusterError(str(error)) from None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.etcd_data: Path | None = None
         self.api_port = 0
@@ -108,9 +116,18 @@ class ControlPlane:
 
     # -- start -------------------------------------------------------------------------------
 
+    needs_node_commands = False
+
+    def binary(self, name: str) -> str:
+        return binary(name, self.kubernetes)
+
     def up(self, timeout: float = 120.0) -> None:
         if (self.directory / STATE_FILE).exists():
             raise ClusterError(f"a control plane already runs from {self.directory}: 'scripts/cluster down' first")
+        try:  # a minor not built yet is built now (minutes, once; cached by version)
+            tools.ensure_kubernetes(self.kubernetes, node=self.needs_node_commands)
+        except tools.ToolError as error:
+            raise ClusterError(str(error)) from None
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             self._start(timeout)
@@ -198,7 +215,7 @@ class ControlPlane:
     def _start_apiserver(self, etcd_url: str, timeout: float) -> None:
         pki_dir = self.directory / "pki"
         self._spawn("kube-apiserver", [
-            binary("kube-apiserver"),
+            self.binary("kube-apiserver"),
             f"--etcd-servers={etcd_url}",
             *self.apiserver_network_args(),
             f"--cert-dir={pki_dir}",
@@ -235,7 +252,7 @@ class ControlPlane:
     def _start_controller_manager(self) -> None:
         pki_dir = self.directory / "pki"
         self._spawn("kube-controller-manager", [
-            binary("kube-controller-manager"),
+            self.binary("kube-controller-manager"),
             f"--kubeconfig={self.directory / 'controller-manager.kubeconfig'}",
             f"--controllers={self.kube_controllers}",
             f"--service-account-private-key-file={pki_dir / 'sa.key'}",
@@ -279,6 +296,7 @@ class ControlPlane:
             "etcd_data": str(self.etcd_data),
             "api_port": self.api_port,
             "kubeconfig": str(self.kubeconfig),
+            "kubernetes": self.kubernetes,
         }
         (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -315,8 +333,9 @@ class ControlPlane:
         state_file = directory / STATE_FILE
         if not state_file.exists():
             raise ClusterError(f"no control plane runs from {directory}: 'scripts/cluster up --dir {directory}'")
-        plane = cls(directory)
-        plane.api_port = int(json.loads(state_file.read_text())["api_port"])
+        state = json.loads(state_file.read_text())
+        plane = cls(directory, kubernetes=state.get("kubernetes", tools.KUBERNETES_NEWEST))
+        plane.api_port = int(state["api_port"])
         return plane
 
 
@@ -329,9 +348,10 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def running(directory: Path, kind: type[ControlPlane] = ControlPlane) -> Iterator[ControlPlane]:
+def running(directory: Path, kind: type[ControlPlane] = ControlPlane,
+            kubernetes: str | None = None) -> Iterator[ControlPlane]:
     """A control plane (of `kind`) for the duration of a `with` block; its processes die with this one."""
-    plane = kind(directory, tie_to_parent=True)
+    plane = kind(directory, tie_to_parent=True, kubernetes=kubernetes)
     plane.up()
     try:
         yield plane
@@ -357,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--node", action="store_true", default=argparse.SUPPRESS,
                         help="with 'up': also run a real node (kube-scheduler, containerd, kubelet, kube-proxy) "
                         "inside a network and mount namespace of its own, so Pods run; needs root")
+    common.add_argument("--kubernetes", metavar="MINOR", default=argparse.SUPPRESS,
+                        choices=list(tools.KUBERNETES_RELEASES),
+                        help="with 'up': the Kubernetes minor to run, one of "
+                        f"{', '.join(tools.KUBERNETES_RELEASES)} (default: $TCR_ADDON_KUBERNETES, else "
+                        f"{tools.KUBERNETES_NEWEST}); a minor not built yet is built first (minutes, once)")
     parser = argparse.ArgumentParser(
         prog="scripts/cluster", parents=[common],
         description="A real local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on "
@@ -373,17 +398,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directory: Path = getattr(args, "dir", DEFAULT_DIR)
     node: bool = getattr(args, "node", False)
+    kubernetes: str | None = getattr(args, "kubernetes", None)
     try:
         if args.command == "up":
             started = time.monotonic()
             if node:
                 from harness.node import NodeCluster
 
-                plane: ControlPlane = NodeCluster(directory)
+                plane: ControlPlane = NodeCluster(directory, kubernetes=kubernetes)
             else:
-                plane = ControlPlane(directory)
+                plane = ControlPlane(directory, kubernetes=kubernetes)
             plane.up()
-            print(f"control plane{' and node' if node else ''} ready at {plane.server} "
+            what = "control plane and node" if node else "control plane"
+            print(f"Kubernetes {tools.kubernetes_release(plane.kubernetes)}: {what} "
+                  f"ready at {plane.server} "
                   f"in {time.monotonic() - started:.1f} s")
             print(f"export KUBECONFIG={plane.kubeconfig}")
             print(f"logs: {directory}/*.log")
@@ -393,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             plane = plane_class(directory).attach(directory)
             print(f"export KUBECONFIG={plane.kubeconfig}")
-            print(f'export PATH="{tools.bin_dir()}:$PATH"')
+            print(f'export PATH="{":".join(map(str, tools.path_dirs()))}:$PATH"')
     except ClusterError as error:
         print(f"scripts/cluster: error: {error}", file=sys.stderr)
         return 1

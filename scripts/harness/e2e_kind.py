@@ -45,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         print("make e2e-kind: needs a running Docker engine (this is expected on the CI machine, which has none)",
               file=sys.stderr)
         return 2
-    kind, helm = str(tools.bin_dir() / "kind"), str(tools.bin_dir() / "helm")
+    kind, helm = str(tools.bin_dir() / "kind"), str(tools.helm_path())
     kubeconfig = REPO_ROOT / ".local" / "kind.kubeconfig"
     kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig), PATH=f"{tools.bin_dir()}{os.pathsep}{os.environ['PATH']}")
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig),
+               PATH=os.pathsep.join([*map(str, tools.path_dirs()), os.environ["PATH"]]))
     step("create cluster", [kind, "create", "cluster", "--name", args.cluster_name, "--kubeconfig", str(kubeconfig),
                             "--wait", "120s"])
     try:

@@ -66,7 +66,7 @@ CNI_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 HOST_COMMANDS = ("ip", "nsenter", "unshare", "mount", "umount", "socat", "runc", "iptables",
                  "iptables-restore", "conntrack")
-NODE_TOOLS = ("kubelet", "kube-proxy", "kube-scheduler", "containerd", "ctr", "containerd-shim-runc-v2")
+NODE_TOOLS = ("containerd", "ctr", "containerd-shim-runc-v2")  # Kubernetes' own: built per minor by `up`
 # Capabilities the node needs (bit numbers from linux/capability.h).
 CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_NET_ADMIN": 12, "CAP_SYS_CHROOT": 18, "CAP_SYS_PTRACE": 19,
                 "CAP_MKNOD": 27}
@@ -285,6 +285,7 @@ class NodeCluster(ControlPlane):
 
     kube_controllers = "*"
     authorization_mode = "Node,RBAC"
+    needs_node_commands = True
     service_cidr = SERVICE_CIDR
     service_ip = SERVICE_IP
     extra_apiserver_ips = (NODE_IP,)
@@ -292,8 +293,8 @@ class NodeCluster(ControlPlane):
     node_ip = NODE_IP
     service_host_ip = SERVICE_HOST_IP
 
-    def __init__(self, directory: Path, *, tie_to_parent: bool = False) -> None:
-        super().__init__(directory, tie_to_parent=tie_to_parent)
+    def __init__(self, directory: Path, *, tie_to_parent: bool = False, kubernetes: str | None = None) -> None:
+        super().__init__(directory, tie_to_parent=tie_to_parent, kubernetes=kubernetes)
         self.namespaces: NodeNamespaces | None = None
 
     @property
@@ -421,7 +422,7 @@ class NodeCluster(ControlPlane):
 
     def _start_scheduler(self) -> None:
         self._spawn("kube-scheduler", [
-            binary("kube-scheduler"), f"--kubeconfig={self.directory / 'kube-scheduler.kubeconfig'}",
+            self.binary("kube-scheduler"), f"--kubeconfig={self.directory / 'kube-scheduler.kubeconfig'}",
             "--leader-elect=false", "--secure-port=0", "--v=1",
         ])
 
@@ -449,7 +450,8 @@ class NodeCluster(ControlPlane):
         config.write_text(yaml.safe_dump({
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
-            "failCgroupV1": False,
+            # cgroup v1 here: from 1.35 the kubelet refuses it unless told not to (a field since 1.31).
+            **({"failCgroupV1": False} if tools.minor_number(self.kubernetes) >= 31 else {}),
             "cgroupDriver": "cgroupfs",
             "cgroupRoot": self.namespaces.cgroup_root if self.namespaces else "/",
             "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCKET}",
@@ -472,7 +474,7 @@ class NodeCluster(ControlPlane):
             "maxPods": 110,
         }))
         self._spawn("kubelet", [
-            binary("kubelet"), f"--config={config}", f"--kubeconfig={self.directory / 'kubelet.kubeconfig'}",
+            self.binary("kubelet"), f"--config={config}", f"--kubeconfig={self.directory / 'kubelet.kubeconfig'}",
             f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}", f"--root-dir={node / 'kubelet'}", "--v=1",
         ], env=self._node_env())
 
@@ -490,7 +492,7 @@ class NodeCluster(ControlPlane):
             # Zero means "leave the global conntrack settings alone".
             "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
         }))
-        self._spawn("kube-proxy", [binary("kube-proxy"), f"--config={config}", "--v=1"], env=self._node_env())
+        self._spawn("kube-proxy", [self.binary("kube-proxy"), f"--config={config}", "--v=1"], env=self._node_env())
 
     def node_ready(self) -> bool:
         try:

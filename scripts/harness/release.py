@@ -50,7 +50,7 @@ def chart_versions(chart_dir: Path = CHART_DIR) -> tuple[str, str]:
 def package(out: Path = DIST) -> Package:
     version, app_version = chart_versions()
     out.mkdir(parents=True, exist_ok=True)
-    run([str(tools.bin_dir() / "helm"), "package", str(CHART_DIR), "--destination", str(out)])
+    run([str(tools.helm_path()), "package", str(CHART_DIR), "--destination", str(out)])
     chart = out / f"tcr-addon-{version}.tgz"
     if not chart.exists():
         raise ReleaseError(f"helm package wrote no {chart.name}")
@@ -74,7 +74,7 @@ def publish(registry: str, pkg: Package, *, ca_dir: Path | None = None, authfile
     registry = registry.strip().removeprefix("oci://").rstrip("/")
     if not registry or "://" in registry or registry.startswith("/"):
         raise ReleaseError(f"REGISTRY {registry!r}: give host[:port]/path, e.g. registry.example.com/tcr-addon")
-    helm_args = [*prefix, str(tools.bin_dir() / "helm"), "push", str(pkg.chart), f"oci://{registry}"]
+    helm_args = [*prefix, str(tools.helm_path()), "push", str(pkg.chart), f"oci://{registry}"]
     skopeo_args = []
     if ca_dir is not None:
         helm_args += ["--ca-file", str(ca_dir / "ca.crt")]

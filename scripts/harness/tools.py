@@ -3,6 +3,12 @@
 Standard library only: this runs before the virtualenv exists.
 Every tool is built into ``CACHE/<tool>-<version>/`` and linked from ``CACHE/bin``;
 a cached build, or a binary already on PATH that reports the wanted version, is reused.
+
+Kubernetes is pinned once per supported minor (``KUBERNETES_RELEASES``), each in its own
+``CACHE/kubernetes-<version>/``, and only the commands a use needs are built: a control plane
+needs kube-apiserver and kube-controller-manager, a node also kube-scheduler, kubelet and
+kube-proxy. kubectl is the client: one build, of the newest minor. Helm is pinned per major
+(``HELM_RELEASES``); ``TCR_ADDON_HELM`` picks the one the harness runs.
 """
 
 from __future__ import annotations
@@ -16,21 +22,37 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-HELM_VERSION = "v3.22.0"
-KUBERNETES_VERSION = "v1.37.2"
+# Helm by major: the newest patch of each line cleared for use (v3.22.0 is not).
+HELM_RELEASES = {"3": "v3.21.4", "4": "v4.3.2"}
+HELM_DEFAULT_MAJOR = "4"
+# Kubernetes by minor: the even minors TKE ships and the newest upstream, each at the newest patch
+# the Go module proxy serves.
+KUBERNETES_RELEASES = {
+    "1.30": "v1.30.14",
+    "1.32": "v1.32.13",
+    "1.34": "v1.34.4",
+    "1.36": "v1.36.3",
+    "1.37": "v1.37.2",
+}
+KUBERNETES_OLDEST = "1.30"
+KUBERNETES_NEWEST = "1.37"
+KUBERNETES_VERSION = KUBERNETES_RELEASES[KUBERNETES_NEWEST]
+# What a minor needs to build with this Go, found by building each one (README, "Kubernetes minors").
+KUBERNETES_EXTRA_LDFLAGS: dict[str, str] = {}
 ETCD_VERSION = "v3.6.16"
 KIND_VERSION = "v0.33.0"
 CONTAINERD_VERSION = "v2.4.2"
 CHECKOV_VERSION = "3.3.30"  # a Python tool: its own virtualenv, apart from the project's pins
 GO_MINIMUM = (1, 26)
-# Control plane, client and node: built together from one wrapper module.
-KUBERNETES_COMMANDS = (
-    "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy",
-)
+CONTROL_PLANE_COMMANDS = ("kube-apiserver", "kube-controller-manager")
+NODE_COMMANDS = (*CONTROL_PLANE_COMMANDS, "kube-scheduler", "kubelet", "kube-proxy")
+# Control plane, client and node of the newest minor: built together from one wrapper module.
+KUBERNETES_COMMANDS = (*NODE_COMMANDS, "kubectl")
 CONTAINERD_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2")
 GO_WANTED = ".".join(map(str, GO_MINIMUM))
 
@@ -95,9 +117,19 @@ class Tool:
     version_args: list[str]
     build: Callable[[Path], None]
     group: str  # binaries built together share one cache directory
+    binary: str = ""  # the file's name in that directory (default: `name`)
+    link: bool = True  # linked from CACHE/bin under `name`
+
+    @property
+    def file_name(self) -> str:
+        return self.binary or self.name
 
     def cached_dir(self) -> Path:
         return cache_root() / f"{self.group}-{self.version}"
+
+    @property
+    def cached(self) -> Path:
+        return self.cached_dir() / self.file_name
 
     def reports_version(self, path: str) -> bool:
         return self.version in version_of(path, self.version_args)
@@ -118,16 +150,27 @@ def k8s_ldflags(module_version: str) -> str:
     return " ".join(flags)
 
 
-def build_helm(out: Path) -> None:
-    k8s_major, k8s_minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
-    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"]
-    for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
-        flags += [f"-X {package}.k8sVersionMajor={k8s_major}", f"-X {package}.k8sVersionMinor={k8s_minor}"]
-    run_go(
-        ["install", "-trimpath", "-ldflags", " ".join(flags), f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
-        cwd=out,
-        env_extra={"GOBIN": str(out)},
-    )
+def helm_client_go_minor(major: str) -> tuple[str, str]:
+    """The Kubernetes version helm's own client-go stands for (what helm's Makefile passes to Helm 3)."""
+    gomod = module_gomod(f"helm.sh/helm/v{major}", HELM_RELEASES[major])
+    match = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", gomod, flags=re.M)
+    if not match:
+        raise ToolError(f"helm {HELM_RELEASES[major]}'s go.mod names no k8s.io/client-go")
+    return "1", match.group(1)
+
+
+def build_helm(major: str, out: Path) -> None:
+    version = HELM_RELEASES[major]
+    module = f"helm.sh/helm/v{major}"
+    flags = ["-s", "-w", f"-X {module}/internal/version.version={version}"]
+    if major == "3":
+        # Helm 3 takes the Kubernetes version `helm template` assumes from ldflags (1.20 without
+        # them); Helm 4 reads it from its own build information.
+        k8s_major, k8s_minor = helm_client_go_minor(major)
+        for package in (f"{module}/pkg/chartutil", f"{module}/pkg/lint/rules"):
+            flags += [f"-X {package}.k8sVersionMajor={k8s_major}", f"-X {package}.k8sVersionMinor={k8s_minor}"]
+    run_go(["install", "-trimpath", "-ldflags", " ".join(flags), f"{module}/cmd/helm@{version}"],
+           cwd=out, env_extra={"GOBIN": str(out)})
 
 
 def build_kind(out: Path) -> None:
@@ -173,16 +216,14 @@ def build_etcd(out: Path) -> None:
                cwd=work)
 
 
-def kubernetes_gomod() -> str:
-    """k8s.io/kubernetes's own go.mod, read from the module proxy (never hard-coded)."""
+def module_gomod(module: str, version: str) -> str:
+    """A module's own go.mod, read from the module proxy (never hard-coded)."""
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, GOFLAGS="-mod=mod", GOTOOLCHAIN="local")
-        proc = subprocess.run(
-            [go_binary(), "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"],
-            cwd=tmp, env=env, capture_output=True, text=True,
-        )
+        proc = subprocess.run([go_binary(), "mod", "download", "-json", f"{module}@{version}"],
+                              cwd=tmp, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise ToolError(f"cannot download k8s.io/kubernetes@{KUBERNETES_VERSION}: {proc.stderr[-2000:]}")
+            raise ToolError(f"cannot download {module}@{version}: {proc.stderr[-2000:]}")
         return Path(json.loads(proc.stdout)["GoMod"]).read_text()
 
 
@@ -194,36 +235,59 @@ def staging_replacements(gomod: str, staging_version: str) -> list[str]:
     return [f"\t{module} => {module} {staging_version}" for module in modules]
 
 
-def build_kubernetes(out: Path) -> None:
-    gomod = kubernetes_gomod()
+def build_kubernetes(version: str, commands: Sequence[str], out: Path) -> None:
+    gomod = module_gomod("k8s.io/kubernetes", version)
     directives = "\n".join(re.findall(r"^(?:go|godebug|toolchain)\s.*$", gomod, flags=re.M)) + "\n"
-    staging_version = "v0." + KUBERNETES_VERSION.lstrip("v").split(".", 1)[1]
+    staging_version = "v0." + version.lstrip("v").split(".", 1)[1]
     body = (
-        f"require k8s.io/kubernetes {KUBERNETES_VERSION}\n\nreplace (\n"
+        f"require k8s.io/kubernetes {version}\n\nreplace (\n"
         + "\n".join(staging_replacements(gomod, staging_version))
         + "\n)\n"
     )
+    minor = ".".join(version.lstrip("v").split(".")[:2])
+    ldflags = " ".join(filter(None, (k8s_ldflags(version), KUBERNETES_EXTRA_LDFLAGS.get(minor, ""))))
     with tempfile.TemporaryDirectory(prefix="k8s-build-") as tmp:
         work = Path(tmp)
         write_wrapper_module(work, "kubernetes", directives, body)
         # One `go build` for every command, so they share compiled packages.
         run_go(
-            [
-                "build", "-trimpath", "-ldflags", k8s_ldflags(KUBERNETES_VERSION), "-o", str(out) + "/",
-                *(f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_COMMANDS),
-            ],
+            ["build", "-trimpath", "-ldflags", ldflags, "-o", str(out) + "/",
+             *(f"k8s.io/kubernetes/cmd/{name}" for name in commands)],
             cwd=work,
         )
 
 
+def kubernetes_release(minor: str) -> str:
+    """The pinned release of a minor ("1.30" -> "v1.30.14"); a clear error for any other."""
+    try:
+        return KUBERNETES_RELEASES[minor]
+    except KeyError:
+        raise ToolError(f"Kubernetes {minor} is not pinned: choose one of {', '.join(KUBERNETES_RELEASES)}") from None
+
+
+def minor_number(minor: str) -> int:
+    """"1.30" -> 30."""
+    return int(minor.split(".")[1])
+
+
+def kubernetes_tool(minor: str, name: str, commands: Sequence[str]) -> Tool:
+    """One Kubernetes command of a minor; building it builds every command of `commands` missing."""
+    release = kubernetes_release(minor)
+    return Tool(name, release, ["version", "--client"] if name == "kubectl" else ["--version"],
+                partial(build_kubernetes, release, tuple(commands)), "kubernetes",
+                link=minor == KUBERNETES_NEWEST)
+
+
+def helm_tool(major: str) -> Tool:
+    return Tool(f"helm{major}", HELM_RELEASES[major], ["version", "--template", "{{.Version}}"],
+                partial(build_helm, major), "helm", binary="helm")
+
+
 TOOLS: list[Tool] = [
-    Tool("helm", HELM_VERSION, ["version", "--template", "{{.Version}}"], build_helm, "helm"),
+    *(helm_tool(major) for major in HELM_RELEASES),
     Tool("etcd", ETCD_VERSION, ["--version"], build_etcd, "etcd"),
-    *(
-        Tool(name, KUBERNETES_VERSION, ["version", "--client"] if name == "kubectl" else ["--version"],
-             build_kubernetes, "kubernetes")
-        for name in KUBERNETES_COMMANDS
-    ),
+    *(kubernetes_tool(KUBERNETES_NEWEST, name, KUBERNETES_COMMANDS) for name in KUBERNETES_COMMANDS),
+    *(kubernetes_tool(KUBERNETES_OLDEST, name, NODE_COMMANDS) for name in NODE_COMMANDS),
     *(
         Tool(name, CONTAINERD_VERSION, ["-v"] if name.startswith("containerd-shim") else ["--version"],
              build_containerd, "containerd")
@@ -285,9 +349,9 @@ def install_debian_packages() -> None:
     log(f"installed {len(missing)} Debian packages in {time.monotonic() - started:.0f} s")
 
 
-def link(tool: Tool, target: Path) -> None:
+def link(name: str, target: Path) -> None:
     bin_dir().mkdir(parents=True, exist_ok=True)
-    dest = bin_dir() / tool.name
+    dest = bin_dir() / name
     if dest.is_symlink() or dest.exists():
         dest.unlink()
     dest.symlink_to(target)
@@ -295,74 +359,159 @@ def link(tool: Tool, target: Path) -> None:
 
 def on_path(tool: Tool) -> Path | None:
     """A binary on PATH (outside our own bin dir) that already reports the wanted version."""
-    found = shutil.which(tool.name)
+    found = shutil.which(tool.file_name)
     if found and Path(found).resolve().parent != bin_dir().resolve() and tool.reports_version(found):
         return Path(found)
     return None
 
 
-def ensure(tool: Tool, built_groups: set[str]) -> None:
-    cached = tool.cached_dir() / tool.name
+def ensure(tool: Tool, built_groups: set[str]) -> Path:
+    """The tool's binary: cached, found on PATH, or built now (its group's build fills the cache)."""
+    cached = tool.cached
     if cached.exists() and tool.reports_version(str(cached)):
-        link(tool, cached)
-        return
+        if tool.link:
+            link(tool.name, cached)
+        return cached
     external = on_path(tool)
     if external is not None:
         log(f"{tool.name} {tool.version}: using {external} from PATH")
-        link(tool, external)
-        return
-    if tool.group not in built_groups:
+        if tool.link:
+            link(tool.name, external)
+        return external
+    key = f"{tool.group}-{tool.version}"
+    if key not in built_groups:
         target_dir = tool.cached_dir()
-        partial = target_dir.with_name(target_dir.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        log(f"building {tool.group} {tool.version} (cold builds take minutes on 2 cores) …")
+        partial_dir = target_dir.with_name(target_dir.name + ".partial")
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        partial_dir.mkdir(parents=True)
+        log(f"building {key} (cold builds take minutes on 2 cores) …")
         started = time.monotonic()
-        tool.build(partial)
-        shutil.rmtree(target_dir, ignore_errors=True)
-        partial.rename(target_dir)
-        built_groups.add(tool.group)
-        log(f"built {tool.group} {tool.version} in {time.monotonic() - started:.0f} s")
+        tool.build(partial_dir)
+        # Entry by entry: a directory may already hold other commands of the same version.
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for entry in partial_dir.iterdir():
+            dest = target_dir / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            entry.replace(dest)
+        partial_dir.rmdir()
+        built_groups.add(key)
+        log(f"built {key} in {time.monotonic() - started:.0f} s")
     if not cached.exists() or not tool.reports_version(str(cached)):
         raise ToolError(f"{tool.name} was built but does not report version {tool.version}")
-    link(tool, cached)
+    if tool.link:
+        link(tool.name, cached)
+    return cached
 
 
-def install(names: list[str] | None = None) -> None:
-    if not names:
+def ensure_kubernetes(minor: str, *, node: bool = False) -> Path:
+    """The directory holding `minor`'s control plane (and with `node`, its node) commands; built if missing."""
+    commands = NODE_COMMANDS if node else CONTROL_PLANE_COMMANDS
+    built: set[str] = set()
+    paths = [ensure(kubernetes_tool(minor, name, [c for c in commands if not _has(minor, c)]), built)
+             for name in commands]
+    return paths[0].parent
+
+
+def _has(minor: str, command: str) -> bool:
+    tool = kubernetes_tool(minor, command, ())
+    return tool.cached.exists() and tool.reports_version(str(tool.cached))
+
+
+def kubernetes_minor() -> str:
+    """The minor the harness runs: $TCR_ADDON_KUBERNETES (e.g. 1.30), else the newest."""
+    minor = os.environ.get("TCR_ADDON_KUBERNETES") or KUBERNETES_NEWEST
+    kubernetes_release(minor)
+    return minor
+
+
+def kubernetes_binary(name: str, minor: str | None = None) -> Path:
+    """A server component of a minor (kubectl: always the newest, the one client)."""
+    if name == "kubectl":
+        minor = KUBERNETES_NEWEST
+    return kubernetes_tool(minor or kubernetes_minor(), name, ()).cached
+
+
+def helm_major() -> str:
+    """The Helm major the harness runs: $TCR_ADDON_HELM (3 or 4), else Helm 4."""
+    major = os.environ.get("TCR_ADDON_HELM") or HELM_DEFAULT_MAJOR
+    if major not in HELM_RELEASES:
+        raise ToolError(f"TCR_ADDON_HELM={major!r}: choose one of {', '.join(HELM_RELEASES)}")
+    return major
+
+
+def helm_path(major: str | None = None) -> Path:
+    """The cached helm binary of a major (default: `helm_major()`)."""
+    return helm_tool(major or helm_major()).cached
+
+
+def path_dirs() -> list[Path]:
+    """What goes first on PATH for the tools: the chosen helm's own directory, then CACHE/bin."""
+    return [helm_path().parent, bin_dir()]
+
+
+def install(names: list[str] | None = None, kubernetes: Sequence[str] = (), node: bool = False) -> None:
+    if not names and not kubernetes:
         install_debian_packages()
     built: set[str] = set()
-    for tool in TOOLS:
+    for tool in TOOLS if not kubernetes or names else []:
         if names and tool.name not in names:
             continue
         ensure(tool, built)
         log(f"{tool.name} {tool.version} ready")
+    if helm_path(HELM_DEFAULT_MAJOR).exists():
+        link("helm", helm_path(HELM_DEFAULT_MAJOR))  # `helm` on PATH: the default major
+    for minor in kubernetes:
+        directory = ensure_kubernetes(minor, node=node)
+        log(f"Kubernetes {kubernetes_release(minor)} ({'node' if node else 'control plane'}) ready in {directory}")
+
+
+def versions() -> list[str]:
+    """One line per pinned version, and what builds it."""
+    lines = [f"helm{major} {version}" + (" (the default helm)" if major == HELM_DEFAULT_MAJOR else "")
+             for major, version in HELM_RELEASES.items()]
+    for minor, release in KUBERNETES_RELEASES.items():
+        if minor == KUBERNETES_NEWEST:
+            built = "newest, the default: control plane, node and kubectl, built by make setup"
+        elif minor == KUBERNETES_OLDEST:
+            built = "oldest: control plane and node, built by make setup"
+        else:
+            built = "control plane, built on first use: make test-matrix"
+        lines.append(f"kubernetes-{minor} {release} ({built})")
+    lines += [f"{tool.name} {tool.version}" for tool in TOOLS
+              if tool.group not in ("helm", "kubernetes")]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/tools",
         description="Install the Debian packages the local node needs (as root; no service is started), then "
-        "build (from Go modules) and cache helm, etcd, kube-apiserver, kube-controller-manager, kube-scheduler, "
-        "kubectl, kubelet, kube-proxy, containerd (with ctr and its runc shim) and kind, and checkov (pip, in a "
-        "virtualenv of its own), keyed by version, "
+        "build (from Go modules) and cache Helm 3 and Helm 4, etcd, Kubernetes (kube-apiserver, "
+        "kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl of the newest minor; the node "
+        "commands of the oldest; other minors' control planes on request), containerd (with ctr and its runc "
+        "shim), kind, and checkov (pip, in a virtualenv of its own), keyed by version, "
         "under $TCR_ADDON_CACHE (default ~/.cache/tcr-addon).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="install the Debian packages, then build or reuse every tool "
                           "(idempotent; fast when cached)")
-    inst.add_argument("names", nargs="*", help="only these tools, no Debian packages (default: everything)")
+    inst.add_argument("names", nargs="*", help="only these tools (e.g. helm3 kubectl), no Debian packages "
+                      "(default: everything `make test` needs)")
+    inst.add_argument("--kubernetes", action="append", default=[], metavar="MINOR",
+                      help="only this Kubernetes minor's control plane (repeatable; "
+                      f"one of {', '.join(KUBERNETES_RELEASES)})")
+    inst.add_argument("--node", action="store_true", help="with --kubernetes: its node commands too")
     sub.add_parser("path", help="print the directory holding the tool binaries")
-    sub.add_parser("versions", help="print the pinned version of each tool")
+    sub.add_parser("versions", help="print the pinned version of each tool, and each Kubernetes minor")
     args = parser.parse_args(argv)
     try:
         if args.command == "install":
-            install(args.names)
+            install(args.names, args.kubernetes, args.node)
         elif args.command == "path":
             print(bin_dir())
         elif args.command == "versions":
-            for tool in TOOLS:
-                print(f"{tool.name} {tool.version}")
+            print("\n".join(versions()))
     except ToolError as error:
         print(f"scripts/tools: error: {error}", file=sys.stderr)
         return 1

@@ -18,7 +18,6 @@ CI_DIR = CHART_DIR / "ci"
 CRD_FILE = CHART_DIR / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
 RELEASE = "tcr-addon"
 NAMESPACE = "tcr-assistant-system"
-VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
 KUBE_VERSION = "1.37.0"
 
 #: Render cases: name -> values file (None = chart defaults).
@@ -29,7 +28,7 @@ Manifest = dict[str, Any]
 
 
 def helm_binary() -> str:
-    return str(tools.bin_dir() / "helm")
+    return str(tools.helm_path())
 
 
 def run_helm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -43,19 +42,17 @@ def run_helm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     )
 
 
-def template_args(values: Path | None = None, *extra: str, api_versions: bool = True) -> list[str]:
+def template_args(values: Path | None = None, *extra: str) -> list[str]:
     args = ["template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--include-crds"]
-    if api_versions:
-        args += ["--api-versions", VAP_API]
     if values is not None:
         args += ["-f", str(values)]
     return [*args, *extra]
 
 
 @functools.cache
-def render(values: Path | None = None, *extra: str, api_versions: bool = True) -> tuple[Manifest, ...]:
+def render(values: Path | None = None, *extra: str) -> tuple[Manifest, ...]:
     """`helm template` the chart; every non-empty document, parsed. Fails the test on error."""
-    proc = run_helm(*template_args(values, *extra, api_versions=api_versions))
+    proc = run_helm(*template_args(values, *extra))
     if proc.returncode != 0:
         raise AssertionError(f"helm template failed:\n{proc.stderr}")
     return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)

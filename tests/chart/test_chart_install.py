@@ -26,6 +26,8 @@ from harness.cluster import kubeconfig_yaml
 from support import SEED_SAMPLE_YAML as SEED_SAMPLE
 from support import kubectl, wait_for
 
+pytestmark = pytest.mark.compat
+
 CRD_NAME = "imagepullsecrets.tcr.tencentcloudcr.com"
 VALUES = CI_DIR / "tke-two-registries-with-hosts-values.yaml"
 GROUP, VERSION, PLURAL = "tcr.tencentcloudcr.com", "v1", "imagepullsecrets"

@@ -276,13 +276,18 @@ def test_hosts_updater_enabled_modes() -> None:
 
 
 def test_validating_admission_policy_modes() -> None:
-    def kinds(*args: str, api: bool = True) -> set[str]:
-        return {m["kind"] for m in render(None, *args, api_versions=api)}
+    def kinds(*args: str) -> set[str]:
+        return {m["kind"] for m in render(None, *args)}
 
+    # Plain `helm template` (no cluster, no --api-versions): rendered, so the controller's writes are
+    # guarded under GitOps too; every Kubernetes the chart accepts serves the API.
     assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds()
-    assert "ValidatingAdmissionPolicy" not in kinds(api=False), "auto: off where the API is not served"
-    assert "ValidatingAdmissionPolicy" in kinds("--set", "validatingAdmissionPolicy.enabled=true", api=False)
-    assert "ValidatingAdmissionPolicy" not in kinds("--set", "validatingAdmissionPolicy.enabled=false")
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds(
+        "--set", "validatingAdmissionPolicy.enabled=auto"), "auto, the earlier default, means true"
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds(
+        "--kube-version", "1.30.0"), "the oldest supported minor"
+    assert not {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} & kinds(
+        "--set", "validatingAdmissionPolicy.enabled=false")
     policy = one(render(None), "ValidatingAdmissionPolicy", "tcr-assistant-secret-writes")
     (condition,) = policy["spec"]["matchConditions"]
     assert condition["expression"] == (
@@ -517,9 +522,9 @@ def test_hooks_cleanup_and_helm_test() -> None:
 
 def test_crd_template_on_upgrade_is_the_crds_file() -> None:
     """`helm install` takes the CRD from crds/; upgrades render the same file from templates/."""
-    install = render(None, api_versions=False)
+    install = render(None)
     assert len(by_kind(install, "CustomResourceDefinition")) == 1, "install: crds/ only"
-    upgrade = render(None, "--is-upgrade", api_versions=False)
+    upgrade = render(None, "--is-upgrade")
     crds = by_kind(upgrade, "CustomResourceDefinition")
     assert len(crds) == 2, "upgrade: crds/ (ignored by helm upgrade) and the template"
     static = yaml.safe_load(CRD_FILE.read_text())

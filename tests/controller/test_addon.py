@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 from controller_support import K
 
@@ -17,6 +18,8 @@ from harness.cluster import ControlPlane
 from support import wait_for
 from tcr_assistant import api
 
+pytestmark = pytest.mark.compat
+
 
 def _exe() -> list[str]:
     exe = Path(sys.executable).parent / "tcr-assistant"
@@ -24,7 +27,7 @@ def _exe() -> list[str]:
 
 
 def test_chart_rbac_check_and_cleanup(k: K, control_plane: ControlPlane, tmp_path: Path) -> None:
-    assert (tools.bin_dir() / "helm").exists(), "helm is not built: run `make setup`"
+    assert (tools.helm_path()).exists(), "helm is not built: run `make setup`"
     ns1, ns2 = k.create_namespace(), k.create_namespace()
     k.wait_default_sa(ns1)
     k.create_sa(ns1, "builder", pull=["users-own"])

@@ -45,6 +45,7 @@ def linked(k: K, ns: str, sa: str, secret: str) -> bool:
 # -- 1. the sample ------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_sample_applied_unchanged_distributes_and_links(k: K, controller: RunningController) -> None:
     ns1, ns2 = k.create_namespace(), k.create_namespace()
     k.wait_default_sa(ns1)
@@ -106,6 +107,7 @@ def test_list_rule_excluded_and_opt_out(k: K, controller: RunningController, ips
 # -- 3. new namespace / new ServiceAccount -------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_new_namespace_and_new_service_account(k: K, controller: RunningController, ips_cleanup: list[str]) -> None:
     future = f"late-{uid()}"
     name = f"nn-{uid()}"
@@ -228,6 +230,7 @@ def test_narrowing_removes_only_ours(k: K, controller: RunningController, ips_cl
 # -- 6. drift ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_drift_secret_and_service_account_repaired(k: K, controller: RunningController, ips_cleanup: list[str]) -> None:
     ns = k.create_namespace()
     k.wait_default_sa(ns)

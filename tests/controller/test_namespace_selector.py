@@ -8,11 +8,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from controller_support import K, RunningController
 from test_requests import counted
 
 from support import wait_for
 from tcr_assistant import api
+
+pytestmark = pytest.mark.compat
 
 DOCKER = {"server": "labels.tencentcloudcr.com", "username": "u", "password": "p"}
 

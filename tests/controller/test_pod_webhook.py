@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from controller_support import K
 
@@ -19,6 +20,8 @@ from support import kubectl, pointed_at, wait_for
 from tcr_assistant import api
 from tcr_assistant.kube import KubeError
 from tcr_assistant.podadmission import ANNOTATION_ADDED
+
+pytestmark = pytest.mark.compat
 
 NAME = "podhook"
 SECRET = api.secret_name(NAME)

@@ -76,7 +76,7 @@ class ClusterRelease:
         self.installed = False
 
     def _helm(self, *args: str) -> None:
-        subprocess.run([str(tools.bin_dir() / "helm"), *args], check=True, timeout=600, env=self.env)
+        subprocess.run([str(tools.helm_path()), *args], check=True, timeout=600, env=self.env)
 
     def install(self, values: Path) -> None:
         self.upgrade(values)
@@ -95,7 +95,7 @@ class ClusterRelease:
 
     def close(self) -> None:
         if self.installed:
-            subprocess.run([str(tools.bin_dir() / "helm"), "uninstall", RELEASE, "-n", NAMESPACE], check=False,
+            subprocess.run([str(tools.helm_path()), "uninstall", RELEASE, "-n", NAMESPACE], check=False,
                            env=self.env)
 
 
@@ -107,7 +107,8 @@ def node_release(cluster: node.NodeCluster) -> ClusterRelease:
     return ClusterRelease(extra, cluster.kubeconfig)
 
 
-MODES = ["cluster"] if os.environ.get("TCR_E2E_MODE") == "cluster" else ["host-process", "node"]
+MODES = (["cluster"] if os.environ.get("TCR_E2E_MODE") == "cluster"
+         else ["host-process", pytest.param("node", marks=pytest.mark.node)])
 
 
 @pytest.fixture(scope="module", params=MODES)

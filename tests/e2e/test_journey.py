@@ -19,6 +19,8 @@ from kubernetes.client.exceptions import ApiException
 from support import REPO_ROOT, kubectl, wait_for
 from support import SEED_SAMPLE_YAML as SEED_SAMPLE
 
+pytestmark = pytest.mark.compat
+
 PUBLIC, VPC, SAMPLE = "e2e-public", "e2e-vpc", "imagepullsecret-sample"
 SUFFIX = uuid.uuid4().hex[:6]
 TEAM, OTHER = f"e2e-team-{SUFFIX}", f"e2e-other-{SUFFIX}"

@@ -64,7 +64,7 @@ def helm_template(tmp_path: Path, namespace: str, values: dict[str, Any], *extra
     for key, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")):
         env.setdefault(key, str(tmp_path / "helm" / sub))
     proc = subprocess.run(
-        [str(tools.bin_dir() / "helm"), "template", "tcr-addon", str(CHART), "--namespace", namespace,
+        [str(tools.helm_path()), "template", "tcr-addon", str(CHART), "--namespace", namespace,
          "-f", str(values_file), *extra],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )  # fmt: skip

@@ -74,7 +74,7 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return changed
 
 
-NODE_BINARIES = {*node.NODE_TOOLS, "kube-apiserver", "kube-controller-manager", "etcd", "dockerd",
+NODE_BINARIES = {*node.NODE_TOOLS, *tools.NODE_COMMANDS, "etcd", "dockerd",
                  "docker-registry", "registry"}
 
 

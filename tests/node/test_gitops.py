@@ -13,10 +13,13 @@ import base64
 import json
 import time
 
+import pytest
 import yaml
 
 from harness import addon, node
 from support import kubectl, pointed_at, wait_for
+
+pytestmark = pytest.mark.helm_paths
 
 NAMESPACE = addon.NAMESPACE
 DEPLOYMENT = "deploy/tcr-assistant-controller-manager"

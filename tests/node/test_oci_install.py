@@ -45,6 +45,8 @@ from harness import addon, cluster, node, pki, registry, release, tools
 from node_support import admin_kubeconfig_inside, node_knows_registry
 from support import REPO_ROOT, kubectl, pointed_at, wait_for
 
+pytestmark = pytest.mark.helm_paths
+
 NAMESPACE = addon.NAMESPACE
 PATH = "tcr-addon"  # the path under the registry's host that the release is published to
 PULL_SECRET = "tcr-addon-images"  # the chart's `imagePullSecrets`: the add-on's own images
@@ -163,7 +165,7 @@ def test_chart_and_both_images_are_installed_from_the_registry(
             kubectl("apply", "-f", "-", input_text=pull_secret(private))
             values = write_values(private, tmp_path / "values.yaml")
             # helm runs inside the node: the registry is reachable (and its name resolves) only there.
-            argv = [*prefix, str(tools.bin_dir() / "helm"), "install", addon.RELEASE, f"oci://{target}/tcr-addon",
+            argv = [*prefix, str(tools.helm_path()), "install", addon.RELEASE, f"oci://{target}/tcr-addon",
                     "--version", pkg.version, "-n", NAMESPACE,
                     "--kubeconfig", str(admin_kubeconfig_inside(plane, tmp_path / "inside.kubeconfig")),
                     "--registry-config", str(auth), "--ca-file", str(private.ca_file), "-f", str(values),

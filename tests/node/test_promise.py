@@ -36,6 +36,8 @@ import yaml
 from harness import addon, node, oci, pki, registry
 from support import REPO_ROOT, kubectl, pointed_at, wait_for
 
+pytestmark = pytest.mark.promise
+
 NAMESPACE = addon.NAMESPACE
 IPS_NAME = "e2e-private"
 SECRET = f"tcr.ips{IPS_NAME}"

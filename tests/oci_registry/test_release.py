@@ -19,7 +19,7 @@ RegistryFactory = Callable[..., registries.PrivateRegistry]
 
 
 def helm(*args: str) -> str:
-    proc = subprocess.run([str(tools.bin_dir() / "helm"), *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([str(tools.helm_path()), *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

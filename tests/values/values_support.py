@@ -276,7 +276,7 @@ def api_env(fake: FakeTcr, **extra: str) -> dict[str, str]:
 
 # -------------------------------------------------------------------------------------- helm
 
-HELM = tools.bin_dir() / "helm"
+HELM = tools.helm_path()
 
 
 def helm_template(values_file: Path) -> list[dict[str, Any]]:

@@ -39,6 +39,8 @@ from webhook_support import (
 from harness.pki import CertificateAuthority
 from support import kubectl, wait_for
 
+pytestmark = pytest.mark.compat
+
 
 @pytest.fixture(scope="module")
 def crd(control_plane: Any) -> Iterator[dict[str, Any]]:

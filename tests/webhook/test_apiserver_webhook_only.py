@@ -30,6 +30,8 @@ from webhook_support import (
 
 from support import kubectl
 
+pytestmark = pytest.mark.compat
+
 # Cases the (type-only) schema refuses before admission: wrong JSON types.
 SCHEMA_TYPE_CASES = {"server-not-string", "ns-not-string", "docker-not-object", "ref-not-object"}
 WEBHOOK_CASES = [c for c in BAD_CASES if c[0] not in SCHEMA_TYPE_CASES]

@@ -31,6 +31,8 @@ from webhook_support import BAD_CASES, chart_crd, installed_crd, sample
 
 from tcr_assistant.validation import validate_image_pull_secret
 
+pytestmark = pytest.mark.compat
+
 CONSTRAINT_KEYS = ("x-kubernetes-validations", "pattern", "minLength", "maxLength", "enum", "format", "type")
 
 
