@@ -14,6 +14,8 @@ kube-proxy. kubectl is the client: one build, of the newest minor. Helm is pinne
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -379,29 +381,43 @@ def ensure(tool: Tool, built_groups: set[str]) -> Path:
             link(tool.name, external)
         return external
     key = f"{tool.group}-{tool.version}"
-    if key not in built_groups:
-        target_dir = tool.cached_dir()
-        partial_dir = target_dir.with_name(target_dir.name + ".partial")
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        partial_dir.mkdir(parents=True)
-        log(f"building {key} (cold builds take minutes on 2 cores) …")
-        started = time.monotonic()
-        tool.build(partial_dir)
-        # Entry by entry: a directory may already hold other commands of the same version.
-        target_dir.mkdir(parents=True, exist_ok=True)
-        for entry in partial_dir.iterdir():
-            dest = target_dir / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
-            entry.replace(dest)
-        partial_dir.rmdir()
-        built_groups.add(key)
-        log(f"built {key} in {time.monotonic() - started:.0f} s")
+    with build_lock(key):  # another process may be building the same directory: wait for it
+        if key not in built_groups and not (cached.exists() and tool.reports_version(str(cached))):
+            build_group(tool, key)
+            built_groups.add(key)
     if not cached.exists() or not tool.reports_version(str(cached)):
         raise ToolError(f"{tool.name} was built but does not report version {tool.version}")
     if tool.link:
         link(tool.name, cached)
     return cached
+
+
+@contextlib.contextmanager
+def build_lock(key: str) -> Iterator[None]:
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with (cache_root() / f".{key}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def build_group(tool: Tool, key: str) -> None:
+    """Build into `<dir>.partial`, then move each entry into the cache directory."""
+    target_dir = tool.cached_dir()
+    partial_dir = target_dir.with_name(target_dir.name + ".partial")
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    partial_dir.mkdir(parents=True)
+    log(f"building {key} (cold builds take minutes on 2 cores) …")
+    started = time.monotonic()
+    tool.build(partial_dir)
+    # Entry by entry: a directory may already hold other commands of the same version.
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for entry in partial_dir.iterdir():
+        dest = target_dir / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        entry.replace(dest)
+    partial_dir.rmdir()
+    log(f"built {key} in {time.monotonic() - started:.0f} s")
 
 
 def ensure_kubernetes(minor: str, *, node: bool = False) -> Path:

@@ -18,7 +18,8 @@ CI_DIR = CHART_DIR / "ci"
 CRD_FILE = CHART_DIR / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
 RELEASE = "tcr-addon"
 NAMESPACE = "tcr-assistant-system"
-KUBE_VERSION = "1.37.0"
+#: The oldest and the newest Kubernetes the chart supports: built-in objects are validated against both.
+KUBE_VERSIONS = ("1.30.0", "1.37.0")
 
 #: Render cases: name -> values file (None = chart defaults).
 CI_FILES = sorted(CI_DIR.glob("*.yaml"))

@@ -6,7 +6,8 @@ node's hosts file, where the hosts-updater DaemonSet writes it. Values come from
 `scripts/values`, as a user writes them. The steps run in order, on one release:
 
 1. a Deployment in a namespace created after the install pulls a private image and is Ready;
-2. the same Pod in an excluded namespace is refused by the registry (the kubelet's own error);
+2. the same Pod in an excluded namespace is refused by the registry (the kubelet's own error); an
+   image the node already holds follows the kubelet's rule of its minor (refused from 1.35);
 3. with the hosts-updater turned off the name no longer resolves (the kubelet's own error);
 4. the password rotates: new values, `helm upgrade`, and a freshly pushed image is pulled;
 5. the controller container stayed within the chart's memory limit (peak from its cgroup);
@@ -33,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import addon, node, oci, pki, registry
+from harness import addon, node, oci, pki, registry, tools
 from support import REPO_ROOT, kubectl, pointed_at, wait_for
 
 pytestmark = pytest.mark.promise
@@ -193,14 +194,39 @@ def test_a_new_namespace_pulls_a_private_image_with_no_pull_secret_written(promi
         kubectl("-n", namespace, "get", "deploy", "app", "-o", "json").stdout)["spec"]["template"]["spec"]
 
 
+def refused_by_the_registry(message: str) -> bool:
+    return "no basic auth credentials" in message or "401" in message or "authorization failed" in message
+
+
 def test_an_excluded_namespace_is_refused_by_the_registry(promise: Promise) -> None:
     kubectl("create", "namespace", promise.excluded)
-    image = f"{promise.hostname}/{REPOSITORY}:v1"  # the very image the node already pulled with our Secret
+    image = promise.push("excluded")  # never on the node: the kubelet must pull it
     kubectl("-n", promise.excluded, "apply", "-f", "-", input_text=deployment("app", image))
     message = wait_for(lambda: pull_failure(promise.excluded, "app"), timeout=120, interval=0.5,
                        what="the kubelet's pull error in the excluded namespace")
-    assert "no basic auth credentials" in message or "401" in message or "authorization failed" in message, message
+    assert refused_by_the_registry(message), message
     assert not ready(promise.excluded, "app")
+
+
+def test_an_image_already_on_the_node_follows_the_kubelets_rule_for_its_minor(promise: Promise) -> None:
+    """The very image the node pulled with our Secret, in the excluded namespace (no Secret there).
+
+    From 1.35 the kubelet checks that a Pod may use an image pulled with credentials
+    (KubeletEnsureSecretPulledImages, on by default) and pulls again: the registry refuses. Before
+    1.35 any Pod on that node runs a cached image; only the AlwaysPullImages admission plugin (or
+    `imagePullPolicy: Always`) closes that, which is Kubernetes' behaviour, not the add-on's.
+    """
+    image = f"{promise.hostname}/{REPOSITORY}:v1"
+    kubectl("-n", promise.excluded, "apply", "-f", "-", input_text=deployment("cached", image))
+    if tools.minor_number(promise.cluster.kubernetes) >= 35:
+        message = wait_for(lambda: pull_failure(promise.excluded, "cached"), timeout=120, interval=0.5,
+                           what="the kubelet's pull error for a cached image without the Secret")
+        assert refused_by_the_registry(message), message
+        assert not ready(promise.excluded, "cached")
+    else:
+        wait_for(lambda: ready(promise.excluded, "cached"), timeout=120, interval=0.2,
+                 what=f"the cached image's Pod Ready on {promise.cluster.kubernetes} "
+                 f"(pull error: {pull_failure(promise.excluded, 'cached')})")
 
 
 def test_without_the_hosts_line_the_name_does_not_resolve(promise: Promise) -> None:
