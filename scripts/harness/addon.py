@@ -76,7 +76,8 @@ def tool_env(kubeconfig: Path) -> dict[str, str]:
     """This process's environment with KUBECONFIG at `kubeconfig` and the cached tools first on PATH."""
     env = dict(os.environ)
     env["KUBECONFIG"] = str(kubeconfig)
-    env["HELM_PLUGINS"] = str(HELM_PLUGINS)
+    if tools.helm_major() == "4":  # Helm 3 would try to load the v1 plugin and complain
+        env["HELM_PLUGINS"] = str(HELM_PLUGINS)
     env["PATH"] = os.pathsep.join([*map(str, tools.path_dirs()), env.get("PATH", "")])
     return env
 

@@ -44,8 +44,14 @@ KUBERNETES_RELEASES = {
 KUBERNETES_OLDEST = "1.30"
 KUBERNETES_NEWEST = "1.37"
 KUBERNETES_VERSION = KUBERNETES_RELEASES[KUBERNETES_NEWEST]
-# What a minor needs to build with this Go, found by building each one (README, "Kubernetes minors").
+# What a minor needs to build here, found by building each one (docs/DESIGN.md, "Kubernetes minors
+# and Helm majors"). Extra -ldflags per minor: none needed with Go 1.26 so far.
 KUBERNETES_EXTRA_LDFLAGS: dict[str, str] = {}
+# Staging modules the module proxy does not serve at the minor's own version: the nearest served
+# patch of the same minor stands in (only for modules the built commands import).
+KUBERNETES_STAGING_OVERRIDES: dict[str, dict[str, str]] = {
+    "1.32": {"k8s.io/endpointslice": "v0.32.12"},  # v0.32.13: "This module version is not available"
+}
 ETCD_VERSION = "v3.6.16"
 KIND_VERSION = "v0.33.0"
 CONTAINERD_VERSION = "v2.4.2"
@@ -229,24 +235,26 @@ def module_gomod(module: str, version: str) -> str:
         return Path(json.loads(proc.stdout)["GoMod"]).read_text()
 
 
-def staging_replacements(gomod: str, staging_version: str) -> list[str]:
-    """Each `k8s.io/x => ./staging/...` replace becomes `k8s.io/x => k8s.io/x <published version>`."""
+def staging_replacements(gomod: str, staging_version: str, overrides: dict[str, str] | None = None) -> list[str]:
+    """Each `k8s.io/x => ./staging/...` replace becomes `k8s.io/x => k8s.io/x <published version>`
+    (or the version `overrides` names for it)."""
     modules = re.findall(r"^\s*(k8s\.io/[\w.\-/]+)\s+=>\s+\./staging/", gomod, flags=re.M)
     if not modules:
         raise ToolError("found no staging replacements in k8s.io/kubernetes's go.mod")
-    return [f"\t{module} => {module} {staging_version}" for module in modules]
+    chosen = overrides or {}
+    return [f"\t{module} => {module} {chosen.get(module, staging_version)}" for module in modules]
 
 
 def build_kubernetes(version: str, commands: Sequence[str], out: Path) -> None:
     gomod = module_gomod("k8s.io/kubernetes", version)
     directives = "\n".join(re.findall(r"^(?:go|godebug|toolchain)\s.*$", gomod, flags=re.M)) + "\n"
     staging_version = "v0." + version.lstrip("v").split(".", 1)[1]
+    minor = ".".join(version.lstrip("v").split(".")[:2])
     body = (
         f"require k8s.io/kubernetes {version}\n\nreplace (\n"
-        + "\n".join(staging_replacements(gomod, staging_version))
+        + "\n".join(staging_replacements(gomod, staging_version, KUBERNETES_STAGING_OVERRIDES.get(minor)))
         + "\n)\n"
     )
-    minor = ".".join(version.lstrip("v").split(".")[:2])
     ldflags = " ".join(filter(None, (k8s_ldflags(version), KUBERNETES_EXTRA_LDFLAGS.get(minor, ""))))
     with tempfile.TemporaryDirectory(prefix="k8s-build-") as tmp:
         work = Path(tmp)

@@ -121,7 +121,8 @@ def release(control_plane: Any, kube: client.ApiClient) -> Iterator[subprocess.C
     yield proc
     run_helm("uninstall", RELEASE, "-n", NAMESPACE, "--no-hooks")
     remove_crd(kube)
-    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
+    # Gone before the next module installs into the same namespace.
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s", timeout=150)
 
 
 def test_install_creates_every_object_with_the_original_names(release: subprocess.CompletedProcess[str]) -> None:
@@ -335,3 +336,21 @@ def test_reinstall_after_uninstall_adopts_the_kept_crd(release: subprocess.Compl
     assert f"name: {CRD_NAME}" in helm_ok("get", "manifest", RELEASE, "-n", NAMESPACE).stdout
     helm_ok("uninstall", RELEASE, "-n", NAMESPACE, "--no-hooks")
     assert not exists("deployment", "tcr-assistant-controller-manager", True)
+
+
+def test_install_with_the_chart_defaults_is_accepted_by_this_minor(release: subprocess.CompletedProcess[str]) -> None:
+    """`helm install` with no values at all: the chart's kubeVersion admits this API server, and every
+    default object (the ValidatingAdmissionPolicy and its binding included) is accepted by it."""
+    version = json.loads(kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    helm_ok("install", RELEASE, str(CHART_DIR), "-n", NAMESPACE, "--create-namespace", "--no-hooks")
+    try:
+        status = json.loads(helm_ok("status", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)
+        assert status["info"]["status"] == "deployed", status["info"]
+        for resource, name in (("validatingadmissionpolicy", "tcr-assistant-secret-writes"),
+                               ("validatingadmissionpolicybinding", "tcr-assistant-secret-writes"),
+                               ("validatingwebhookconfiguration", "tcr-assistant-validating-webhook-configuration"),
+                               ("mutatingwebhookconfiguration", "tcr-assistant-mutating-webhook-configuration"),
+                               ("deployment", "tcr-assistant-controller-manager")):
+            assert exists(resource, name, resource == "deployment"), f"{resource}/{name} on {version}"
+    finally:
+        helm_ok("uninstall", RELEASE, "-n", NAMESPACE, "--no-hooks")

@@ -664,3 +664,11 @@ def test_pod_webhook_never_blocks_pods_and_has_a_switch() -> None:
                        "tcr-assistant-mutating-webhook-configuration")
     assert cert_manager["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
         f"{NAMESPACE}/tcr-assistant-serving-cert")
+
+
+def test_kube_version_admits_1_30_and_refuses_older() -> None:
+    assert run_helm(*template_args(None, "--kube-version", "1.30.0")).returncode == 0
+    assert run_helm(*template_args(None, "--kube-version", "1.30.14")).returncode == 0
+    refused = run_helm(*template_args(None, "--kube-version", "1.29.15"))
+    assert refused.returncode != 0
+    assert ">=1.30.0-0" in refused.stderr and "v1.29.15" in refused.stderr, refused.stderr

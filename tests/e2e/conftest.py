@@ -75,8 +75,12 @@ class ClusterRelease:
         self.env = {**os.environ, **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {})}
         self.installed = False
 
-    def _helm(self, *args: str) -> None:
-        subprocess.run([str(tools.helm_path()), *args], check=True, timeout=600, env=self.env)
+    def _helm(self, *args: str) -> str:
+        proc = subprocess.run([str(tools.helm_path()), *args], timeout=600, env=self.env,
+                              capture_output=True, text=True)
+        print(proc.stdout, proc.stderr, sep="\n")
+        assert proc.returncode == 0, f"helm {' '.join(args[:2])} failed ({proc.returncode}):\n{proc.stderr}"
+        return proc.stdout
 
     def install(self, values: Path) -> None:
         self.upgrade(values)
@@ -87,7 +91,9 @@ class ClusterRelease:
         self.installed = True
 
     def helm_test(self) -> None:
-        self._helm("test", RELEASE, "-n", NAMESPACE, "--logs")
+        output = self._helm("test", RELEASE, "-n", NAMESPACE, "--logs")
+        # --logs brought the test Pod's own log back (both Helm majors print it after the summary).
+        assert "ok: ServiceAccount default/default lists" in output, output
 
     def uninstall(self) -> None:
         self._helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "5m")

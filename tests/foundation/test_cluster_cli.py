@@ -56,3 +56,29 @@ def test_cluster_up_env_down_leaves_no_process(tmp_path: Path) -> None:
     assert (directory / "kube-apiserver.log").exists(), "component logs stay for debugging"
     env_after = _cluster("--dir", str(directory), "env")
     assert env_after.returncode == 1 and "no control plane runs" in env_after.stderr
+
+
+def test_cluster_up_runs_the_chosen_minor(tmp_path: Path) -> None:
+    from harness import tools
+
+    directory = tmp_path / "oldest"
+    up = _cluster("--dir", str(directory), "up", "--kubernetes", tools.KUBERNETES_OLDEST)
+    try:
+        assert up.returncode == 0, up.stderr
+        release = tools.kubernetes_release(tools.KUBERNETES_OLDEST)
+        assert f"Kubernetes {release}: control plane ready" in up.stdout
+        assert json.loads((directory / "state.json").read_text())["kubernetes"] == tools.KUBERNETES_OLDEST
+        server = kubectl("--kubeconfig", str(directory / "kubeconfig"), "version", "-o", "json").stdout
+        assert json.loads(server)["serverVersion"]["gitVersion"] == release
+        env = _cluster("--dir", str(directory), "env")
+        assert str(tools.helm_path(tools.HELM_DEFAULT_MAJOR).parent) in env.stdout, "PATH starts with the chosen helm"
+    finally:
+        down = _cluster("--dir", str(directory), "down")
+    assert down.returncode == 0, down.stderr
+
+
+def test_cluster_up_refuses_a_minor_that_is_not_pinned(tmp_path: Path) -> None:
+    up = _cluster("--dir", str(tmp_path / "x"), "up", "--kubernetes", "1.31")
+    assert up.returncode == 2
+    assert "--kubernetes: invalid choice: '1.31'" in up.stderr and "'1.30', '1.32'" in up.stderr, up.stderr
+    assert not (tmp_path / "x" / "state.json").exists()

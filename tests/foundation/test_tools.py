@@ -32,6 +32,13 @@ def test_staging_replacements_map_each_local_path_to_its_published_version() -> 
     ]
 
 
+def test_staging_replacements_take_a_minors_override() -> None:
+    assert tools.staging_replacements(GOMOD_EXCERPT, "v0.32.13", {"k8s.io/client-go": "v0.32.12"}) == [
+        "\tk8s.io/api => k8s.io/api v0.32.13",
+        "\tk8s.io/client-go => k8s.io/client-go v0.32.12",
+    ]
+
+
 def test_staging_replacements_refuse_a_go_mod_without_staging() -> None:
     with pytest.raises(tools.ToolError, match="no staging replacements"):
         tools.staging_replacements("module x\n", "v0.37.2")
