@@ -110,7 +110,7 @@ def run_go(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) 
 
 def version_of(binary: str, args: list[str]) -> str:
     try:
-        proc = subprocess.run([binary, *args], capture_output=True, text=True, timeout=20)
+        proc = subprocess.run([binary, *args], capture_output=True, text=True, timeout=90)  # checkov is slow to start
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return proc.stdout + proc.stderr
