@@ -17,7 +17,9 @@ def test_cells_cover_every_minor_under_both_majors_and_a_node_on_the_oldest_and_
     nodes = {(c.minor, c.helm) for c in cells if c.scope == "node"}
     assert {minor for minor, _ in nodes} == {tools.KUBERNETES_OLDEST, tools.KUBERNETES_NEWEST}
     assert {helm for _, helm in nodes} == set(tools.HELM_RELEASES), "each Helm major installs on a node"
-    assert matrix.oldest_node_cell() in cells
+    oldest = matrix.oldest_node_cell()
+    assert (oldest.minor, oldest.helm, oldest.scope) in {(c.minor, c.helm, c.scope) for c in cells}
+    assert "compat" in oldest.markers and "promise" in oldest.markers
     assert all("not node" in c.markers for c in cells if c.scope == "control plane"), "no node build needed"
 
 
