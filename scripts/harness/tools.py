@@ -431,15 +431,11 @@ def build_group(tool: Tool, key: str) -> None:
 def ensure_kubernetes(minor: str, *, node: bool = False) -> Path:
     """The directory holding `minor`'s control plane (and with `node`, its node) commands; built if missing."""
     commands = NODE_COMMANDS if node else CONTROL_PLANE_COMMANDS
-    built: set[str] = set()
-    paths = [ensure(kubernetes_tool(minor, name, [c for c in commands if not _has(minor, c)]), built)
-             for name in commands]
+    missing = [name for name in commands if not kubernetes_tool(minor, name, ()).reports_version(
+        str(kubernetes_tool(minor, name, ()).cached))]
+    built: set[str] = set()  # the first missing command's build builds them all, in one `go build`
+    paths = [ensure(kubernetes_tool(minor, name, missing), built) for name in commands]
     return paths[0].parent
-
-
-def _has(minor: str, command: str) -> bool:
-    tool = kubernetes_tool(minor, command, ())
-    return tool.cached.exists() and tool.reports_version(str(tool.cached))
 
 
 def kubernetes_minor() -> str:
