@@ -348,10 +348,9 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def running(directory: Path, kind: type[ControlPlane] = ControlPlane,
-            kubernetes: str | None = None) -> Iterator[ControlPlane]:
+def running(directory: Path, kind: type[ControlPlane] = ControlPlane) -> Iterator[ControlPlane]:
     """A control plane (of `kind`) for the duration of a `with` block; its processes die with this one."""
-    plane = kind(directory, tie_to_parent=True, kubernetes=kubernetes)
+    plane = kind(directory, tie_to_parent=True)
     plane.up()
     try:
         yield plane

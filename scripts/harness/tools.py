@@ -142,6 +142,9 @@ class Tool:
     def reports_version(self, path: str) -> bool:
         return self.version in version_of(path, self.version_args)
 
+    def is_cached(self) -> bool:
+        return self.cached.exists() and self.reports_version(str(self.cached))
+
 
 def k8s_ldflags(module_version: str) -> str:
     major, minor = module_version.lstrip("v").split(".")[:2]
@@ -378,7 +381,7 @@ def on_path(tool: Tool) -> Path | None:
 def ensure(tool: Tool, built_groups: set[str]) -> Path:
     """The tool's binary: cached, found on PATH, or built now (its group's build fills the cache)."""
     cached = tool.cached
-    if cached.exists() and tool.reports_version(str(cached)):
+    if tool.is_cached():
         if tool.link:
             link(tool.name, cached)
         return cached
@@ -390,7 +393,7 @@ def ensure(tool: Tool, built_groups: set[str]) -> Path:
         return external
     key = f"{tool.group}-{tool.version}"
     with build_lock(key):  # another process may be building the same directory: wait for it
-        if key not in built_groups and not (cached.exists() and tool.reports_version(str(cached))):
+        if key not in built_groups and not tool.is_cached():
             build_group(tool, key)
             built_groups.add(key)
     if not cached.exists() or not tool.reports_version(str(cached)):
@@ -431,11 +434,13 @@ def build_group(tool: Tool, key: str) -> None:
 def ensure_kubernetes(minor: str, *, node: bool = False) -> Path:
     """The directory holding `minor`'s control plane (and with `node`, its node) commands; built if missing."""
     commands = NODE_COMMANDS if node else CONTROL_PLANE_COMMANDS
-    missing = [name for name in commands if not kubernetes_tool(minor, name, ()).reports_version(
-        str(kubernetes_tool(minor, name, ()).cached))]
+    directory = kubernetes_tool(minor, commands[0], ()).cached_dir()
+    # Every plane's start-up comes here: one version probe per command when all are cached.
+    missing = [name for name in commands if not kubernetes_tool(minor, name, ()).is_cached()]
     built: set[str] = set()  # the first missing command's build builds them all, in one `go build`
-    paths = [ensure(kubernetes_tool(minor, name, missing), built) for name in commands]
-    return paths[0].parent
+    for name in missing:
+        ensure(kubernetes_tool(minor, name, missing), built)
+    return directory
 
 
 def kubernetes_minor() -> str:
