@@ -347,8 +347,14 @@ def running(plane: ControlPlane, directory: Path, values_files: list[Path] | Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    # --helm is accepted before and after the subcommand (`--helm 4 up` and `up --helm 4`).
+    helm_option = argparse.ArgumentParser(add_help=False)
+    helm_option.add_argument("--helm", choices=sorted(tools.HELM_RELEASES), default=argparse.SUPPRESS,
+                             help="the Helm major that installs, upgrades and uninstalls "
+                             f"({', '.join(f'{m}: {v}' for m, v in tools.HELM_RELEASES.items())}; "
+                             f"default: $TCR_ADDON_HELM, else {tools.HELM_DEFAULT_MAJOR})")
     parser = argparse.ArgumentParser(
-        prog="scripts/addon",
+        prog="scripts/addon", parents=[helm_option],
         description="Install the chart on a local cluster ('scripts/cluster up'). On a control plane without a "
         "node, the controller and webhook run as a host process with a token of the chart's own ServiceAccount. "
         "On a cluster with a node ('scripts/cluster --node up'), the images are built and loaded into the node "
@@ -357,19 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"add-on state and logs (default: {DEFAULT_DIR})")
     parser.add_argument("--cluster-dir", type=Path, default=DEFAULT_CLUSTER_DIR,
                         help=f"the control plane's --dir (default: {DEFAULT_CLUSTER_DIR})")
-    parser.add_argument("--helm", choices=sorted(tools.HELM_RELEASES), default=argparse.SUPPRESS,
-                        help="the Helm major that installs, upgrades and uninstalls "
-                        f"({', '.join(f'{major}: {version}' for major, version in tools.HELM_RELEASES.items())}; "
-                        f"default: $TCR_ADDON_HELM, else {tools.HELM_DEFAULT_MAJOR})")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="helm-install the chart; return once tcr-assistant is ready")
-    up.add_argument("--helm", choices=sorted(tools.HELM_RELEASES), default=argparse.SUPPRESS,
-                    help="as the option before the subcommand")
+    up = sub.add_parser("up", parents=[helm_option], help="helm-install the chart; return once tcr-assistant is ready")
     up.add_argument("-f", "--values", action="append", type=Path, default=[], help="a values file (repeatable)")
     up.add_argument("--set", action="append", default=[], dest="set_values", help="a helm --set value (repeatable)")
-    down = sub.add_parser("down", help="stop the host-process tcr-assistant (the release stays unless --uninstall)")
-    down.add_argument("--helm", choices=sorted(tools.HELM_RELEASES), default=argparse.SUPPRESS,
-                      help="as the option before the subcommand")
+    down = sub.add_parser("down", parents=[helm_option],
+                          help="stop the host-process tcr-assistant (the release stays unless --uninstall)")
     down.add_argument("--uninstall", action="store_true",
                       help="also uninstall, so nothing of the add-on is left: a real 'helm uninstall' on a node "
                       "(pre-delete Job included), else the cleanup hook's command and 'helm uninstall'")
