@@ -50,6 +50,8 @@ RELEASE_OBJECTS = [
     ("mutatingwebhookconfiguration", "tcr-assistant-mutating-webhook-configuration", False),
     ("validatingadmissionpolicy", "tcr-assistant-secret-writes", False),
     ("validatingadmissionpolicybinding", "tcr-assistant-secret-writes", False),
+    ("validatingadmissionpolicy", "tcr-assistant-webhook-configurations", False),
+    ("validatingadmissionpolicybinding", "tcr-assistant-webhook-configurations", False),
     ("imagepullsecret", "tcr-abcdefgh-vpc", False),
     ("imagepullsecret", "tcr-abcdefgh-public", False),
     ("deployment", "tcr-assistant-controller-manager", True),
@@ -348,6 +350,8 @@ def test_install_with_the_chart_defaults_is_accepted_by_this_minor(release: subp
         assert status["info"]["status"] == "deployed", status["info"]
         for resource, name in (("validatingadmissionpolicy", "tcr-assistant-secret-writes"),
                                ("validatingadmissionpolicybinding", "tcr-assistant-secret-writes"),
+                               ("validatingadmissionpolicy", "tcr-assistant-webhook-configurations"),
+                               ("validatingadmissionpolicybinding", "tcr-assistant-webhook-configurations"),
                                ("validatingwebhookconfiguration", "tcr-assistant-validating-webhook-configuration"),
                                ("mutatingwebhookconfiguration", "tcr-assistant-mutating-webhook-configuration"),
                                ("deployment", "tcr-assistant-controller-manager")):
