@@ -103,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the webhook's serving certificate in this kubernetes.io/tls Secret of --namespace: create "
         "the CA and certificate, renew both at two thirds of their lifetime, publish the CA as the caBundle of "
         "--webhook-configuration and write tls.crt/tls.key into --webhook-cert-dir (default: off; the files "
-        "then come from elsewhere, e.g. cert-manager)",
+        "then come from elsewhere, e.g. cert-manager). A Secret of that name that tcr-assistant did not create "
+        "is refused (neither served nor published nor changed) unless --webhook-cert-existing is given",
+    )
+    run.add_argument(
+        "--webhook-cert-existing",
+        action="store_true",
+        help="--webhook-cert-secret is a Secret you provide (chart value webhook.existingCertSecret) with tls.crt, "
+        "tls.key and ca.crt: serve it and publish its ca.crt as the caBundle as it is; never write it",
     )
     run.add_argument(
         "--webhook-configuration",
@@ -259,6 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             validity=args.webhook_cert_validity,
             cert_dir=Path(args.webhook_cert_dir),
             mutating_configuration=args.mutating_webhook_configuration,
+            existing=args.webhook_cert_existing,
         )
         keeper = ServingCertKeeper(kube, settings, controller.stop_event, watch_timeout=args.watch_timeout,
                                    read_timeout=args.watch_timeout + WATCH_READ_MARGIN)

@@ -11,15 +11,21 @@ server reloads from. Passes run on start, on any change to either object (two wa
 one object by name, which RBAC can limit by ``resourceNames``), and when a certificate comes due.
 
 The Secret is created with an owner reference to the webhook configuration, so deleting the
-configuration (``helm uninstall``, ``webhook.enabled=false``) removes it. A Secret that exists
-without our ``managed-by`` label (for example written by an older chart) is served and published
-as it is, never written.
+configuration (``helm uninstall``, ``webhook.enabled=false``) removes it.
+
+Only two certificates are trusted (published as the caBundle, so the API server sends every
+matched request to whoever holds the key): one this keeper wrote (our ``managed-by`` label), or
+one the values name as the user's (``webhook.existingCertSecret``, flag
+``--webhook-cert-existing``: served and published as it is, never written). A Secret of our
+name without our label is someone else's: it is neither served nor published, never written or
+deleted, and the keeper stays not ready with a log line naming the Secret and the value to set.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -74,6 +80,7 @@ class CertSettings:
     validity: float  # seconds, of each CA and serving certificate
     cert_dir: Path
     mutating_configuration: str | None = None  # the Pod webhook's: its caBundle is kept too
+    existing: bool = False  # the Secret is the user's (named in values): served and published, never written
 
     @property
     def configurations(self) -> list[tuple[Resource, str]]:
@@ -104,6 +111,40 @@ def decode(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
 def is_ours(secret: Mapping[str, Any] | None) -> bool:
     labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
     return secret is None or labels.get(api.LABEL_MANAGED_BY) == api.MANAGED_BY
+
+
+class Trust(enum.Enum):
+    """What the keeper may do with the certificate Secret."""
+
+    KEEP = "keep"  # ours, or none yet: issue, renew, publish, serve
+    AS_IS = "as-is"  # the user's, named in values: publish and serve, never write
+    REFUSED = "refused"  # someone else's, not named: nothing (not served, not published, not written)
+
+
+def trust(secret: Mapping[str, Any] | None, existing: bool) -> Trust:
+    if existing:
+        return Trust.AS_IS
+    return Trust.KEEP if is_ours(secret) else Trust.REFUSED
+
+
+def refusal(settings: CertSettings, secret: Mapping[str, Any] | None, data: Mapping[str, bytes],
+            trusted: Trust) -> str | None:
+    """Why the Secret's certificate is not published, and what to do; None when it may be. Names only:
+    never a value of the Secret."""
+    where = f"Secret {settings.namespace}/{settings.secret}"
+    if trusted is Trust.REFUSED:
+        return (f"{where} was not created by tcr-assistant (no label {api.LABEL_MANAGED_BY}={api.MANAGED_BY}): "
+                "it is not trusted, so it is neither served nor published as the caBundle, and is left as it is. "
+                f"To use it, set the chart value webhook.existingCertSecret={settings.secret} "
+                "(flag --webhook-cert-existing); to let tcr-assistant issue its own, delete it")
+    if trusted is Trust.AS_IS:
+        if secret is None:
+            return f"waiting for {where} (webhook.existingCertSecret): create it with tls.crt, tls.key and ca.crt"
+        missing = [key for key in (TLS_CERT, TLS_KEY, CA_CERT) if not data.get(key)]
+        if missing:
+            return (f"{where} (webhook.existingCertSecret) lacks {', '.join(missing)}: add them "
+                    "(ca.crt is the CA that signed tls.crt; it is published as the caBundle)")
+    return None
 
 
 def secret_body(settings: CertSettings, data: Mapping[str, bytes], owner: Mapping[str, Any],
@@ -156,6 +197,7 @@ class ServingCertKeeper:
         self.wake = threading.Event()
         self.published = _Published()
         self._waiting_logged = False
+        self._refusal_logged: str | None = None
         self._writes_in_a_row = 0
         self._thread: threading.Thread | None = None
 
@@ -241,7 +283,17 @@ class ServingCertKeeper:
         self._waiting_logged = False
         data = decode(secret)
         due: float | None = None
-        if is_ours(secret):
+        trusted = trust(secret, settings.existing)
+        problem = refusal(settings, secret, data, trusted)
+        if problem is not None:
+            if problem != self._refusal_logged:
+                log.warning("webhook certificate: %s", problem)
+                self._refusal_logged = problem
+            self.published.in_step = False
+            self._writes_in_a_row = 0
+            return None
+        self._refusal_logged = None
+        if trusted is Trust.KEEP:
             answer = self._decision(secret, present, now)
             if answer["data"] is not None:
                 if not fresh:
@@ -255,9 +307,6 @@ class ServingCertKeeper:
             if answer["step"] == "wait":
                 log.info("webhook certificate: %s", answer["why"])
             due = answer["next_check"]
-        elif not data.get(TLS_CERT):
-            log.warning("webhook certificate: Secret %s/%s is not managed by tcr-assistant and holds no tls.crt",
-                        settings.namespace, settings.secret)
         bundle = data.get(CA_CERT, b"")
         stale = [(config, [name for name, current in ca_bundles(config).items() if current != bundle])
                  for config in present]

@@ -299,6 +299,15 @@ def test_validating_admission_policy_modes() -> None:
                       "resources": ["secrets"]}]
     binding = one(render(None), "ValidatingAdmissionPolicyBinding", "tcr-assistant-secret-writes")
     assert binding["spec"] == {"policyName": "tcr-assistant-secret-writes", "validationActions": ["Deny"]}
+    # The second policy: the controller's writes to webhook configurations (caBundle only).
+    policy = one(render(None), "ValidatingAdmissionPolicy", "tcr-assistant-webhook-configurations")
+    assert policy["spec"]["matchConditions"] == [condition]
+    assert policy["spec"]["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": ["admissionregistration.k8s.io"], "apiVersions": ["v1"],
+         "operations": ["CREATE", "UPDATE", "DELETE"],
+         "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]}]
+    binding = one(render(None), "ValidatingAdmissionPolicyBinding", "tcr-assistant-webhook-configurations")
+    assert binding["spec"] == {"policyName": "tcr-assistant-webhook-configurations", "validationActions": ["Deny"]}
 
 
 def test_rbac_least_privilege() -> None:
@@ -443,6 +452,26 @@ def test_cert_manager_mode() -> None:
         "name": "corp-ca", "kind": "ClusterIssuer"}
 
 
+def test_existing_cert_secret_mode() -> None:
+    """webhook.existingCertSecret: the controller serves and publishes that Secret, and may only read it."""
+    manifests = render(None, "--set", "webhook.existingCertSecret=corp-webhook-cert")
+    args = one(manifests, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert "--webhook-cert-secret=corp-webhook-cert" in args and "--webhook-cert-existing" in args
+    assert "--webhook-cert-secret=tcr-assistant-webhook-server-cert" not in args
+    assert one(manifests, "Role", "tcr-assistant-webhook-cert-role")["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["corp-webhook-cert"],
+         "verbs": ["get", "list", "watch"]}]
+    assert "--webhook-cert-existing" not in one(render(None), "Deployment", "tcr-assistant-controller-manager")[
+        "spec"]["template"]["spec"]["containers"][0]["args"]
+    both = run_helm(*template_args(None, "--set", "webhook.existingCertSecret=corp-webhook-cert",
+                                   "--set", "webhook.certManager.enabled=true"))
+    assert both.returncode != 0
+    assert "webhook.existingCertSecret" in both.stderr and "webhook.certManager" in both.stderr, both.stderr
+    bad = run_helm(*template_args(None, "--set", "webhook.existingCertSecret=Not_A_Name"))
+    assert bad.returncode != 0 and "existingCertSecret" in bad.stderr, bad.stderr
+
+
 def test_controller_deployment_contract() -> None:
     deployment = one(case("defaults"), "Deployment", "tcr-assistant-controller-manager")
     spec = deployment["spec"]["template"]["spec"]
@@ -513,6 +542,9 @@ def test_hooks_cleanup_and_helm_test() -> None:
         assert "helm.sh/hook" not in (one(manifests, kind, name)["metadata"].get("annotations") or {})
     role = one(manifests, "Role", "tcr-assistant-test-role")
     assert {v for r in role["rules"] for v in r["verbs"]} == {"get"}
+    # Only what the check reads, by name: no other Secret in tests.namespace.
+    assert [(r["resources"], r["resourceNames"]) for r in role["rules"]] == [
+        (["secrets"], ["tcr.ipstcr-abcdefgh-vpc", "tcr.ipstcr-abcdefgh-public"]), (["serviceaccounts"], ["default"])]
     for hook in hooks:
         weight = int(hook["metadata"]["annotations"]["helm.sh/hook-weight"])
         assert weight == (0 if hook["kind"] in ("Job", "Pod") else -10), "RBAC before the Pod"

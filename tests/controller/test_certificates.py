@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,3 +96,24 @@ def test_over_many_lifetimes_the_served_certificate_is_always_trusted_and_valid(
     assert steps.count(Step.ISSUE) == 1, steps
     if now - T0 > 2 * VALIDITY:
         assert {Step.ADD_CA, Step.RENEW_SERVING, Step.PRUNE} <= set(steps)
+
+
+def test_only_our_secret_or_one_named_in_values_is_trusted() -> None:
+    settings = servingcert.CertSettings(namespace="tcr-assistant-system", secret="tcr-assistant-webhook-server-cert",
+                                        webhook_configuration="v", names=NAMES, validity=VALIDITY, cert_dir=Path("/x"))
+    ours = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "tcr-assistant"}}}
+    helms = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "Helm"}}}
+    unlabelled: dict[str, object] = {"metadata": {}}
+    trust, Trust = servingcert.trust, servingcert.Trust
+    assert [trust(s, existing=False) for s in (None, ours, helms, unlabelled)] == [
+        Trust.KEEP, Trust.KEEP, Trust.REFUSED, Trust.REFUSED]
+    assert {trust(s, existing=True) for s in (None, ours, helms, unlabelled)} == {Trust.AS_IS}
+    data = {key: b"x" for key in (CA_CERT, TLS_CERT, TLS_KEY)}
+    refused = servingcert.refusal(settings, helms, data, Trust.REFUSED)
+    assert refused is not None and "Secret tcr-assistant-system/tcr-assistant-webhook-server-cert" in refused
+    assert "webhook.existingCertSecret=tcr-assistant-webhook-server-cert" in refused
+    assert servingcert.refusal(settings, ours, data, Trust.KEEP) is None
+    assert servingcert.refusal(settings, helms, data, Trust.AS_IS) is None
+    assert "create it with tls.crt, tls.key and ca.crt" in (servingcert.refusal(settings, None, {}, Trust.AS_IS) or "")
+    lacking = servingcert.refusal(settings, helms, {TLS_CERT: b"x", TLS_KEY: b"x"}, Trust.AS_IS)
+    assert lacking is not None and "lacks ca.crt" in lacking

@@ -11,6 +11,7 @@ ImagePullSecret below succeeds only if the API server trusts the certificate bei
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import threading
@@ -160,27 +161,43 @@ def test_renewal_with_a_short_validity_never_interrupts_the_webhook(
 
 
 
-def test_a_secret_it_did_not_write_is_served_and_published_but_never_written(
+def test_a_secret_named_in_values_is_served_and_published_but_never_written(
         k: K, control_plane: ControlPlane, tmp_path: Path) -> None:
-    """As after an upgrade from a chart version that rendered the certificate (managed-by Helm):
-    the controller serves that certificate and publishes its CA, and writes and deletes nothing."""
-    running = addon.Addon(control_plane, tmp_path / "addon", tie_to_parent=True)
+    """webhook.existingCertSecret: a certificate the user provides under a name of their own. Until
+    it exists the controller is not ready and says what to create; then it serves the certificate
+    and publishes its CA, and writes and deletes nothing (uninstall leaves it). A Secret of the
+    controller's own name that it did not create is refused: tests/security."""
+    corp = "corp-webhook-cert"
+    running = addon.Addon(control_plane, tmp_path / "addon", tie_to_parent=True,
+                          set_values=[f"webhook.existingCertSecret={corp}"],
+                          extra_args=[f"--webhook-cert-secret={corp}", "--webhook-cert-existing"])
     running.install()
+    role = k.kube.get(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{addon.NAMESPACE}/roles/"
+                      "tcr-assistant-webhook-cert-role")
+    assert role is not None and role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [corp], "verbs": ["get", "list", "watch"]}]
     names = [*servingcert.service_names("tcr-assistant-webhook-service", addon.NAMESPACE), addon.WEBHOOK_HOST]
     theirs = certificates.issue(names, time.time(), 3600)
     body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {"name": SECRET, "namespace": addon.NAMESPACE, "labels": {api.LABEL_MANAGED_BY: "Helm"}},
+            "metadata": {"name": corp, "namespace": addon.NAMESPACE},
             "data": {key: base64.b64encode(value).decode() for key, value in theirs.items() if key != "ca.key"}}
-    version = k.kube.request("POST", f"/api/v1/namespaces/{addon.NAMESPACE}/secrets", body=body)["metadata"][
-        "resourceVersion"]
     try:
-        running.start_controller()
+        with contextlib.suppress(addon.AddonError):
+            running.start_controller(timeout=3)
+        assert running.process is not None and running.process.poll() is None
+        wait_for(lambda: f"waiting for Secret {addon.NAMESPACE}/{corp} (webhook.existingCertSecret)"
+                 in controller_log(running), timeout=30, what="the controller saying what to create")
+        version = k.kube.request("POST", f"/api/v1/namespaces/{addon.NAMESPACE}/secrets", body=body)["metadata"][
+            "resourceVersion"]
+        running.wait_ready(timeout=30)
         assert ca_bundle(k) == theirs["ca.crt"]
         assert webhook_admits(k) is None
-        assert (cert_secret(k) or {})["metadata"]["resourceVersion"] == version
+        assert (k.secret(addon.NAMESPACE, corp) or {})["metadata"]["resourceVersion"] == version
+        assert cert_secret(k) is None, "no certificate of its own is issued"
         running.cleanup_and_uninstall()
-        secret = cert_secret(k)
+        secret = k.secret(addon.NAMESPACE, corp)
         assert secret is not None and secret["metadata"]["resourceVersion"] == version, "not ours: left alone"
     finally:
         running.stop_controller()
-        k.kube.request("DELETE", f"/api/v1/namespaces/{addon.NAMESPACE}/secrets/{SECRET}")
+        with contextlib.suppress(KubeError):
+            k.kube.request("DELETE", f"/api/v1/namespaces/{addon.NAMESPACE}/secrets/{corp}")
