@@ -13,6 +13,11 @@ docs/DESIGN.md "Names and markers"): one release per cluster.
 tcr-assistant-controller-manager
 {{- end -}}
 
+{{/* The Secret holding the passwords given inline in values (credentials-secret.yaml). */}}
+{{- define "tcr-addon.credentialsSecretName" -}}
+tcr-assistant-registry-credentials
+{{- end -}}
+
 {{/* The user name the API server gives the controller's ServiceAccount. */}}
 {{- define "tcr-addon.controller.userName" -}}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "tcr-addon.controller.serviceAccountName" .) -}}

@@ -10,6 +10,10 @@ Pure: no I/O, no sockets (``webhook.py`` serves it over HTTPS). ``handle(body)``
   (``status``) are allowed; an UPDATE of an object being deleted (``deletionTimestamp`` set)
   is allowed; an UPDATE that changes neither name nor spec is allowed with warnings if the
   stored spec is invalid (ratcheting, like the API server's CRD validation ratcheting).
+- A ``spec.docker.passwordSecretRef`` must name a Secret marked as a credential source (label
+  ``tcr.tencentcloudcr.com/credential-source=true``): one that exists without the mark is denied,
+  saying how to mark it; one that does not exist yet is allowed with a warning (the controller
+  reads it once it exists with the mark). The caller supplies the lookup (``CredentialSources``).
 - Denials carry code 422 (reason ``Invalid``), a message naming each field and what it
   expects, and ``details`` (kind, name, ``causes``), so kubectl prints them like the API
   server's own validation errors. Denials are logged with field paths only; passwords never
@@ -18,18 +22,22 @@ Pure: no I/O, no sockets (``webhook.py`` serves it over HTTPS). ``handle(body)``
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from tcr_assistant.api import GROUP, PLURAL
+from tcr_assistant.api import GROUP, LABEL_CREDENTIAL_SOURCE, PLURAL
 from tcr_assistant.validation import FieldError, validate_image_pull_secret
 
 __all__ = [
     "ADMISSION_API_VERSION",
     "MAX_BODY_BYTES",
+    "CredentialSource",
+    "CredentialSources",
     "JSONDict",
     "handle",
     "review",
@@ -44,6 +52,49 @@ MAX_BODY_BYTES = 1 << 20
 _SHOWN_NAME_MAX = 64
 
 JSONDict = dict[str, Any]
+
+
+class CredentialSource(enum.Enum):
+    """What a passwordSecretRef names, as far as the caller can tell."""
+
+    MARKED = "marked"  # exists with the credential-source label
+    UNMARKED = "unmarked"  # exists without it
+    MISSING = "missing"  # does not exist (yet)
+    UNKNOWN = "unknown"  # could not be read
+
+
+@dataclass(frozen=True)
+class CredentialSources:
+    """The add-on's namespace and how marked each of its Secrets is (filled in by the I/O layer)."""
+
+    namespace: str
+    state: Callable[[str], CredentialSource]
+
+
+def credential_source_findings(
+    spec: Any, sources: CredentialSources
+) -> tuple[list[FieldError], list[str]]:
+    """(errors, warnings) about the Secret that ``spec``'s passwordSecretRef names."""
+    docker = spec.get("docker") if isinstance(spec, Mapping) else None
+    ref = docker.get("passwordSecretRef") if isinstance(docker, Mapping) else None
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    if not isinstance(name, str) or not name:
+        return [], []
+    field, namespace, mark = "spec.docker.passwordSecretRef.name", sources.namespace, f"{LABEL_CREDENTIAL_SOURCE}=true"
+    found = sources.state(name)
+    if found is CredentialSource.UNMARKED:
+        return [FieldError(field, (
+            f"Secret {json.dumps(name)} in namespace {json.dumps(namespace)} is not marked as a credential "
+            f"source, so it may not be read as a password; if it holds only registry credentials, mark it: "
+            f"kubectl label secret {name} -n {namespace} {mark}"
+        ))], []
+    if found is CredentialSource.MISSING:
+        return [], [f"{field}: Secret {json.dumps(name)} does not exist in namespace {json.dumps(namespace)} yet; "
+                    f"the controller reads it once it exists with the label {mark}"]
+    if found is CredentialSource.UNKNOWN:
+        return [], [f"{field}: could not check Secret {json.dumps(name)}; the controller reads it only if it "
+                    f"carries the label {mark}"]
+    return [], []
 
 
 def review_response(
@@ -100,7 +151,9 @@ def _format_errors(errors: list[FieldError]) -> str:
     return "; ".join(str(e) if e.field else e.message for e in errors)
 
 
-def _decide(uid: str, doc: Mapping[str, Any], request: Mapping[str, Any]) -> JSONDict:
+def _decide(
+    uid: str, doc: Mapping[str, Any], request: Mapping[str, Any], sources: CredentialSources | None
+) -> JSONDict:
     if doc.get("apiVersion") != ADMISSION_API_VERSION or doc.get("kind") != "AdmissionReview":
         return review_response(
             uid,
@@ -137,8 +190,11 @@ def _decide(uid: str, doc: Mapping[str, Any], request: Mapping[str, Any]) -> JSO
             message="request.object must be an ImagePullSecret object",
         )
     errors = validate_image_pull_secret(obj)
+    warnings: list[str] = []
+    if not errors and sources is not None:
+        errors, warnings = credential_source_findings(obj.get("spec"), sources)
     if not errors:
-        return review_response(uid, True)
+        return review_response(uid, True, warnings=warnings)
     if operation == "UPDATE":
         metadata = obj.get("metadata")
         if isinstance(metadata, Mapping) and metadata.get("deletionTimestamp"):
@@ -207,15 +263,19 @@ def parse_review(body: bytes, max_body_bytes: int = MAX_BODY_BYTES) -> tuple[str
     return uid, doc
 
 
-def handle(body: bytes, max_body_bytes: int = MAX_BODY_BYTES) -> tuple[int, JSONDict]:
-    """Decide one AdmissionReview request body: (HTTP status, AdmissionReview response). Never raises."""
+def handle(
+    body: bytes, max_body_bytes: int = MAX_BODY_BYTES, sources: CredentialSources | None = None
+) -> tuple[int, JSONDict]:
+    """Decide one AdmissionReview request body: (HTTP status, AdmissionReview response). Never raises.
+
+    ``sources``: how to check a passwordSecretRef's Secret; None checks the object alone."""
     try:
         uid, doc = parse_review(body, max_body_bytes)
     except BadReview as bad:
         return bad.status, bad.doc
     request = doc["request"]
     try:
-        result = _decide(uid, doc, request)
+        result = _decide(uid, doc, request, sources)
     except Exception:
         log.exception("webhook: error deciding request %s", uid)
         return HTTPStatus.OK, review_response(

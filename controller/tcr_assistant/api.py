@@ -16,6 +16,12 @@ SECRET_KEY = ".dockerconfigjson"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "tcr-assistant"
 LABEL_IPS = f"{GROUP}/imagepullsecret"
+#: A Secret of the add-on's namespace that a passwordSecretRef may read carries this label with
+#: value "true" (the chart sets it on the Secret that holds the passwords given in values). Without
+#: it a reference could make the controller copy any Secret there (the webhook CA's key, Helm's
+#: release records) into namespaces its author can read.
+LABEL_CREDENTIAL_SOURCE = f"{GROUP}/credential-source"
+CREDENTIAL_SOURCE_SELECTOR = f"{LABEL_CREDENTIAL_SOURCE}=true"
 
 OPT_OUT_ANNOTATION = f"{GROUP}/opt-out"
 FINALIZER = f"{GROUP}/cleanup"

@@ -144,8 +144,8 @@ class CredentialsError(ValueError):
 def resolve_credentials(
     spec: Mapping[str, Any], lookup_secret: Callable[[str], Mapping[str, str] | None]
 ) -> Credentials:
-    """Credentials from ``spec.docker``; ``lookup_secret(name)`` returns a Secret's ``data``
-    (base64 values) from the add-on's namespace, or None when it does not exist."""
+    """Credentials from ``spec.docker``; ``lookup_secret(name)`` returns the ``data`` (base64 values) of
+    a Secret of the add-on's namespace marked as a credential source, or None when there is none."""
     docker = spec.get("docker") or {}
     server = str(docker.get("server") or "").strip()
     username = str(docker.get("username") or "")
@@ -157,7 +157,10 @@ def resolve_credentials(
         key = str(ref.get("key") or api.DEFAULT_PASSWORD_KEY)
         data = lookup_secret(name) if name else None
         if data is None:
-            raise CredentialsError(f"passwordSecretRef: Secret {name!r} not found in the add-on's namespace")
+            raise CredentialsError(
+                f"passwordSecretRef: Secret {name!r} not found in the add-on's namespace among the Secrets "
+                f"marked as credential sources: create it, or label it {api.CREDENTIAL_SOURCE_SELECTOR}"
+            )
         raw = data.get(key)
         if raw is None:
             raise CredentialsError(f"passwordSecretRef: Secret {name!r} has no key {key!r}")

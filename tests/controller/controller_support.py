@@ -77,6 +77,15 @@ class K:
     def secret(self, ns: str, name: str) -> dict[str, Any] | None:
         return self.kube.get(SECRETS.path(ns, name))
 
+    def create_credential_secret(self, name: str, string_data: dict[str, str], *, marked: bool = True,
+                                 ns: str = ADDON_NS, secret_type: str = "Opaque") -> None:
+        """A Secret a passwordSecretRef may read (``marked``: with the credential-source label)."""
+        meta: dict[str, Any] = {"name": name}
+        if marked:
+            meta["labels"] = {api.LABEL_CREDENTIAL_SOURCE: "true"}
+        self.kube.request("POST", SECRETS.path(ns), body={
+            "apiVersion": "v1", "kind": "Secret", "type": secret_type, "metadata": meta, "stringData": string_data})
+
     def wait_default_sa(self, ns: str, timeout: float = 30) -> None:
         wait_for(lambda: self.sa(ns) is not None, timeout, what=f"ServiceAccount {ns}/default")
 

@@ -155,11 +155,7 @@ def test_password_secret_ref_follows_the_referenced_secret(
 ) -> None:
     ns = k.create_namespace()
     ref = f"cred-{uid()}"
-    k.kube.request(
-        "POST",
-        SECRETS.path(ADDON_NS),
-        body={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": ref}, "stringData": {"token": "ref-pw-1"}},
-    )
+    k.create_credential_secret(ref, {"token": "ref-pw-1"})
     name = f"rf-{uid()}"
     ips_cleanup.append(name)
     k.create_ips(
