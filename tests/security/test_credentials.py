@@ -196,3 +196,20 @@ def test_passwords_given_in_values_are_not_readable_from_the_custom_resources(
     finally:
         with contextlib.suppress(Exception):
             k.kube.delete(SECRETS.path(ADDON_NS, "tcr-assistant-registry-credentials"))
+
+
+def test_an_unmarked_secret_named_in_values_is_reported_at_install(k: K, tmp_path: Path) -> None:
+    """A values author who names an existing Secret that is not marked learns it from helm itself
+    (the chart's notes read the Secret's labels), instead of from a Ready=False later on."""
+    unmarked, marked = f"tcr-old-{uid()}", f"tcr-new-{uid()}"
+    k.create_credential_secret(unmarked, {"password": "pw"}, marked=False)
+    k.create_credential_secret(marked, {"password": "pw"})
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"global": {"imagePullSecretsCrs": [
+        {"name": f"ips-{secret}", "type": "docker", "dockerServer": "example.tencentcloudcr.com",
+         "dockerUsername": "robot", "dockerPasswordSecret": {"name": secret}} for secret in (unmarked, marked)]}}))
+    proc = helm("install", f"notes-{uid()}", str(REPO_ROOT / "chart"), "--namespace", ADDON_NS, "-f", str(values),
+                "--dry-run=server")
+    assert f"WARNING: Secret {unmarked} (dockerPasswordSecret of ips-{unmarked}) is not marked" in proc.stdout
+    assert f"kubectl -n {ADDON_NS} label secret {unmarked} {api.CREDENTIAL_SOURCE_SELECTOR}" in proc.stdout
+    assert f"Secret {marked} " not in proc.stdout
