@@ -194,6 +194,13 @@ def test_a_secret_named_in_values_is_served_and_published_but_never_written(
         assert webhook_admits(k) is None
         assert (k.secret(addon.NAMESPACE, corp) or {})["metadata"]["resourceVersion"] == version
         assert cert_secret(k) is None, "no certificate of its own is issued"
+        # Renewal is the user's: a replaced certificate is served and published (the same watch).
+        renewed = certificates.issue(names, time.time(), 3600)
+        version = k.kube.request("PUT", f"/api/v1/namespaces/{addon.NAMESPACE}/secrets/{corp}", body={
+            **body, "data": {key: base64.b64encode(value).decode() for key, value in renewed.items()
+                             if key != "ca.key"}})["metadata"]["resourceVersion"]
+        wait_for(lambda: ca_bundle(k) == renewed["ca.crt"], timeout=30, what="the renewed CA published")
+        wait_for(lambda: webhook_admits(k) is None, timeout=30, what="the renewed certificate served")
         running.cleanup_and_uninstall()
         secret = k.secret(addon.NAMESPACE, corp)
         assert secret is not None and secret["metadata"]["resourceVersion"] == version, "not ours: left alone"
