@@ -179,7 +179,7 @@ def test_cli_help_names_the_commands() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "scripts"))
     proc = subprocess.run([sys.executable, "-m", "harness.images", "--help"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, check=True)
-    for word in ("build", "base", "sweep", "mmdebstrap", "needs root"):
+    for word in ("build", "base", "sweep", "pin", "lock", "mmdebstrap", "needs root", "digest"):
         assert word in proc.stdout
 
 
@@ -217,9 +217,42 @@ def test_mirror_comes_from_the_machine_apt_sources(tmp_path: Path) -> None:
     ]
 
 
-def test_wheel_requirements_are_the_pinned_runtime_deps_and_build_backend() -> None:
-    assert images.wheel_requirements() == ["PyYAML==6.0.4", "cryptography==50.0.2", "prometheus-client==0.26.0",
-                                           "setuptools>=68", "urllib3==2.8.0", "wheel"]
+def test_wheelhouse_holds_exactly_the_hashed_pins_of_both_images() -> None:
+    pins = images.wheelhouse_pins()
+    assert [f"{pin.name}=={pin.version}" for pin in pins] == [
+        "cffi==2.1.1", "cryptography==50.0.2", "prometheus-client==0.26.0", "pycparser==3.12", "pyyaml==6.0.4",
+        "setuptools==84.2.1", "urllib3==2.8.0"]
+    assert all(pin.hashes for pin in pins)
+    # The wheelhouse (cached; `make setup` makes it): one wheel per pin, each with its hash.
+    wheels = sorted(images.ensure_base().wheelhouse.glob("*.whl"))
+    assert [images.wheel_name_version(wheel.name)[0] for wheel in wheels] == [pin.name for pin in pins]
+    for wheel, pin in zip(wheels, pins, strict=True):
+        assert images.file_sha256(wheel) in pin.hashes
+
+
+def test_requirements_files_refuse_what_pip_require_hashes_refuses() -> None:
+    text = "# comment\nurllib3==2.8.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
+    assert images.parse_requirements(text, "r.txt") == [images.Pin("urllib3", "2.8.0", ("a" * 64,))]
+    assert images.parse_requirements(images.render_requirements(images.parse_requirements(text, "r"), ["x"]),
+                                     "r") == images.parse_requirements(text, "r")
+    with pytest.raises(images.ImageError, match=r"r\.txt: urllib3==2\.8\.0 has no --hash=sha256"):
+        images.parse_requirements("urllib3==2.8.0\n", "r.txt")
+    with pytest.raises(images.ImageError, match=r"r\.txt: 'urllib3>=2' is not NAME==VERSION"):
+        images.parse_requirements("urllib3>=2 --hash=sha256:" + "a" * 64 + "\n", "r.txt")
+    with pytest.raises(images.ImageError, match=r"'--hash=md5:00' is not --hash=sha256"):
+        images.parse_requirements("urllib3==2.8.0 --hash=md5:00\n", "r.txt")
+
+
+def test_pin_rewrites_only_the_base_image_digest() -> None:
+    dockerfile = (REPO_ROOT / "controller" / "Dockerfile").read_text()
+    new = "sha256:" + "b" * 64
+    rewritten = images.rewrite_pin(dockerfile, new, "Dockerfile")
+    assert images.pinned_base(rewritten, "Dockerfile") == f"python:3.11-slim@{new}"
+    assert rewritten.replace(new, "") == dockerfile.replace(images.pinned_base(dockerfile, "D").split("@")[1], "")
+    with pytest.raises(images.ImageError, match="not a digest"):
+        images.rewrite_pin(dockerfile, "latest", "Dockerfile")
+    with pytest.raises(images.ImageError, match=r"Dockerfile: needs exactly one 'ARG BASE_IMAGE=python:3\.11-slim@"):
+        images.rewrite_pin("FROM python:3.11-slim\n", new, "Dockerfile")
 
 
 def test_clear_errors_for_missing_prerequisites(monkeypatch: pytest.MonkeyPatch) -> None:
