@@ -303,8 +303,8 @@ class Controller:
         self.metrics.writes.labels("serviceaccounts").inc()
         if seen is not None:
             self.metrics.link_latency.observe(time.monotonic() - seen)
-        added = set(latest.pull_secrets) - set(account.pull_secrets)
-        removed = set(account.pull_secrets) - set(latest.pull_secrets)
+        added = set(latest.ours) - set(account.ours)  # (only entries named like ours change)
+        removed = set(account.ours) - set(latest.ours)
         log.info("ServiceAccount %s imagePullSecrets: +%s -%s", account.key, sorted(map(str, added)),
                  sorted(map(str, removed)))
         when = now_rfc3339()
@@ -361,7 +361,7 @@ class Controller:
                 self.ensure_namespace_secrets(namespace)  # the plan is deleting: removes ours
                 with self.state.lock:
                     accounts = [a for a in self.state.service_accounts.get(namespace, {}).values()
-                                if plan.secret_name in a.pull_secrets]
+                                if plan.secret_name in a.pull_secrets or not a.ours_kept]
                 for account in accounts:
                     self.link_service_account(account)
 

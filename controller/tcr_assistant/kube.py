@@ -15,12 +15,13 @@ Errors mapped explicitly:
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,13 +32,14 @@ import urllib3
 
 from . import api, apiclient, reconcile
 from .apiclient import ApiClient
-from .observed import ServiceAccountInfo, service_account_info
+from .observed import ServiceAccountInfo, pull_secret_names, service_account_info
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
 CONFLICT_RETRIES = 5
 CONFLICT_DELAY = 0.01
+LIST_READ_CHUNK = 1 << 16
 
 
 class KubeError(Exception):
@@ -155,7 +157,7 @@ class Kube:
         kind = _kind_of(path)
         verb = method
         if method == "GET" and _is_collection(path):
-            verb = "WATCH" if stream else "LIST"
+            verb = "WATCH" if (query or {}).get("watch") else "LIST"
         with self._lock:
             self.requests[f"{verb} {kind}"] += 1
             if method != "GET":
@@ -204,9 +206,12 @@ class Kube:
         finally:
             resp.release_conn()
 
-    def list_all(self, path: str, query: Mapping[str, Any] | None = None, page: int = 500) -> dict[str, Any]:
-        """Paginated list; returns {"items": [...], "resourceVersion": "..."}."""
-        items: list[dict[str, Any]] = []
+    def list_each(
+        self, path: str, query: Mapping[str, Any] | None, on_item: Callable[[dict[str, Any]], None], page: int = 500
+    ) -> str:
+        """Paginated list, one item at a time: each page is parsed as its response streams in, so
+        only one item is held at once however large a page is (a page of 500 ServiceAccounts of
+        1 MiB each would otherwise be 500 MiB at once). Returns the list's resourceVersion."""
         cont: str | None = None
         rv = ""
         while True:
@@ -214,13 +219,29 @@ class Kube:
             q["limit"] = page
             if cont:
                 q["continue"] = cont
-            doc = self.request("GET", path, query=q)
-            items.extend(doc.get("items") or [])
-            meta = doc.get("metadata") or {}
+            resp = self._send("GET", path, q, None, "application/json", None, stream=True)
+            meta: Mapping[str, Any] = {}
+            try:
+                if not 200 <= resp.status <= 299:
+                    raise _error(resp.status, resp.read())
+                for key, value in list_members(resp.stream(LIST_READ_CHUNK)):
+                    if key == "items" and isinstance(value, dict):
+                        on_item(value)
+                    elif key == "metadata" and isinstance(value, Mapping):
+                        meta = value
+            finally:
+                resp.release_conn()
             rv = meta.get("resourceVersion") or rv
             cont = meta.get("continue")
             if not cont:
-                return {"items": items, "resourceVersion": rv}
+                return rv
+
+    def list_all(self, path: str, query: Mapping[str, Any] | None = None, page: int = 500) -> dict[str, Any]:
+        """Paginated list; returns {"items": [...], "resourceVersion": "..."} (every item held:
+        for small lists; the reflectors use `list_each`)."""
+        items: list[dict[str, Any]] = []
+        rv = self.list_each(path, query, items.append, page)
+        return {"items": items, "resourceVersion": rv}
 
     def get(self, path: str) -> dict[str, Any] | None:
         try:
@@ -305,14 +326,30 @@ class Kube:
         latest is None when the ServiceAccount is gone.
         """
         info: ServiceAccountInfo | None = sa
+        if not sa.all_kept:
+            # Only our entries are cached. ``compute`` keeps every other entry in place (and appends
+            # missing ones at the end), so our entries alone tell what it would change.
+            if sa.ours_kept:
+                ours = list(sa.ours)
+                new = compute(ours)
+                if new == ours:
+                    return False, sa
+                if new[: len(ours)] == ours:
+                    appended = self._append_pull_secrets(sa, [n for n in new[len(ours):] if n is not None])
+                    if appended is not None:
+                        return appended
+            info = None  # read the list whole
         for _attempt in range(CONFLICT_RETRIES):
             if info is None:
                 obj = self.get(SERVICEACCOUNTS.path(sa.namespace, sa.name))
                 if obj is None:
                     return False, None
+                names = pull_secret_names(obj)
                 info = service_account_info(obj)
-            new = compute(info.pull_secrets)
-            if list(info.pull_secrets) == new:
+            else:
+                names = list(info.pull_secrets)
+            new = compute(names)
+            if names == new:
                 return False, info
             patch = {
                 "metadata": {"resourceVersion": info.resource_version},
@@ -336,6 +373,26 @@ class Kube:
                     continue
                 raise
         raise KubeError(409, "Conflict", f"ServiceAccount {sa.key}: still conflicting after {CONFLICT_RETRIES} tries")
+
+    def _append_pull_secrets(self, sa: ServiceAccountInfo, names: Sequence[str]
+                             ) -> tuple[bool, ServiceAccountInfo | None] | None:
+        """Append ``names`` to a long ``imagePullSecrets`` list without reading it: a JSON patch,
+        guarded by the cached resourceVersion. None on 409 Conflict (the caller reads and retries)."""
+        ops: list[dict[str, Any]] = [
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": sa.resource_version},
+            *({"op": "add", "path": "/imagePullSecrets/-", "value": {"name": n}} for n in names),
+        ]
+        try:
+            obj = self.request("PATCH", SERVICEACCOUNTS.path(sa.namespace, sa.name), body=ops,
+                               content_type="application/json-patch+json")
+        except KubeError as exc:
+            if exc.not_found:
+                return False, None
+            if exc.conflict:
+                self._retried("serviceaccounts", "conflict", f"ServiceAccount {sa.key}")
+                return None
+            raise
+        return True, service_account_info(obj)
 
     # -- ImagePullSecrets ---------------------------------------------------------------------
 
@@ -451,6 +508,87 @@ def namespace_file() -> str | None:
         return p.read_text().strip() or None
     except OSError:
         return None
+
+
+class ListParseError(ValueError):
+    pass
+
+
+def list_members(chunks: Iterable[bytes]) -> Iterator[tuple[str, Any]]:
+    """The members of a JSON list response (``{"kind": …, "metadata": {…}, "items": [...]}``) as
+    (key, value) pairs, parsed as the chunks arrive, with one ("items", item) pair per item: only
+    the item being parsed is held, never the whole body."""
+    decode = codecs.getincrementaldecoder("utf-8")().decode
+    parser = json.JSONDecoder()
+    source = iter(chunks)
+    buf, pos, eof = "", 0, False
+
+    def read_more(at_least: int) -> None:
+        nonlocal buf, pos, eof
+        buf, pos = buf[pos:], 0  # drop what is parsed
+        wanted = len(buf) + at_least
+        while not eof and len(buf) < wanted:
+            chunk = next(source, None)
+            if chunk is None:
+                eof = True
+                buf += decode(b"", final=True)
+            else:
+                buf += decode(chunk)
+
+    def peek() -> str:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(buf) or eof:
+                return buf[pos] if pos < len(buf) else ""
+            read_more(LIST_READ_CHUNK)
+
+    def expect(char: str) -> None:
+        nonlocal pos
+        if peek() != char:
+            raise ListParseError(f"list response: expected {char!r} at character {pos}")
+        pos += 1
+
+    def value() -> Any:
+        nonlocal pos
+        peek()
+        while True:
+            try:
+                parsed, end = parser.raw_decode(buf, pos)
+                if end < len(buf) or eof:  # (a number at the very end may continue in the next chunk)
+                    pos = end
+                    return parsed
+            except json.JSONDecodeError as exc:
+                if eof:
+                    raise ListParseError(f"list response: {exc.msg} at character {exc.pos}") from None
+            read_more(max(len(buf) - pos, LIST_READ_CHUNK))  # doubling: each retry parses at most twice as much
+
+    expect("{")
+    if peek() == "}":
+        return
+    while True:
+        key = value()
+        if not isinstance(key, str):
+            raise ListParseError("list response: a member name is not a string")
+        expect(":")
+        if key == "items" and peek() == "[":
+            pos += 1
+            if peek() == "]":
+                pos += 1
+            else:
+                while True:
+                    yield key, value()
+                    if peek() != ",":
+                        break
+                    pos += 1
+                expect("]")
+        else:
+            yield key, value()
+        if peek() != ",":
+            break
+        pos += 1
+    expect("}")
 
 
 def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

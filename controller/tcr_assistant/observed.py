@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +26,54 @@ class NamespaceInfo:
     labels: tuple[tuple[str, str], ...] = ()
 
 
+# A ServiceAccount's imagePullSecrets are kept whole only while short: a tenant can put
+# thousands of long entries on its accounts, and the controller's memory must not grow with them.
+ENTRIES_KEPT = 32  # entries
+ENTRY_CHARS_KEPT = 4096  # characters of names, all entries together
+OURS_KEPT = 32  # entries named like ours, when the list is too long to keep whole
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceAccountInfo:
+    """What decisions need of a ServiceAccount.
+
+    ``pull_secrets`` is the whole ``imagePullSecrets`` list (names; None for an entry without
+    one) when it is short (``all_kept``). A longer list is reduced to the entries named like
+    ours (``tcr.ips…``, in order, repeats included; at most OURS_KEPT, ``ours_kept`` False when
+    there were more) and a digest of every name (``entries_digest``): enough to decide whether
+    it needs our write, and whether a Pod's entries were copied from it. A write to such an
+    account reads it whole first."""
+
     namespace: str
     name: str
     pull_secrets: tuple[str | None, ...] = ()
     opt_out: bool = False
     resource_version: str = ""
+    all_kept: bool = True
+    ours_kept: bool = True
+    entries_digest: str = ""  # only when not all_kept
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def ours(self) -> tuple[str, ...]:
+        """The entries named like ours, in order (all of them when ``ours_kept``)."""
+        return tuple(n for n in self.pull_secrets if n is not None and n.startswith(api.SECRET_PREFIX))
+
+
+def entries_digest(names: Sequence[str | None]) -> str:
+    """A digest of a list of imagePullSecrets names (not secret: names only)."""
+    return hashlib.blake2b(json.dumps(list(names)).encode(), digest_size=16).hexdigest()
+
+
+def reduced_pull_secrets(names: Sequence[str | None]) -> tuple[tuple[str | None, ...], bool, bool, str]:
+    """(kept names, all kept, ours all kept, digest or "") for a ServiceAccount's entry names."""
+    if len(names) <= ENTRIES_KEPT and sum(len(n or "") for n in names) <= ENTRY_CHARS_KEPT:
+        return tuple(names), True, True, ""
+    ours = [n for n in names if n is not None and n.startswith(api.SECRET_PREFIX)]
+    return tuple(ours[:OURS_KEPT]), False, len(ours) <= OURS_KEPT, entries_digest(names)
 
 
 def opted_out(annotations: Mapping[str, str] | None) -> bool:
@@ -61,15 +98,23 @@ def namespace_info(obj: Mapping[str, Any]) -> NamespaceInfo:
     )
 
 
+def pull_secret_names(obj: Mapping[str, Any]) -> list[str | None]:
+    """The names of a ServiceAccount's (or a Pod spec's) ``imagePullSecrets``, None for an entry without one."""
+    return [e.get("name") if isinstance(e, Mapping) else None for e in obj.get("imagePullSecrets") or []]
+
+
 def service_account_info(obj: Mapping[str, Any]) -> ServiceAccountInfo:
     meta = obj.get("metadata") or {}
-    entries = obj.get("imagePullSecrets") or []
+    kept, all_kept, ours_kept, digest = reduced_pull_secrets(pull_secret_names(obj))
     return ServiceAccountInfo(
         namespace=meta.get("namespace", ""),
         name=meta.get("name", ""),
-        pull_secrets=tuple((e or {}).get("name") for e in entries),
+        pull_secrets=kept,
         opt_out=opted_out(meta.get("annotations")),
         resource_version=meta.get("resourceVersion", ""),
+        all_kept=all_kept,
+        ours_kept=ours_kept,
+        entries_digest=digest,
     )
 
 

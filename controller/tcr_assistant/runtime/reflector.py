@@ -94,16 +94,20 @@ class Reflector:
         return self.resource.path(self.namespace)
 
     def _list(self) -> None:
-        doc = self.kube.list_all(self._path(), self._query())
-        fresh: dict[str, tuple[Mapping[str, Any], Any]] = {}
-        for obj in doc["items"]:
-            fresh[self.key_of(obj)] = (obj, self.reduce(obj))
+        # Each object is reduced as it is parsed and only the reduced view kept: a list of large
+        # objects is never held whole.
+        fresh: dict[str, Any] = {}
+
+        def keep(obj: Mapping[str, Any]) -> None:
+            fresh[self.key_of(obj)] = self.reduce(obj)
+
+        resource_version = self.kube.list_each(self._path(), self._query(), keep)
         for key in [k for k in self.store if k not in fresh]:
             old = self.store.pop(key)
             self._fire("DELETED", old, None)
-        for key, (_obj, new) in fresh.items():
+        for key, new in fresh.items():
             self._upsert(key, new)
-        self.resource_version = doc["resourceVersion"]
+        self.resource_version = resource_version
         self.relists += 1
         self.synced.set()
 
