@@ -10,7 +10,13 @@ ServiceAccount, and only those, when:
   namespaces, selector, exclusions, opt-out annotations) and the Pod lacks the entry;
 * the Pod has not opted out (the opt-out annotation on the Pod);
 * the Pod names no ``imagePullSecrets`` of its own: every entry it has is one its ServiceAccount
-  lists too (so it was copied from there), or it has none.
+  lists too (so it was copied from there), or it has none;
+* the Pod is not a mirror Pod (the kubelet's copy of a static Pod, annotation
+  ``kubernetes.io/config.mirror``) and the request does not come from a node (user
+  ``system:node:…`` or group ``system:nodes``): an entry there would let the node read the
+  Secret, and the API server refuses mirror Pods that name Secrets;
+* the Pod's annotations stay within the API server's limit (256 KiB, keys and values together)
+  with our annotation added; else the Pod is admitted unchanged, with a warning saying why.
 
 Everything else is admitted unchanged. The change is a JSON patch that appends the entries and
 records them in the annotation ``tcr.tencentcloudcr.com/added-image-pull-secrets``, so ``kubectl
@@ -28,10 +34,15 @@ from typing import Any
 
 from . import admission
 from .api import GROUP
-from .observed import opted_out
+from .observed import ServiceAccountInfo, entries_digest, opted_out
 
 ANNOTATION_ADDED = f"{GROUP}/added-image-pull-secrets"
 PATCH_TYPE = "JSONPatch"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+# k8s.io/apimachinery validation: TotalAnnotationSizeLimitB, the bytes of every key and value.
+ANNOTATIONS_LIMIT_BYTES = 256 * 1024
+NODE_USER_PREFIX = "system:node:"
+NODES_GROUP = "system:nodes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,9 @@ class PodFacts:
     has_annotations: bool
     owner: str  # e.g. "ReplicaSet web-5d8f" or "" (for messages)
     dry_run: bool
+    mirror: bool = False  # a static Pod's mirror
+    by_node: bool = False  # requested by a node (its kubelet)
+    other_annotation_bytes: int = 0  # keys and values, our annotation not counted
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -67,6 +81,8 @@ def pod_facts(request: Mapping[str, Any]) -> PodFacts | None:
     annotations = _mapping(meta.get("annotations"))
     entries = _list(spec.get("imagePullSecrets"))
     owners = [o for o in _list(meta.get("ownerReferences")) if isinstance(o, Mapping)]
+    user = _mapping(request.get("userInfo"))
+    groups = [str(g) for g in _list(user.get("groups"))]
     return PodFacts(
         namespace=str(request.get("namespace") or meta.get("namespace") or ""),
         service_account=str(spec.get("serviceAccountName") or "default"),
@@ -75,19 +91,62 @@ def pod_facts(request: Mapping[str, Any]) -> PodFacts | None:
         has_annotations=bool(annotations),
         owner=f"{owners[0].get('kind')} {owners[0].get('name')}" if owners else "",
         dry_run=bool(request.get("dryRun")),
+        mirror=MIRROR_ANNOTATION in annotations,
+        by_node=str(user.get("username") or "").startswith(NODE_USER_PREFIX) or NODES_GROUP in groups,
+        other_annotation_bytes=sum(_bytes(k) + _bytes(v) for k, v in annotations.items() if k != ANNOTATION_ADDED),
     )
 
 
-def entries_to_add(facts: PodFacts, wanted: Sequence[str], account_entries: Sequence[str] | None) -> list[str]:
+def _bytes(value: Any) -> int:
+    return len(str(value).encode())
+
+
+def not_for_us(facts: PodFacts) -> str | None:
+    """Why a Pod is never changed whatever its ServiceAccount (None: it may be)."""
+    if facts.mirror:
+        return "a mirror Pod (the kubelet's copy of a static Pod)"
+    if facts.by_node:
+        return "created by a node"
+    return None
+
+
+def copied_from(pull_secrets: Sequence[str], account: ServiceAccountInfo | None) -> bool:
+    """Were a Pod's entries copied from its ServiceAccount (so it names none of its own)? A Pod
+    with none: yes. With some and the account unknown: no. A long list is kept as a digest only:
+    the Pod's must then be the same list (the API server copies it whole)."""
+    if not pull_secrets:
+        return True
+    if account is None:
+        return False
+    if account.all_kept:
+        return set(pull_secrets) <= {e for e in account.pull_secrets if e}
+    return entries_digest(list(pull_secrets)) == account.entries_digest
+
+
+def entries_to_add(facts: PodFacts, wanted: Sequence[str], account: ServiceAccountInfo | None) -> list[str]:
     """Our entries the Pod should get, or [] to leave it alone.
 
-    ``wanted``: our Secret names its ServiceAccount is served with; ``account_entries``: what the
-    ServiceAccount lists now (None when unknown)."""
-    if facts.opted_out or not wanted:
+    ``wanted``: our Secret names its ServiceAccount is served with; ``account``: the
+    ServiceAccount as the controller knows it (None when unknown)."""
+    if facts.opted_out or not wanted or not_for_us(facts) is not None:
         return []
-    if facts.pull_secrets and (account_entries is None or not set(facts.pull_secrets) <= set(account_entries)):
+    if not copied_from(facts.pull_secrets, account):
         return []  # the Pod names its own imagePullSecrets
     return [name for name in wanted if name not in facts.pull_secrets]
+
+
+def annotation_bytes_after(facts: PodFacts, add: Sequence[str]) -> int:
+    """The size the API server checks, with our annotation recording ``add``."""
+    return facts.other_annotation_bytes + _bytes(ANNOTATION_ADDED) + _bytes(",".join(add))
+
+
+def too_large_warning(facts: PodFacts, add: Sequence[str]) -> str | None:
+    """The warning for a Pod whose annotations would exceed the limit with ours (None: they fit)."""
+    size = annotation_bytes_after(facts, add)
+    if size <= ANNOTATIONS_LIMIT_BYTES:
+        return None
+    return (f"tcr-assistant: imagePullSecrets {', '.join(add)} not added: the Pod's annotations would be "
+            f"{size} bytes with {ANNOTATION_ADDED}, over the API server's limit of {ANNOTATIONS_LIMIT_BYTES}")[:250]
 
 
 def _pointer(key: str) -> str:
@@ -109,9 +168,9 @@ def patch_for(facts: PodFacts, add: Sequence[str]) -> list[dict[str, Any]]:
     return ops
 
 
-def review_response(uid: str, patch: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """Allowed, with ``patch`` when there is one (a Pod is never refused)."""
-    review = admission.review_response(uid, True)
+def review_response(uid: str, patch: Sequence[Mapping[str, Any]] = (), warnings: Sequence[str] = ()) -> dict[str, Any]:
+    """Allowed, with ``patch`` when there is one (a Pod is never refused), and ``warnings`` for the user."""
+    review = admission.review_response(uid, True, warnings=list(warnings) or None)
     if patch:
         review["response"]["patchType"] = PATCH_TYPE
         review["response"]["patch"] = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode()).decode()
