@@ -37,7 +37,7 @@ from .reconcile import ABSENT, EnsureSecret, Plan, RemoveSecret
 from .runtime.leaderelection import LeaderElector
 from .runtime.reflector import Reflector
 from .runtime.workqueue import Pending, WorkQueue
-from .state import ControllerState, remember_write
+from .state import ControllerState, remember_event, remember_write
 from .work import (
     ImagePullSecretKey,
     NamespaceKey,
@@ -402,11 +402,9 @@ class Controller:
     def event(self, obj: Mapping[str, Any], etype: str, reason: str, message: str) -> None:
         """An Event on an ImagePullSecret; an identical one at most once a minute."""
         key = (str((obj.get("metadata") or {}).get("name")), reason, message)
-        now = time.monotonic()
         with self.state.lock:
-            if now - self.state.recent_events.get(key, -EVENT_REPEAT_SECONDS) < EVENT_REPEAT_SECONDS:
+            if not remember_event(self.state.recent_events, key, time.monotonic(), EVENT_REPEAT_SECONDS):
                 return
-            self.state.recent_events[key] = now
         self.kube.event(obj, etype, reason, message)
 
     # -- workers and life cycle -----------------------------------------------------------------

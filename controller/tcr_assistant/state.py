@@ -21,6 +21,7 @@ SaKey = tuple[str, str]  # (namespace, name)
 SecretKey = tuple[str, str]  # (namespace, ImagePullSecret name)
 
 REMOVALS_KEPT = 16  # enough for the relink backoff to reach its cap
+RECENT_EVENTS_KEPT = 1024  # Events remembered for de-duplication (their messages name namespaces)
 
 
 @dataclass
@@ -128,3 +129,17 @@ def remember_write(log: dict[str, dict[str, str]], ips: str, what: str, when: st
     entries[what] = when
     while len(entries) > api.STATUS_LIST_MAX:
         del entries[next(iter(entries))]
+
+
+def remember_event(recent: dict[tuple[str, str, str], float], key: tuple[str, str, str], now: float,
+                   window: float, kept: int = RECENT_EVENTS_KEPT) -> bool:
+    """Should an Event ``key`` be sent now (not sent within ``window``)? Records it if so.
+    ``recent`` stays bounded: beyond ``kept`` entries the oldest go (at worst an Event is
+    sent again within the window)."""
+    if now - recent.get(key, now - window) < window:
+        return False
+    recent.pop(key, None)
+    recent[key] = now  # insertion order is sending order: the oldest come first
+    while len(recent) > kept:
+        del recent[next(iter(recent))]
+    return True
