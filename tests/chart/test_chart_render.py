@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -96,10 +97,16 @@ def test_tke_values_become_the_expected_custom_resources() -> None:
             "server": "example-vpc.tencentcloudcr.com",
             # An unquoted YAML number must not come out as 1.00012345678e+11.
             "username": "100012345678",
-            "password": "eyJhbGciOiJSUzI1NiJ9.tcr.jwt.token",
+            # The inline password lives in the chart's Secret, never in the custom resource.
+            "passwordSecretRef": {"name": "tcr-assistant-registry-credentials", "key": "tcr-abcdefgh-vpc"},
         },
     }
     assert ipss["tcr-abcdefgh-public"]["namespaces"] == "default, team-a,team-b"
+    [credentials] = [m for m in case("tke-two-registries-with-hosts-values") if m["kind"] == "Secret"]
+    assert credentials["metadata"]["name"] == "tcr-assistant-registry-credentials"
+    assert credentials["metadata"]["labels"]["tcr.tencentcloudcr.com/credential-source"] == "true"
+    assert base64.b64decode(credentials["data"]["tcr-abcdefgh-vpc"]).decode() == "eyJhbGciOiJSUzI1NiJ9.tcr.jwt.token"
+    assert set(credentials["data"]) == set(ipss)
     existing = {m["metadata"]["name"]: m["spec"] for m in by_kind(case("existing-secret-values"), "ImagePullSecret")}
     assert existing["private"]["docker"]["passwordSecretRef"] == {"name": "tcr-credentials", "key": "token"}
     assert "password" not in existing["private"]["docker"]
@@ -428,7 +435,8 @@ def test_webhook_certificate_is_kept_by_the_controller_not_rendered() -> None:
 
 def test_cert_manager_mode() -> None:
     manifests = case("cert-manager-values")
-    assert not [m for m in manifests if m["kind"] == "Secret"], "cert-manager writes the Secret"
+    certificates = [m for m in manifests if m["kind"] == "Secret" and m["type"] == "kubernetes.io/tls"]
+    assert not certificates, "cert-manager writes the Secret"
     container = one(manifests, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
         "containers"][0]
     assert not [a for a in container["args"] if a.startswith("--webhook-cert-secret")], "cert-manager keeps it"
@@ -481,7 +489,7 @@ def test_controller_deployment_contract() -> None:
         "run", "--leader-elect", "--lease-name=tcr-assistant-leader", "--namespace=$(POD_NAMESPACE)",
         "--drift-mode=poll", "--drift-check-period=1200", "--health-probe-bind-address=:8081",
         "--metrics-bind-address=:8080", "--webhook-port=9443",
-        "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs",
+        "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs", "--pod-webhook",
         "--webhook-cert-secret=tcr-assistant-webhook-server-cert", f"--webhook-cert-validity={365 * 86400}",
         "--mutating-webhook-configuration=tcr-assistant-mutating-webhook-configuration",
         "--log-level=info", "--workers=16",
@@ -505,6 +513,11 @@ def test_controller_deployment_contract() -> None:
     args = one(no_webhook, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
         "containers"][0]["args"]
     assert "--webhook-port=0" in args and "--leader-elect" not in args
+    assert not [a for a in args if "pod-webhook" in a]
+    no_pod_webhook = render(None, "--set", "podWebhook.enabled=false")
+    args = one(no_pod_webhook, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert "--no-pod-webhook" in args and "--pod-webhook" not in args  # the Pod route answers 404
 
 
 def test_hooks_cleanup_and_helm_test() -> None:
