@@ -16,8 +16,11 @@ from . import api
 from .hosts_cleanup import remove_hosts_lines
 from .kube import IMAGEPULLSECRETS, SERVICEACCOUNTS, Kube, KubeError, make_api_client
 from .options import DEFAULTS, DRIFT_MODES, WATCH_READ_MARGIN, Options, default_namespace
+from .webhook import ServerLimits
 
 log = logging.getLogger("tcr_assistant")
+
+SERVER_DEFAULTS = ServerLimits()
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -90,6 +93,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--webhook-host", default="", metavar="HOST", help="address the webhook listens on (default: all interfaces)"
+    )
+    run.add_argument(
+        "--pod-webhook",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"serve the Pod webhook's route {api.POD_WEBHOOK_PATH} on the webhook port; when off the route "
+        "answers 404 (default: on when --mutating-webhook-configuration is given, else off)",
+    )
+    run.add_argument(
+        "--server-request-timeout",
+        type=float,
+        default=SERVER_DEFAULTS.request_timeout,
+        metavar="S",
+        help="webhook, health and metrics servers: a request (TLS handshake, request line, headers, body and "
+        "answer) must be done within S seconds, or its connection is closed "
+        f"(default: {SERVER_DEFAULTS.request_timeout:g})",
+    )
+    run.add_argument(
+        "--server-max-connections",
+        type=int,
+        default=SERVER_DEFAULTS.max_connections,
+        metavar="N",
+        help="each of those servers keeps at most N connections open; when all are taken, a client address "
+        "holding fewer than the busiest address takes that address's oldest connection, else the new one "
+        f"is closed (default: {SERVER_DEFAULTS.max_connections})",
+    )
+    run.add_argument(
+        "--server-max-connections-per-client",
+        type=int,
+        default=SERVER_DEFAULTS.max_connections_per_client,
+        metavar="N",
+        help="each of those servers keeps at most N connections open from one client address; more are "
+        f"closed at once (default: {SERVER_DEFAULTS.max_connections_per_client})",
     )
     run.add_argument(
         "--webhook-cert-dir",
@@ -231,15 +267,56 @@ def _setup_logging(level: str) -> None:
 
 # -- run ------------------------------------------------------------------------------------------
 
+#: The 404 message of the Pod route when the Pod webhook is off: a caller learns why, and what turns it on.
+POD_WEBHOOK_OFF = (
+    "the Pod webhook is switched off here (chart value podWebhook.enabled=false, or tcr-assistant run "
+    "without --pod-webhook): this server does not serve " + api.POD_WEBHOOK_PATH
+)
+
+
+def pod_webhook_enabled(args: argparse.Namespace) -> bool:
+    """--pod-webhook / --no-pod-webhook, else on exactly when the Pod webhook's configuration is kept."""
+    if args.pod_webhook is not None:
+        return bool(args.pod_webhook)
+    return bool(args.mutating_webhook_configuration)
+
+
+def server_limits(args: argparse.Namespace) -> ServerLimits:
+    """The limits of every server from the --server-* flags; ValueError names the flag that is wrong."""
+    flags = {
+        "--server-request-timeout": args.server_request_timeout,
+        "--server-max-connections": args.server_max_connections,
+        "--server-max-connections-per-client": args.server_max_connections_per_client,
+    }
+    for flag, value in flags.items():
+        if not value > 0:
+            raise ValueError(f"{flag} must be positive, got {value:g}")
+    if args.server_max_connections_per_client > args.server_max_connections:
+        raise ValueError(
+            f"--server-max-connections-per-client ({args.server_max_connections_per_client}) must not exceed "
+            f"--server-max-connections ({args.server_max_connections}): lower the one or raise the other"
+        )
+    return ServerLimits(
+        request_timeout=args.server_request_timeout,
+        max_connections=args.server_max_connections,
+        max_connections_per_client=args.server_max_connections_per_client,
+    )
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .controller import Controller
     from .metrics import health_routes, metrics_routes
-    from .runtime.httpserver import parse_bind, serve_http
+    from .runtime.httpserver import parse_bind
+    from .webhook import BoundedServer
 
     namespace = args.namespace or default_namespace()
     if not namespace:
         log.error("--namespace not given and neither $POD_NAMESPACE nor the in-cluster namespace file is set")
+        return 2
+    try:
+        limits = server_limits(args)
+    except ValueError as exc:
+        log.error("%s", exc)
         return 2
     kube = Kube(make_api_client(args.kubeconfig, pool_size=args.workers + 12))
     opts = Options(
@@ -271,24 +348,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         keeper = ServingCertKeeper(kube, settings, controller.stop_event, watch_timeout=args.watch_timeout,
                                    read_timeout=args.watch_timeout + WATCH_READ_MARGIN)
         checks["webhook certificate published"] = keeper.ready
-    servers: list[Any] = []
-    for addr, routes in (
-        (args.health_probe_bind_address, health_routes(checks)),
-        (args.metrics_bind_address, metrics_routes(controller.metrics, lambda: len(controller.queue))),
+    servers: list[BoundedServer] = []
+    for name, addr, pages in (
+        ("health", args.health_probe_bind_address, health_routes(checks)),
+        ("metrics", args.metrics_bind_address, metrics_routes(controller.metrics, lambda: len(controller.queue))),
     ):
         bind = parse_bind(addr)
         if bind is not None:
-            servers.append(serve_http(bind, routes))
+            server = BoundedServer(*bind, name=name, limits=limits, pages=pages,
+                                   on_drop=controller.metrics.connection_dropped(name))
+            server.start()
+            servers.append(server)
     webhook: Any = None
     pods: Any = None
     if args.webhook_port:
         from .podwebhook import PodWebhook
-        from .webhook import ServerLimits, WebhookServer
+        from .webhook import Review, WebhookServer
 
-        pods = PodWebhook(controller.state, kube)
+        routes: dict[str, Review] = {}
+        if pod_webhook_enabled(args):
+            pods = PodWebhook(controller.state, kube)
+            routes[api.POD_WEBHOOK_PATH] = pods.handle
         webhook = WebhookServer(
-            args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir), limits=ServerLimits(),
-            routes={api.POD_WEBHOOK_PATH: pods.handle},
+            args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir), limits=limits, routes=routes,
+            switched_off={api.POD_WEBHOOK_PATH: POD_WEBHOOK_OFF},
+            on_drop=controller.metrics.connection_dropped("webhook"),
         )
         webhook.start()
     if keeper is not None:
@@ -312,9 +396,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             webhook.stop()
         if pods is not None:
             pods.stop()
-        for s in servers:
-            s.shutdown()
-            s.server_close()
+        for server in servers:
+            server.stop()
     log.info("tcr-assistant stopped (exit %d)", code)
     return code
 

@@ -34,6 +34,22 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("tcr_assistant_leader", "1 while this replica holds the lease", registry=r)
+        self.connections_dropped = Counter(
+            "tcr_assistant_http_connections_dropped",
+            "Connections the webhook, health or metrics server closed itself (reason: client_limit = the "
+            "client address held its maximum, total_limit = every slot taken, evicted = made room for a "
+            "less busy address, deadline = the request was not done in time)",
+            ["server", "reason"],
+            registry=r,
+        )
+
+    def connection_dropped(self, server: str) -> Callable[[str], None]:
+        """What the server ``server`` calls with the reason of each connection it closes itself."""
+
+        def count(reason: str) -> None:
+            self.connections_dropped.labels(server=server, reason=reason).inc()
+
+        return count
 
 
 def health_routes(checks: Mapping[str, Callable[[], bool]]) -> dict[str, Route]:

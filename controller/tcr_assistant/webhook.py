@@ -1,14 +1,28 @@
-"""HTTPS server for the validating admission webhook (decisions: ``admission.py``).
+"""The add-on's HTTP servers: the HTTPS admission webhook, and the plain health and metrics servers.
 
-Standard library only. ``WebhookServer`` serves ``admission.handle``:
+Standard library only, one implementation (``BoundedServer``) for all three:
 
-- ``POST /validate-tcr-tencentcloudcr-com-v1-imagepullsecret`` (query string ignored: the API
-  server appends ``?timeout=…``) answers an AdmissionReview v1; ``GET /healthz`` answers
-  ``ok``. Other paths get 404, other methods 405.
-- ``ServerLimits`` bounds every connection: bodies above ``max_body_bytes`` get 413 without
-  being read; a body must come with ``Content-Length`` (411 otherwise); every socket has
-  ``socket_timeout`` (TLS handshake, request line, headers, body, idle keep-alive); at most
-  ``max_connections`` are served at once (further ones are closed at once).
+- ``WebhookServer`` (HTTPS) serves ``POST /validate-tcr-tencentcloudcr-com-v1-imagepullsecret``
+  (``admission.handle``) and whatever other POST routes it is given (the Pod webhook's); the
+  query string is ignored (the API server appends ``?timeout=…``). ``GET /healthz`` and
+  ``/readyz`` answer ``ok``. A route that is switched off (e.g. the Pod route when the Pod
+  webhook is off) answers 404 saying so; other paths get 404, other methods 405.
+- The health and metrics servers (plain HTTP) serve GET pages (``metrics.health_routes``,
+  ``metrics.metrics_routes``).
+- ``ServerLimits`` bounds every server the same way:
+
+  * a total deadline per request (``request_timeout``) covering the TLS handshake, request line,
+    headers, body and the answer; on a kept-alive connection the next request's deadline starts
+    when the previous answer has been sent. A reaper thread shuts the socket down at the
+    deadline, so a client that trickles one byte at a time cannot hold a connection longer;
+  * at most ``max_connections`` open connections, and at most ``max_connections_per_client``
+    from one client address. A connection over the per-client cap is closed at once. When
+    every slot is taken, a newcomer from an address holding fewer connections than the busiest
+    address takes the oldest connection of that address (fair share: an attacker spread over a
+    few addresses cannot keep the API server out); otherwise it is closed at once. Every such
+    close is counted (``drops``, and the ``on_drop`` callback feeding a metric);
+  * bodies above ``max_body_bytes`` get 413 without being read; a body must come with
+    ``Content-Length`` (411 otherwise).
 - ``tls.crt`` / ``tls.key`` are read from ``cert_dir``; every new connection checks their
   inode, size and mtime (one ``stat`` each) and, when they changed, loads a new
   ``SSLContext`` (a half-written pair that fails to load keeps the previous context until
@@ -26,10 +40,12 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,33 +56,78 @@ from tcr_assistant.api import WEBHOOK_PATH
 
 #: Answers one AdmissionReview body: (body, max body bytes) -> (HTTP status, response document).
 Review = Callable[[bytes, int], tuple[int, JSONDict]]
+#: Answers a GET: () -> (HTTP status, content type, body).
+Page = Callable[[], tuple[int, str, bytes]]
 
 __all__ = [
+    "DROP_REASONS",
     "HEALTH_PATH",
     "WEBHOOK_PATH",
+    "BoundedServer",
     "CertificateStore",
     "ServerLimits",
+    "SlotDecision",
     "WebhookServer",
+    "slot_decision",
 ]
 
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/healthz"
 
+#: Why a connection was closed by the server rather than by its client (label of the drop metric).
+DROP_CLIENT_LIMIT = "client_limit"  # its address already held max_connections_per_client
+DROP_TOTAL_LIMIT = "total_limit"  # every slot taken, and its address had its fair share
+DROP_EVICTED = "evicted"  # the oldest of the busiest address, to make room for a less busy one
+DROP_DEADLINE = "deadline"  # its request was not done within request_timeout
+DROP_REASONS = (DROP_CLIENT_LIMIT, DROP_TOTAL_LIMIT, DROP_EVICTED, DROP_DEADLINE)
+
+#: A summary of drops is logged at most this often (a flood of connections must not flood the log).
+DROP_LOG_INTERVAL = 60.0
+
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """Bounds of the webhook server: body size, per-socket timeout, concurrent connections, linger."""
+    """Bounds of every server: body size, total time per request, open connections (all, per client)."""
 
     max_body_bytes: int = admission.MAX_BODY_BYTES
-    socket_timeout: float = 10.0
+    request_timeout: float = 10.0
     max_connections: int = 64
+    max_connections_per_client: int = 16
     linger: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "socket_timeout", "max_connections", "linger"):
+        for name in ("max_body_bytes", "request_timeout", "max_connections", "max_connections_per_client", "linger"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"ServerLimits.{name} must be positive")
+                raise ValueError(f"ServerLimits.{name} must be positive, got {getattr(self, name)!r}")
+        if self.max_connections_per_client > self.max_connections:
+            raise ValueError(
+                f"ServerLimits.max_connections_per_client ({self.max_connections_per_client}) must not exceed "
+                f"max_connections ({self.max_connections}): lower it or raise max_connections"
+            )
+
+
+@dataclass(frozen=True)
+class SlotDecision:
+    """Whether a new connection is served; ``evict``: the address whose oldest connection makes room."""
+
+    accept: bool
+    evict: str | None = None
+    refusal: str | None = None
+
+
+def slot_decision(open_by_client: Mapping[str, int], client: str, limits: ServerLimits) -> SlotDecision:
+    """Decide on a new connection from ``client``, given the connections open per client address."""
+    mine = open_by_client.get(client, 0)
+    if mine >= limits.max_connections_per_client:
+        return SlotDecision(False, refusal=DROP_CLIENT_LIMIT)
+    if sum(open_by_client.values()) < limits.max_connections:
+        return SlotDecision(True)
+    busiest = max(open_by_client, key=lambda address: (open_by_client[address], address))
+    # Only from an address that would still hold more than the newcomer: no ping-pong between equals.
+    if open_by_client[busiest] > mine + 1:
+        return SlotDecision(True, evict=busiest)
+    return SlotDecision(False, refusal=DROP_TOTAL_LIMIT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,23 +188,155 @@ class CertificateStore:
 
 
 # --------------------------------------------------------------------------------------------
-# HTTPS server
+# Open connections: slots and deadlines
+# --------------------------------------------------------------------------------------------
+
+
+class _Connection:
+    """One open connection: its socket (the TLS one once wrapped), client address and current deadline."""
+
+    __slots__ = ("client", "client_address", "deadline", "doomed", "sock")
+
+    def __init__(self, sock: socket.socket, client_address: Any, deadline: float) -> None:
+        self.sock = sock
+        self.client_address = client_address
+        self.client = str(client_address[0])
+        self.deadline = deadline
+        self.doomed = False  # shut down by the server; its thread is on its way out
+
+
+class _Connections:
+    """The open connections of one server: who gets a slot, and a reaper that enforces deadlines."""
+
+    def __init__(self, name: str, limits: ServerLimits, on_drop: Callable[[str], None] | None) -> None:
+        self.name = name
+        self.limits = limits
+        self.on_drop = on_drop
+        self.drops: Counter[str] = Counter()
+        self._open: list[_Connection] = []  # oldest first
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._reaper: threading.Thread | None = None
+        self._unlogged: Counter[str] = Counter()
+        self._last_log = 0.0
+
+    def open(self, sock: socket.socket, client_address: Any) -> _Connection | None:
+        """A slot for a new connection, or None (then the caller closes it at once)."""
+        now = time.monotonic()
+        conn = _Connection(sock, client_address, now + self.limits.request_timeout)
+        with self._cond:
+            live = [c for c in self._open if not c.doomed]
+            decision = slot_decision(Counter(c.client for c in live), conn.client, self.limits)
+            if not decision.accept:
+                self._drop(decision.refusal or DROP_TOTAL_LIMIT, conn.client, now)
+                return None
+            if decision.evict is not None:
+                victim = next(c for c in live if c.client == decision.evict)
+                self._cut(victim, DROP_EVICTED, now)
+            self._open.append(conn)
+            self._cond.notify()
+        return conn
+
+    def wrap(self, conn: _Connection, context: ssl.SSLContext) -> ssl.SSLSocket:
+        """Wrap in TLS (handshake not yet done) under the lock, so the reaper always holds the live socket."""
+        with self._cond:
+            tls = context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+            conn.sock = tls
+            if conn.doomed:  # cut while the raw socket was being detached
+                _shutdown(tls)
+        return tls
+
+    def renew(self, conn: _Connection) -> None:
+        """The previous answer is out: the next request on this connection gets a deadline of its own."""
+        with self._cond:
+            conn.deadline = time.monotonic() + self.limits.request_timeout
+
+    def close(self, conn: _Connection) -> None:
+        with self._cond, contextlib.suppress(ValueError):
+            self._open.remove(conn)
+
+    def open_count(self) -> int:
+        with self._cond:
+            return sum(1 for c in self._open if not c.doomed)
+
+    def shutdown_all(self) -> None:
+        with self._cond:
+            for conn in self._open:
+                conn.doomed = True  # its slot is free at once, not when its thread has finished
+                _shutdown(conn.sock)
+
+    def start(self) -> None:
+        self._stopped = False
+        self._reaper = threading.Thread(target=self._reap, name=f"{self.name}-deadlines", daemon=True)
+        self._reaper.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if self._reaper is not None:
+            self._reaper.join(timeout=10)
+            self._reaper = None
+
+    def _reap(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                for conn in self._open:
+                    if not conn.doomed and conn.deadline <= now:
+                        self._cut(conn, DROP_DEADLINE, now)
+                pending = [c.deadline for c in self._open if not c.doomed]
+                self._cond.wait(timeout=max(0.0, min(pending) - now) if pending else None)
+
+    def _cut(self, conn: _Connection, reason: str, now: float) -> None:
+        conn.doomed = True
+        self._drop(reason, conn.client, now)  # counted before the client can see the close
+        _shutdown(conn.sock)
+
+    def _drop(self, reason: str, client: str, now: float) -> None:
+        self.drops[reason] += 1
+        self._unlogged[reason] += 1
+        if self.on_drop is not None:
+            self.on_drop(reason)
+        log.debug("%s server: closed a connection from %s (%s)", self.name, client, reason)
+        if now - self._last_log >= DROP_LOG_INTERVAL:
+            summary = ", ".join(f"{count} {reason}" for reason, count in sorted(self._unlogged.items()))
+            log.warning("%s server: closed connections (%s); limits: %d in all, %d per client address, %gs per "
+                        "request", self.name, summary, self.limits.max_connections,
+                        self.limits.max_connections_per_client, self.limits.request_timeout)
+            self._unlogged.clear()
+            self._last_log = now
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Shut the socket down under whichever thread is blocked on it (its read or write returns)."""
+    with contextlib.suppress(OSError):
+        # The plain socket's method: SSLSocket.shutdown would also drop the TLS state under the reader.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP(S) server
 # --------------------------------------------------------------------------------------------
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "tcr-assistant-webhook"
+    server_version = "tcr-assistant"
     sys_version = ""
-    server: _HTTPSServer
+    server: _Server
 
-    def setup(self) -> None:
-        super().setup()
-        self.limits = self.server.limits
-        self.connection.settimeout(self.limits.socket_timeout)  # read: request line, headers, body, idle
+    def __init__(self, request: Any, client_address: Any, server: _Server, conn: _Connection) -> None:
+        self.record = conn
+        self.limits = server.limits
+        super().__init__(request, client_address, server)
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        self.server.connections.renew(self.record)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("webhook http: %s " + format, self.client_address[0], *args)
+        log.debug("%s http: %s " + format, self.server.name, self.client_address[0], *args)
 
     def _send(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
@@ -162,10 +355,13 @@ class _Handler(BaseHTTPRequestHandler):
 
         Closing a socket with unread input makes the kernel send a reset that can destroy the
         answer before the client reads it; so read and discard (at most ``2 * max_body_bytes``
-        and ``linger`` seconds) until the client closes.
+        and ``linger`` seconds, and never past the request's deadline) until the client closes.
         """
         self.close_connection = True
-        self._send_json(status, admission.review_response("", False, code=status, message=message))
+        if self.command == "POST":
+            self._send_json(status, admission.review_response("", False, code=status, message=message))
+        else:
+            self._send(status, f"{message}\n".encode(), "text/plain; charset=utf-8")
         with contextlib.suppress(OSError, ValueError):
             self.wfile.flush()
             self.connection.settimeout(self.limits.linger)
@@ -176,17 +372,23 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 drained += len(chunk)
 
+    def _not_found(self, path: str) -> None:
+        self._fail(HTTPStatus.NOT_FOUND, self.server.switched_off.get(path, "not found"))
+
     def do_GET(self) -> None:
-        if urlsplit(self.path).path in (HEALTH_PATH, "/readyz"):
-            self._send(HTTPStatus.OK, b"ok", "text/plain; charset=utf-8")
-        else:
-            self._fail(HTTPStatus.NOT_FOUND, "not found")
+        path = urlsplit(self.path).path
+        page = self.server.pages.get(path)
+        if page is None:
+            self._not_found(path)
+            return
+        status, content_type, body = page()
+        self._send(status, body, content_type)
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
         answer = self.server.routes.get(path)
         if answer is None:
-            self._fail(HTTPStatus.NOT_FOUND, "not found")
+            self._not_found(path)
             return
         if self.headers.get("Transfer-Encoding"):
             self._fail(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required (no chunked bodies)")
@@ -222,10 +424,28 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _method_not_allowed
 
 
-class _HTTPSServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+class _Server(HTTPServer):
+    """Accepts on the listening socket; every admitted connection is served by a thread of its own."""
+
     allow_reuse_address = True
+    # socketserver's default backlog is 5: under a connection flood the API server's SYN would wait
+    # for a retransmission (a second or more) before our accept loop even sees it.
+    request_queue_size = 128
+
+    def __init__(self, name: str, address: tuple[str, int], limits: ServerLimits, certs: CertificateStore | None,
+                 pages: Mapping[str, Page], routes: Mapping[str, Review], switched_off: Mapping[str, str],
+                 on_drop: Callable[[str], None] | None) -> None:
+        self.name = name
+        self.limits = limits
+        self.certs = certs
+        self.pages = pages
+        self.routes = routes
+        self.switched_off = switched_off
+        self.connections = _Connections(name, limits, on_drop)
+        self._count_lock = threading.Lock()
+        self.reviews = 0
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)  # type: ignore[arg-type]  # built per connection in serve()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (socket.getfqdn): a DNS lookup that can
@@ -235,99 +455,79 @@ class _HTTPSServer(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = int(port)
 
-    def __init__(self, address: tuple[str, int], certs: CertificateStore, limits: ServerLimits,
-                 routes: Mapping[str, Review]) -> None:
-        self.certs = certs
-        self.limits = limits
-        self.routes = routes
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
-        self._active: set[socket.socket] = set()
-        self._active_lock = threading.Lock()
-        self.reviews = 0
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.address_family = family
-        super().__init__(address, _Handler)
-
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("webhook: too many connections, dropping one from %s", client_address)
-            self.shutdown_request(request)
+        conn = self.connections.open(request, client_address)
+        if conn is None:
+            self.shutdown_request(request)  # over a cap: closed at once, never queued
             return
+        thread = threading.Thread(target=self.serve, args=(conn,), name=f"{self.name}-connection", daemon=True)
         try:
-            super().process_request(request, client_address)
+            thread.start()
         except BaseException:
-            self._slots.release()
+            self.connections.close(conn)
+            self.shutdown_request(request)
             raise
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def serve(self, conn: _Connection) -> None:
+        sock = conn.sock
         try:
-            super().process_request_thread(request, client_address)
+            # Each read or write also times out (a backstop, later than the reaper's cut at the deadline).
+            sock.settimeout(2 * self.limits.request_timeout)
+            # The answer goes out as headers, then body (two writes): with Nagle's algorithm the
+            # second waits for the client's delayed ACK, about 40 ms per review.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.certs is not None:
+                context = self.certs.context()
+                if context is None:
+                    log.warning("%s: no usable certificate in %s yet, closing connection", self.name,
+                                self.certs.cert_dir)
+                    return
+                sock = self.connections.wrap(conn, context)
+                sock.do_handshake()  # within the request's deadline
+            _Handler(sock, conn.client_address, self, conn)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.debug("%s: connection from %s ended: %s", self.name, conn.client_address, exc)
+        except Exception:
+            log.exception("%s: error serving %s", self.name, conn.client_address)
         finally:
-            self._slots.release()
+            self.connections.close(conn)
+            with contextlib.suppress(OSError):
+                if not isinstance(sock, ssl.SSLSocket):
+                    sock.shutdown(socket.SHUT_WR)
+                sock.close()
 
     def count_review(self) -> None:
-        with self._active_lock:
+        with self._count_lock:
             self.reviews += 1
 
-    def _track(self, sock: socket.socket, add: bool) -> None:
-        with self._active_lock:
-            if add:
-                self._active.add(sock)
-            else:
-                self._active.discard(sock)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        raw: socket.socket = request
-        raw.settimeout(self.limits.socket_timeout)
-        # The answer goes out as headers, then body (two TLS records): with Nagle's algorithm the
-        # second waits for the client's delayed ACK, about 40 ms per review.
-        with contextlib.suppress(OSError):
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        context = self.certs.context()
-        if context is None:
-            log.warning("webhook: no usable certificate in %s yet, closing connection", self.certs.cert_dir)
-            return
-        self._track(raw, True)
-        tls: ssl.SSLSocket | None = None
-        try:
-            tls = context.wrap_socket(raw, server_side=True)  # handshake, bounded by the timeout
-            self._track(raw, False)
-            self._track(tls, True)
-            _Handler(tls, client_address, self)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            log.debug("webhook: connection from %s ended: %s", client_address, exc)
-        finally:
-            self._track(raw, False)
-            if tls is not None:
-                self._track(tls, False)
-                with contextlib.suppress(OSError):
-                    tls.close()
+class BoundedServer:
+    """An HTTP(S) server on ``host:port`` (0 = any free port, see ``.port``) within ``limits``.
 
-    def close_all_connections(self) -> None:
-        with self._active_lock:
-            active = list(self._active)
-        for sock in active:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    ``certs``: serve HTTPS with them (else plain HTTP). ``pages``: GET routes. ``routes``: POST
+    routes answering AdmissionReviews. ``switched_off``: paths that are not served, with the
+    404 message saying why. ``on_drop``: called with the reason of every connection the server
+    closes itself (one of ``DROP_REASONS``).
+    """
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("webhook: error serving %s", client_address, exc_info=True)
-
-
-class WebhookServer:
-    """Serves the webhook on ``host:port`` (0 = any free port, see ``.port``) with certs from ``cert_dir``."""
-
-    def __init__(self, host: str, port: int, cert_dir: Path, *, limits: ServerLimits | None = None,
-                 routes: Mapping[str, Review] | None = None) -> None:
-        """``routes``: more POST paths (e.g. the Pod webhook's) and what answers them."""
-        self.routes: dict[str, Review] = {WEBHOOK_PATH: admission.handle, **(routes or {})}
+    def __init__(self, host: str, port: int, *, name: str, limits: ServerLimits | None = None,
+                 certs: CertificateStore | None = None, pages: Mapping[str, Page] | None = None,
+                 routes: Mapping[str, Review] | None = None, switched_off: Mapping[str, str] | None = None,
+                 on_drop: Callable[[str], None] | None = None) -> None:
+        self.name = name
         self.host = host
         self.requested_port = port
         self.limits = limits if limits is not None else ServerLimits()
-        self.certs = CertificateStore(Path(cert_dir))
-        self._server: _HTTPSServer | None = None
+        self.certs = certs
+        self.pages: dict[str, Page] = dict(pages or {})
+        self.routes: dict[str, Review] = dict(routes or {})
+        self.switched_off: dict[str, str] = {p: m for p, m in (switched_off or {}).items() if p not in self.routes}
+        self.on_drop = on_drop
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._last_port = port
+        self._drops: Counter[str] = Counter()
 
     @property
     def port(self) -> int:
@@ -340,21 +540,29 @@ class WebhookServer:
         """AdmissionReview requests answered so far (since the last start)."""
         return self._server.reviews if self._server is not None else 0
 
+    @property
+    def drops(self) -> Counter[str]:
+        """Connections the server closed itself, by reason (since the last start)."""
+        return Counter(self._server.connections.drops) if self._server is not None else Counter(self._drops)
+
+    @property
+    def open_connections(self) -> int:
+        return self._server.connections.open_count() if self._server is not None else 0
+
     def start(self) -> None:
-        """Bind and serve in a background thread. Missing certificates are logged, not fatal."""
+        """Bind and serve in a background thread."""
         if self._server is not None:
             return
-        if self.certs.context() is None:
-            log.warning(
-                "webhook: no certificate in %s yet; connections are closed until one appears", self.certs.cert_dir
-            )
-        self._server = _HTTPSServer((self.host, self.requested_port), self.certs, self.limits, self.routes)
+        server = _Server(self.name, (self.host, self.requested_port), self.limits, self.certs, self.pages,
+                         self.routes, self.switched_off, self.on_drop)
+        server.connections.start()
+        self._server = server
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="webhook-server", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"{self.name}-server", daemon=True
         )
         self._thread.start()
         self._last_port = self.port
-        log.info("webhook: serving https://%s:%d%s", self.host, self.port, WEBHOOK_PATH)
+        log.info("%s: serving %s://%s:%d", self.name, "https" if self.certs else "http", self.host or "*", self.port)
 
     def stop(self) -> None:
         """Stop accepting, close every open connection, and wait for the serving thread."""
@@ -363,20 +571,54 @@ class WebhookServer:
             return
         server.shutdown()
         server.server_close()
-        server.close_all_connections()
+        server.connections.shutdown_all()
+        server.connections.stop()
         if thread is not None:
             thread.join(timeout=30)
+        self._drops = Counter(server.connections.drops)
         self._server = None
         self._thread = None
 
     def close_connections(self) -> None:
         """Close every open connection (clients reconnect, and so handshake with the current certificate)."""
         if self._server is not None:
-            self._server.close_all_connections()
+            self._server.connections.shutdown_all()
 
-    def __enter__(self) -> WebhookServer:
+    def __enter__(self) -> BoundedServer:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _ok() -> tuple[int, str, bytes]:
+    return HTTPStatus.OK, "text/plain; charset=utf-8", b"ok"
+
+
+class WebhookServer(BoundedServer):
+    """The HTTPS admission webhook, with certificates from ``cert_dir`` (see the module docstring)."""
+
+    def __init__(self, host: str, port: int, cert_dir: Path, *, limits: ServerLimits | None = None,
+                 routes: Mapping[str, Review] | None = None, switched_off: Mapping[str, str] | None = None,
+                 on_drop: Callable[[str], None] | None = None) -> None:
+        """``routes``: more POST paths (e.g. the Pod webhook's) and what answers them."""
+        store = CertificateStore(Path(cert_dir))
+        super().__init__(
+            host, port, name="webhook", limits=limits, certs=store,
+            pages={HEALTH_PATH: _ok, "/readyz": _ok}, routes={WEBHOOK_PATH: admission.handle, **(routes or {})},
+            switched_off=switched_off, on_drop=on_drop,
+        )
+        self.certs: CertificateStore = store
+
+    def start(self) -> None:
+        """Bind and serve in a background thread. Missing certificates are logged, not fatal."""
+        if self._server is None and self.certs.context() is None:
+            log.warning(
+                "webhook: no certificate in %s yet; connections are closed until one appears", self.certs.cert_dir
+            )
+        super().start()
+
+    def __enter__(self) -> WebhookServer:
+        self.start()
+        return self

@@ -1,12 +1,14 @@
-"""The HTTPS server: paths, limits, timeouts, garbage, certificate reload, stop."""
+"""The HTTP(S) server: paths, switched-off routes, limits (slots, deadlines), garbage, certificate reload, stop."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import select
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ import pytest
 from webhook_support import loopback_pair, sample, write_pair
 
 from harness.pki import CertificateAuthority
-from tcr_assistant.webhook import WEBHOOK_PATH, ServerLimits, WebhookServer
+from tcr_assistant import admission
+from tcr_assistant.webhook import WEBHOOK_PATH, BoundedServer, ServerLimits, SlotDecision, WebhookServer, slot_decision
 
 CLIENT_TIMEOUT = 30  # a bound so a broken server fails the test instead of hanging it; never asserted on
 
@@ -140,7 +143,7 @@ def test_bad_request_lines_are_answered(webhook_server: WebhookServer, webhook_c
 def test_stalled_clients_do_not_block_others_and_are_dropped(
     cert_dir: Path, webhook_ca: CertificateAuthority
 ) -> None:
-    with WebhookServer("127.0.0.1", 0, cert_dir, limits=ServerLimits(socket_timeout=0.5)) as server:
+    with WebhookServer("127.0.0.1", 0, cert_dir, limits=ServerLimits(request_timeout=0.5)) as server:
         silent = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)  # no handshake
         half = tls_socket(server, webhook_ca)
         half.sendall(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())
@@ -237,7 +240,7 @@ def test_certificate_rotation_like_a_secret_volume(tmp_path: Path, webhook_ca: C
 def test_connection_limit_drops_extra_connections_and_recovers(
     cert_dir: Path, webhook_ca: CertificateAuthority
 ) -> None:
-    limits = ServerLimits(max_connections=2, socket_timeout=1.0)
+    limits = ServerLimits(max_connections=2, max_connections_per_client=2, request_timeout=1.0)
     with WebhookServer("127.0.0.1", 0, cert_dir, limits=limits) as server:
         hogs = [tls_socket(server, webhook_ca) for _ in range(2)]  # hold both slots, send nothing
         extra = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)
@@ -259,3 +262,88 @@ def test_denials_are_logged_without_values(
     assert status == 200 and doc["response"]["allowed"] is False
     assert "logged" in caplog.text and "spec.docker" in caplog.text
     assert "hunter2-very-secret" not in caplog.text
+
+
+# ---- slots and deadlines (the security suite attacks them through the API server and on the node) ----
+
+
+def test_slot_decision_caps_each_address_and_shares_a_full_server_fairly() -> None:
+    limits = ServerLimits(max_connections=4, max_connections_per_client=3)
+    assert slot_decision({}, "a", limits) == SlotDecision(True)
+    assert slot_decision({"a": 3}, "a", limits) == SlotDecision(False, refusal="client_limit")
+    assert slot_decision({"a": 3}, "b", limits) == SlotDecision(True)
+    # Full: a newcomer takes the busiest address's oldest connection while that one holds more …
+    assert slot_decision({"a": 3, "b": 1}, "c", limits) == SlotDecision(True, evict="a")
+    assert slot_decision({"a": 3, "b": 1}, "b", limits) == SlotDecision(True, evict="a")
+    # … but never from an address holding as many as it would (no ping-pong between equals).
+    assert slot_decision({"a": 2, "b": 2}, "b", limits) == SlotDecision(False, refusal="total_limit")
+    assert slot_decision({"a": 2, "b": 2}, "c", limits) == SlotDecision(True, evict="b")
+    with pytest.raises(ValueError, match=r"max_connections_per_client \(3\) must not exceed max_connections"):
+        ServerLimits(max_connections=2, max_connections_per_client=3)
+    with pytest.raises(ValueError, match="request_timeout must be positive"):
+        ServerLimits(request_timeout=0)
+
+
+def test_the_deadline_covers_the_whole_request_not_each_read(cert_dir: Path, webhook_ca: CertificateAuthority) -> None:
+    limits = ServerLimits(request_timeout=1.5)
+    with WebhookServer("127.0.0.1", 0, cert_dir, limits=limits) as server:
+        sock = tls_socket(server, webhook_ca)
+        sock.sendall(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode())
+        sock.setblocking(False)
+        started = time.monotonic()
+        cut_after = None
+        while cut_after is None and time.monotonic() - started < 10 * limits.request_timeout:
+            try:
+                sock.send(b"a")  # a byte every 0.2 s: no single read ever waits long
+            except ssl.SSLWantWriteError:
+                pass
+            except OSError:
+                cut_after = time.monotonic() - started
+            readable, _, _ = select.select([sock], [], [], 0.2)
+            if readable and cut_after is None:
+                try:
+                    if sock.recv(65536) == b"":
+                        cut_after = time.monotonic() - started
+                except ssl.SSLWantReadError:
+                    pass  # TLS bookkeeping (session tickets)
+                except OSError:
+                    cut_after = time.monotonic() - started
+        sock.close()
+        print(f"\ntrickling connection cut after {cut_after} s (deadline {limits.request_timeout} s)")
+        assert cut_after is not None
+        assert server.drops["deadline"] == 1
+        # A kept-alive connection gets a fresh deadline for each request.
+        conn = connect(server, webhook_ca)
+        for uid in ("k1", "k2", "k3"):
+            time.sleep(limits.request_timeout / 2)
+            assert post(conn, review_body(uid))[0] == 200
+
+
+def test_switched_off_route_answers_404_saying_why(cert_dir: Path, webhook_ca: CertificateAuthority) -> None:
+    with WebhookServer("127.0.0.1", 0, cert_dir, switched_off={"/mutate-v1-pod": "the Pod webhook is off"}) as server:
+        status, doc = post(connect(server, webhook_ca), review_body(), path="/mutate-v1-pod")
+        assert status == 404 and doc["response"]["status"]["message"] == "the Pod webhook is off"
+        status, doc = post(connect(server, webhook_ca), review_body(), path="/elsewhere")
+        assert status == 404 and doc["response"]["status"]["message"] == "not found"
+    # A path that is served is never reported as switched off.
+    with WebhookServer("127.0.0.1", 0, cert_dir, routes={"/mutate-v1-pod": admission.handle},
+                       switched_off={"/mutate-v1-pod": "off"}) as server:
+        assert post(connect(server, webhook_ca), review_body(), path="/mutate-v1-pod")[0] == 200
+
+
+def test_plain_server_serves_pages_within_the_same_limits() -> None:
+    pages = {"/healthz": lambda: (200, "text/plain", b"ok\n")}
+    dropped: list[str] = []
+    limits = ServerLimits(max_connections=2, max_connections_per_client=1)
+    with BoundedServer("127.0.0.1", 0, name="health", limits=limits, pages=pages, on_drop=dropped.append) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"ok\n")
+        hog = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)
+        assert read_all(hog) == b""  # the address already holds its one slot (conn, kept alive): closed at once
+        hog.close()
+        assert dropped == ["client_limit"] and server.drops["client_limit"] == 1
+        conn.request("GET", "/nothing")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (404, b"not found\n")
