@@ -24,6 +24,10 @@ DIGEST_PINNED = re.compile(r"python:3\.11-slim@sha256:[0-9a-f]{64}")
 OVERRIDE_ARGS = {"BASE_IMAGE", "BUILD_IMAGE"}
 PIP_HASH_REFUSAL = "THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE"
 BUILD_TOOLS = ("pip", "setuptools", "wheel", "pkg_resources", "ensurepip")
+# Hashed requirements next to each Dockerfile: the controller's dependencies and build backend; the
+# hosts-updater's build backend only (standard library at runtime).
+REQUIREMENT_FILES = {"tcr-assistant": ("requirements.txt", "build-requirements.txt"),
+                     "hosts-updater": ("build-requirements.txt",)}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -54,7 +58,6 @@ def test_every_from_names_a_sha256_digest_and_the_harness_only_swaps_in_its_stan
         steps = instructions(dockerfile)
         first_from = next(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
         global_args = dict(rest.split("=", 1) for keyword, rest in steps[:first_from] if keyword == "ARG")
-        assert set(global_args) == OVERRIDE_ARGS, f"{dockerfile}: the only build arguments before FROM"
         stages: list[str] = []
         for keyword, rest in steps[first_from:]:
             if keyword != "FROM":
@@ -66,6 +69,7 @@ def test_every_from_names_a_sha256_digest_and_the_harness_only_swaps_in_its_stan
                 pinned.add(image)
             if len(words) == 3 and words[1].upper() == "AS":
                 stages.append(words[2])
+        assert set(global_args) == OVERRIDE_ARGS, f"{dockerfile}: the only build arguments before FROM"
         # A Dockerfile that pins by tag only is refused by the harness before any build.
         with pytest.raises(images.ImageError, match=r"ARG BASE_IMAGE=python:3\.11-slim@sha256:<64 hex digits>"):
             images.pinned_base(dockerfile.read_text().replace(f"@{image.split('@')[1]}", ""), str(dockerfile))
@@ -91,7 +95,8 @@ def test_every_requirement_is_pinned_with_a_hash_and_installed_with_require_hash
     for spec in images.IMAGES:
         commands = [command.split() for keyword, rest in instructions(spec.context / "Dockerfile")
                     if keyword == "RUN" for command in rest.split("&&")]
-        for name in spec.requirement_files:
+        for name in REQUIREMENT_FILES[spec.repository]:
+            assert (spec.context / name).is_file(), f"{spec.context.name}/{name}: no hashed requirements"
             entries = requirement_entries(spec.context / name)
             assert entries, f"{spec.context.name}/{name} is empty"
             for entry in entries:
@@ -111,6 +116,7 @@ def test_every_requirement_is_pinned_with_a_hash_and_installed_with_require_hash
         pyproject = tomllib.loads((spec.context / "pyproject.toml").read_text())
         declared = {images.normalize_name(re.split(r"[=<>!~ \[;]", d)[0])
                     for d in pyproject["project"]["dependencies"]}
+        assert spec.requirement_files == REQUIREMENT_FILES[spec.repository]  # what the harness's wheelhouse holds
         locked = {pin.name for pin in images.spec_pins(spec)}
         assert declared <= locked
 
@@ -176,9 +182,6 @@ def test_runtime_images_hold_no_pip_setuptools_or_wheel(engine: DockerEngine, bu
     probe = ("import importlib.util as u, shutil, sys; print(sys.executable, "
              f"[m for m in {BUILD_TOOLS!r} if u.find_spec(m)], "
              "[c for c in ('pip', 'pip3', 'wheel', 'easy_install') if shutil.which(c)])")
-    # The stand-in itself has a system pip, setuptools and wheel, as python:3.11-slim does.
-    code, output = run(images.STANDIN_REF, "python3", "-c", probe)
-    assert code == 0 and "'pip', 'setuptools', 'wheel'" in output, output
     for image in built:
         code, system_python = run(image.ref, "/opt/venv/bin/python", "-c", "import sys; print(sys._base_executable)")
         assert code == 0, system_python
@@ -192,3 +195,7 @@ def test_runtime_images_hold_no_pip_setuptools_or_wheel(engine: DockerEngine, bu
             assert code != 0 and "No module named ensurepip" in output, f"{image.ref} {python}: {output}"
         code, output = run(image.ref, "sh", "-c", "ls /opt/venv/lib/python3*/site-packages")
         assert code == 0 and not re.search(r"^(pip|setuptools|wheel)\b", output, re.MULTILINE), output
+    # The stand-in itself has a system pip, setuptools and wheel, as python:3.11-slim does: the
+    # Dockerfiles' removal is what the checks above see.
+    code, output = run(images.STANDIN_REF, "python3", "-c", probe)
+    assert code == 0 and "'pip', 'setuptools', 'wheel'" in output, output
