@@ -11,6 +11,7 @@ message quotes a password or an issued token.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -95,16 +96,33 @@ def image_pull_secrets(documents: Sequence[Mapping[str, Any]], plan: Plan) -> li
     return found
 
 
-def check_credentials_survive(documents: Sequence[Mapping[str, Any]], values: Mapping[str, Any]) -> None:
+def rendered_password(docker: Mapping[str, Any], documents: Sequence[Mapping[str, Any]]) -> Any:
+    """The password an ImagePullSecret's ``spec.docker`` gets: inline, or from a rendered Secret it references
+    (the chart keeps values' passwords in a Secret of its own)."""
+    ref = docker.get("passwordSecretRef")
+    if not isinstance(ref, Mapping):
+        return docker.get("password")
+    for doc in documents:
+        metadata = doc.get("metadata")
+        if doc.get("kind") == "Secret" and isinstance(metadata, Mapping) and metadata.get("name") == ref.get("name"):
+            encoded = (doc.get("data") or {}).get(ref.get("key") or "password")
+            return base64.b64decode(encoded).decode("utf-8", "replace") if isinstance(encoded, str) else None
+    return None
+
+
+def check_credentials_survive(ips: Sequence[Mapping[str, Any]], documents: Sequence[Mapping[str, Any]],
+                              values: Mapping[str, Any]) -> None:
     """The chart must carry server, user name and password over unchanged; the message names no value."""
     crs = values["global"]["imagePullSecretsCrs"]
-    for cr, doc in zip(crs, documents, strict=True):
+    for cr, doc in zip(crs, ips, strict=True):
         spec = doc.get("spec")
         docker = spec.get("docker") if isinstance(spec, Mapping) else None
         if not isinstance(docker, Mapping):
             continue  # the webhook's rules report it
+        rendered = {"server": docker.get("server"), "username": docker.get("username"),
+                    "password": rendered_password(docker, documents)}
         for key, field in (("dockerServer", "server"), ("dockerUsername", "username"), ("dockerPassword", "password")):
-            if key in cr and docker.get(field) != cr[key]:
+            if key in cr and rendered[field] != cr[key]:
                 raise Failure(
                     f"internal error: `helm template` renders ImagePullSecret {cr['name']!r} with another "
                     f"spec.docker.{field} than the values hold (chart and wizard disagree)"
@@ -224,7 +242,7 @@ def validate(values: Mapping[str, Any], text: str, plan: Plan, creds: Credential
     first: list[Problem] = []
     if rendered.documents is not None:
         ips = image_pull_secrets(rendered.documents, plan)
-        check_credentials_survive(ips, values)
+        check_credentials_survive(ips, rendered.documents, values)
         first = webhook_problems(ips, plan, creds)
     problems: list[str] = []
     reported: set[str] = set()
