@@ -501,6 +501,10 @@ class _Server(HTTPServer):
         with self._count_lock:
             self.reviews += 1
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Only the accept loop gets here (e.g. no thread could be started); connections log in serve().
+        log.warning("%s: cannot serve a connection from %s", self.name, client_address, exc_info=True)
+
 
 class BoundedServer:
     """An HTTP(S) server on ``host:port`` (0 = any free port, see ``.port``) within ``limits``.
