@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .config import ConfigError, parse_config
+from .config import Config, ConfigError, parse_config
 from .core import BlockError, Entry, remove, render
 from .fileio import ChangedMeanwhile, HostsFile, ReplacedError
 
@@ -19,6 +19,7 @@ EXIT_USAGE = 2  # bad command line (argparse)
 EXIT_DAMAGED = 3  # our block in the hosts file is damaged; file left untouched (--once)
 EXIT_REPLACED = 4  # the hosts file was replaced or deleted (new inode): restart for a fresh mount
 EXIT_IO = 5  # the hosts file cannot be opened, read or written
+EXIT_REFUSED = 6  # some entries were refused (logged) and left out; the others were written (--once)
 
 DEFAULT_INTERVAL = 10.0
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -40,6 +41,14 @@ them out.
 
 config.json: {"hosts": [{"domain": "x.tencentcloudcr.com", "ip": "10.0.0.12", "disabled": false}]}
 Disabled entries and an empty list remove our lines.
+
+Refused entries (logged, never written; the other entries still are, and the ready file is
+withheld while any is refused): names that are no registry's (single-label names, localhost
+and *.localhost, *.local, Service names with a "svc" label or ending in ".default", a
+top-level label that is not letters, cloud metadata names such as metadata.tencentyun.com,
+metadata.google.internal, instance-data.*) and addresses that are no registry's unicast
+address (unspecified, 0.0.0.0/8, loopback, link-local such as 169.254.0.23, multicast,
+broadcast, reserved, IPv4-mapped IPv6).
 """
 
 EPILOG = f"""\
@@ -50,6 +59,7 @@ exit codes:
   {EXIT_DAMAGED}  our block in the hosts file is damaged (e.g. BEGIN without END); file left untouched (--once)
   {EXIT_REPLACED}  the hosts file was replaced or deleted since start (new inode); restart to remount
   {EXIT_IO}  the hosts file cannot be opened, read or written
+  {EXIT_REFUSED}  some entries were refused and left out (named in the log); the others were written (--once)
 """
 
 
@@ -115,9 +125,10 @@ class Updater:
         self.ready_file = ready_file
         self.good: list[Entry] | None = None  # last valid config
         self.config_problem: str | None = None  # logged once while it persists
+        self.refused: list[str] = []  # entries of the current config that are left out
         self.file_problem: str | None = None
 
-    def load_config(self) -> list[Entry]:
+    def load_config(self) -> Config:
         assert self.config_path is not None
         try:
             with open(self.config_path, "rb") as handle:  # opened afresh: follows a swapped ..data link
@@ -148,7 +159,7 @@ class Updater:
     def _entries(self, strict: bool) -> list[Entry] | None:
         """The entries to apply now, or None when there is no usable config."""
         try:
-            entries = self.load_config()
+            config = self.load_config()
         except ConfigError as error:
             if strict or self.good is None:
                 message = f"config error, hosts file not changed: {error}"
@@ -158,6 +169,11 @@ class Updater:
                 log(message)
                 self.config_problem = message
             return None if strict else self.good
+        entries = config.entries
+        if config.refused != self.refused:
+            for message in config.refused:
+                log(f"refused, not written: {message}")
+            self.refused = config.refused
         if entries != self.good or self.config_problem is not None:
             described = ", ".join(f"{e.domain}={e.ip}" for e in entries) or "none"
             count = f"{len(entries)} enabled entr{'y' if len(entries) == 1 else 'ies'}"
@@ -191,8 +207,8 @@ class Updater:
         if wrote:
             what = f"wrote {len(entries)} entries" if entries else "removed our block"
             log(f"{self.hosts.path}: {what}")
-        self.set_ready(self.config_problem is None or self.good is not None)
-        return EXIT_OK
+        self.set_ready((self.config_problem is None or self.good is not None) and not self.refused)
+        return EXIT_REFUSED if self.refused and not self.removing else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

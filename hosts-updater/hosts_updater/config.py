@@ -4,7 +4,9 @@ Format (the chart writes ``global.hosts`` as is)::
 
     {"hosts": [{"domain": "example.tencentcloudcr.com", "ip": "10.0.0.12", "disabled": false}]}
 
-Rules (any violation is a :class:`ConfigError` naming the entry and field; nothing is applied):
+Two kinds of problem, two outcomes:
+
+*Malformed* (a :class:`ConfigError` naming the entry and field; nothing is applied):
 
 * top level: an object whose only key is ``hosts``; ``hosts`` is a list, or ``null``/missing
   (= no entries). Duplicate JSON keys and non-standard numbers (NaN, Infinity) are rejected.
@@ -12,10 +14,14 @@ Rules (any violation is a :class:`ConfigError` naming the entry and field; nothi
   ``disabled`` is a JSON boolean (``null`` or missing = false).
   ``domain`` is a DNS host name (letters, digits, hyphens; labels of 1-63; 253 at most; the last
   label not all digits; no trailing dot, no wildcard, no port); written in lower case.
-  ``ip`` is an IPv4 or IPv6 address (no zone index, not unspecified, not multicast); written in
-  its canonical form. Surrounding whitespace is ignored.
+  ``ip`` is an IPv4 or IPv6 address (no zone index); written in its canonical form.
+  Surrounding whitespace is ignored.
   A disabled entry may leave ``domain``/``ip`` empty or missing; when given they are still checked.
 * one domain may map to one IP only (among enabled entries); repeating the same pair is fine.
+
+*Refused* (well-formed, but a line no node should get: :func:`refuse_domain`, :func:`refuse_ip`):
+the entry is left out and reported in :attr:`Config.refused`; the other entries still apply.
+A disabled entry writes nothing, so it is never refused.
 """
 
 from __future__ import annotations
@@ -34,10 +40,41 @@ MAX_CONFIG_BYTES = 1 << 20
 TOP_KEYS = frozenset({"hosts"})
 ENTRY_KEYS = frozenset({"domain", "ip", "disabled"})
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_TOP_LABEL = re.compile(r"^([a-z]+|xn--[a-z0-9-]+)$")
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_DO = "; give the registry's domain and its private-network IP, or remove the entry"
+
+#: Cloud metadata services' names: the name and every name under it is refused (instance
+#: credentials and user data are served there; a redirect would hand them to someone else).
+#: Tencent Cloud, Google Cloud (both of its names); AWS's names all start with ``instance-data``.
+METADATA_NAMES = ("metadata.tencentyun.com", "metadata.google.internal", "metadata.goog")
+METADATA_FIRST_LABELS = ("instance-data",)
+#: Top-level labels that are never a registry's: ``localhost`` (RFC 6761, loopback), ``local``
+#: (RFC 6762 mDNS, and the default cluster domain ``cluster.local``), ``default`` (the
+#: namespace: ``<service>.default`` is a Service's short name inside a cluster).
+REFUSED_TOP_LABELS = {
+    "localhost": "is a loopback name (localhost and *.localhost)",
+    "local": "is under .local (mDNS and the default cluster domain cluster.local)",
+    "default": "looks like a Service's short name <service>.default (namespace default)",
+}
 
 
 class ConfigError(Exception):
     """The configuration is unusable; the message names the offending entry and field."""
+
+
+class Config:
+    """What a config file asks for: the ``entries`` to write and the entries ``refused`` (one
+    message each, naming the entry, the field and what to do).
+
+    A plain class rather than a dataclass: importing ``dataclasses`` costs ~1.6 MiB of RSS.
+    """
+
+    __slots__ = ("entries", "refused")
+
+    def __init__(self, entries: list[Entry], refused: list[str]) -> None:
+        self.entries = entries
+        self.refused = refused
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -73,19 +110,70 @@ def check_domain(value: str) -> str | None:
     return None
 
 
-def check_ip(value: str) -> tuple[str | None, str]:
-    """(reason it is not usable or ``None``, canonical text)."""
-    if "%" in value:
-        return "has a zone index (not supported in a hosts file)", value
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return "is not an IPv4 or IPv6 address", value
+def refuse_domain(domain: str) -> str | None:
+    """Why a well-formed, lower-case host name is no registry domain to write on a node, or ``None``.
+
+    Refused: single-label names, ``localhost`` and ``*.localhost``, ``*.local`` (so
+    ``cluster.local``), Service names (a ``svc`` label after the first: ``<service>.<namespace>.svc``
+    with any cluster domain after it), ``<service>.default``, a top-level label that is not
+    letters (or an ``xn--`` IDN label), as ``<service>.<namespace>`` with a namespace such as
+    ``kube-system`` would be, and the cloud metadata names (:data:`METADATA_NAMES`).
+    """
+    labels = domain.split(".")
+    top = labels[-1]
+    if top in REFUSED_TOP_LABELS:
+        return REFUSED_TOP_LABELS[top]
+    if len(labels) == 1:
+        return "is a single-label name (a short host or Service name), not a registry domain"
+    if "svc" in labels[1:]:
+        return "is a cluster-internal Service name (a 'svc' label: <service>.<namespace>.svc[.<cluster domain>])"
+    if labels[0] in METADATA_FIRST_LABELS or any(
+        domain == name or domain.endswith("." + name) for name in METADATA_NAMES
+    ):
+        return "is a cloud metadata service name"
+    if not _TOP_LABEL.match(top):
+        return f"has top-level label {top!r}, which is not a public suffix's form (letters, or xn--)"
+    return None
+
+
+def refuse_ip(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why ``address`` is no unicast address a registry can listen on, or ``None``.
+
+    Refused: unspecified and 0.0.0.0/8, loopback, link-local (169.254.0.0/16 and fe80::/10: the
+    cloud metadata addresses 169.254.0.23 and 169.254.169.254 are in it), multicast, the broadcast
+    address 255.255.255.255, reserved ranges (240.0.0.0/4; IPv6's reserved blocks) and
+    IPv4-mapped IPv6 addresses (whose IPv4 address these rules would have to judge instead).
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"is an IPv4-mapped IPv6 address: write the IPv4 address {address.ipv4_mapped} itself"
     if address.is_unspecified:
-        return "is the unspecified address", value
+        return "is the unspecified address"
+    if isinstance(address, ipaddress.IPv4Address) and address.packed[0] == 0:
+        return "is in 0.0.0.0/8 ('this network'), not a host's address"
+    if address.is_loopback:
+        return "is a loopback address (it would point the name at the node itself)"
+    if address.is_link_local:
+        return (
+            "is a link-local address (169.254.0.0/16, fe80::/10: where the cloud metadata service "
+            "169.254.0.23 / 169.254.169.254 is)"
+        )
     if address.is_multicast:
-        return "is a multicast address", value
-    return None, str(address)
+        return "is a multicast address"
+    if isinstance(address, ipaddress.IPv4Address) and address == _BROADCAST:
+        return "is the broadcast address"
+    if address.is_reserved:
+        return "is in a reserved range (240.0.0.0/4, or a reserved IPv6 block)"
+    return None
+
+
+def check_ip(value: str) -> tuple[str | None, ipaddress.IPv4Address | ipaddress.IPv6Address | None]:
+    """(reason it is not an address or ``None``, the address)."""
+    if "%" in value:
+        return "has a zone index (not supported in a hosts file)", None
+    try:
+        return None, ipaddress.ip_address(value)
+    except ValueError:
+        return "is not an IPv4 or IPv6 address", None
 
 
 def _text(entry: dict[str, Any], key: str, where: str, required: bool) -> str:
@@ -99,8 +187,9 @@ def _text(entry: dict[str, Any], key: str, where: str, required: bool) -> str:
     return value.strip()
 
 
-def parse_config(raw: bytes) -> list[Entry]:
-    """The enabled entries of ``raw`` (deduplicated, in file order) or :class:`ConfigError`."""
+def parse_config(raw: bytes) -> Config:
+    """The enabled entries of ``raw`` (deduplicated, in file order) and the refused ones, or
+    :class:`ConfigError` when ``raw`` is malformed."""
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"config is {len(raw)} bytes (at most {MAX_CONFIG_BYTES})")
     try:
@@ -118,11 +207,12 @@ def parse_config(raw: bytes) -> list[Entry]:
         raise ConfigError(f"config: unknown key(s) {', '.join(map(repr, unknown))} (allowed: 'hosts')")
     hosts = document.get("hosts")
     if hosts is None:
-        return []
+        return Config([], [])
     if not isinstance(hosts, list):
         raise ConfigError(f"hosts: must be a list, got {json.dumps(hosts)[:80]}")
 
     entries: list[Entry] = []
+    refused: list[str] = []
     owner: dict[str, tuple[str, int]] = {}  # domain -> (ip, index)
     for index, item in enumerate(hosts):
         where = f"hosts[{index}]"
@@ -144,11 +234,22 @@ def parse_config(raw: bytes) -> list[Entry]:
             reason = check_domain(domain)
             if reason:
                 raise ConfigError(f"{where}.domain: {item.get('domain')!r} {reason}")
+        address = None
         if ip or not disabled:
-            reason, ip = check_ip(ip)
+            reason, address = check_ip(ip)
             if reason:
                 raise ConfigError(f"{where}.ip: {item.get('ip')!r} {reason}")
         if disabled:
+            continue
+        assert address is not None
+        ip = str(address)
+        reason = refuse_domain(domain)
+        if reason:
+            refused.append(f"{where}.domain: {domain!r} {reason}{_DO}")
+            continue
+        reason = refuse_ip(address)
+        if reason:
+            refused.append(f"{where}.ip: {ip!r} {reason}{_DO}")
             continue
         previous = owner.get(domain)
         if previous is not None and previous[0] != ip:
@@ -159,4 +260,4 @@ def parse_config(raw: bytes) -> list[Entry]:
         if previous is None:
             owner[domain] = (ip, index)
             entries.append(Entry(ip=ip, domain=domain))
-    return entries
+    return Config(entries, refused)

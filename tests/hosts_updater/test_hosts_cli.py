@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hosts_helpers import ConfigMapDir, config_json, run_cli, start_cli
 
-from hosts_updater.cli import EXIT_CONFIG, EXIT_DAMAGED, EXIT_IO, EXIT_REPLACED
+from hosts_updater.cli import EXIT_CONFIG, EXIT_DAMAGED, EXIT_IO, EXIT_REFUSED, EXIT_REPLACED
 from hosts_updater.core import BEGIN, END, Entry, render
 from support import wait_for
 
@@ -130,6 +130,38 @@ def test_bad_config_changes_nothing(files: tuple[Path, Path], content: str, mess
     assert "hosts file not changed" in result.stderr
     assert hosts.read_bytes() == before
     assert hosts.stat().st_mtime_ns == stamp
+
+
+def test_once_leaves_refused_entries_out_and_writes_the_others(files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    config.write_text(config_json([A, {"domain": "localhost", "ip": "10.0.0.66"}, {**B, "ip": "169.254.0.23"}]))
+    result = run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    assert result.returncode == EXIT_REFUSED, result.stderr
+    assert hosts.read_bytes() == expected(A)
+    assert "refused, not written: hosts[1].domain: 'localhost' is a loopback name" in result.stderr
+    assert "refused, not written: hosts[2].ip: '169.254.0.23' is a link-local address" in result.stderr
+
+
+def test_daemon_withholds_readiness_while_an_entry_is_refused(
+    tmp_path: Path, daemons: list[subprocess.Popen[str]]
+) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_bytes(ORIGINAL)
+    volume = ConfigMapDir(tmp_path / "etc-updater")
+    volume.publish(config_json([A]))
+    ready, log = tmp_path / "ready", tmp_path / "log"
+    proc = start_cli("--config", str(volume.path), "--hosts-file", str(hosts), "--interval", "0.1",
+                     "--ready-file", str(ready), log=log)
+    daemons.append(proc)
+    wait_for(ready.exists, what="ready")
+    volume.publish(config_json([A, B, {"domain": "metadata.tencentyun.com", "ip": "10.0.0.66"}]))
+    wait_for(lambda: hosts.read_bytes() == expected(A, B), what="the valid entries applied")
+    wait_for(lambda: not ready.exists(), what="readiness withheld")
+    volume.publish(config_json([A, B]))
+    wait_for(ready.exists, what="ready again once nothing is refused")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert log.read_text().count("metadata.tencentyun.com' is a cloud metadata service name") == 1
 
 
 def test_missing_config_and_missing_hosts_file(tmp_path: Path, files: tuple[Path, Path]) -> None:

@@ -6,12 +6,19 @@ import json
 
 import pytest
 
-from hosts_updater.config import ConfigError, parse_config
+from hosts_updater.config import ConfigError, parse_config, refuse_domain
 from hosts_updater.core import Entry
 
 
 def parse(document: object) -> list[Entry]:
-    return parse_config(json.dumps(document).encode())
+    config = parse_config(json.dumps(document).encode())
+    assert config.refused == []
+    return config.entries
+
+
+def refused(document: object) -> tuple[list[Entry], list[str]]:
+    config = parse_config(json.dumps(document).encode())
+    return config.entries, config.refused
 
 
 def test_tke_shape() -> None:
@@ -73,9 +80,7 @@ def test_structural_errors(raw: bytes, message: str) -> None:
         parse_config(raw)
 
 
-@pytest.mark.parametrize(
-    "ip", ["10.0.0.300", "10.0.0", "010.0.0.1", "example.com", "", "fe80::1%eth0", "0.0.0.0", "::", "224.0.0.1"]
-)
+@pytest.mark.parametrize("ip", ["10.0.0.300", "10.0.0", "010.0.0.1", "example.com", "", "fe80::1%eth0"])
 def test_bad_ips_name_the_entry(ip: str) -> None:
     hosts = [{"domain": "ok.example.com", "ip": "10.0.0.1"}, {"domain": "a.example.com", "ip": ip}]
     with pytest.raises(ConfigError, match=r"hosts\[1\]\.ip: "):
@@ -128,3 +133,86 @@ def test_two_ips_for_one_domain_are_refused() -> None:
 def test_oversized_config() -> None:
     with pytest.raises(ConfigError, match="at most"):
         parse_config(b" " * (1 << 20) + b"{}")
+
+
+OK = {"domain": "ok.tencentcloudcr.com", "ip": "10.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("ip", "reason"),
+    [
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("0.1.2.3", "0.0.0.0/8"),
+        ("127.0.0.1", "loopback"),
+        ("127.1.2.3", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.0.23", "link-local"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("240.0.0.1", "reserved"),
+        ("::ffff:127.0.0.1", "IPv4-mapped"),
+        ("::ffff:10.0.0.1", "IPv4-mapped"),
+    ],
+)
+def test_refused_ips_are_left_out_and_named(ip: str, reason: str) -> None:
+    entries, messages = refused({"hosts": [OK, {"domain": "a.tencentcloudcr.com", "ip": ip}]})
+    assert entries == [Entry("10.0.0.1", "ok.tencentcloudcr.com")]
+    (message,) = messages
+    assert message.startswith("hosts[1].ip: ")
+    assert reason in message and "or remove the entry" in message
+
+
+@pytest.mark.parametrize(
+    ("domain", "reason"),
+    [
+        ("localhost", "loopback name"),
+        ("LOCALHOST", "loopback name"),
+        ("registry.localhost", "loopback name"),
+        ("registry", "single-label"),
+        ("kubernetes", "single-label"),
+        ("metadata", "single-label"),
+        ("kubernetes.default", "short name"),
+        ("kubernetes.default.svc", "Service name"),
+        ("kubernetes.default.svc.cluster.local", "under .local"),
+        ("registry.kube-system.svc.k8s.example.com", "Service name"),
+        ("registry.kube-system", "top-level label 'kube-system'"),
+        ("node-1.cluster.local", "under .local"),
+        ("metadata.tencentyun.com", "metadata"),
+        ("METADATA.tencentyun.com", "metadata"),
+        ("x.metadata.tencentyun.com", "metadata"),
+        ("metadata.google.internal", "metadata"),
+        ("metadata.goog", "metadata"),
+        ("instance-data.ec2.internal", "metadata"),
+        ("instance-data.ap-east-1.compute.internal", "metadata"),
+    ],
+)
+def test_refused_domains_are_left_out_and_named(domain: str, reason: str) -> None:
+    entries, messages = refused({"hosts": [{"domain": domain, "ip": "10.0.0.2"}, OK]})
+    assert entries == [Entry("10.0.0.1", "ok.tencentcloudcr.com")]
+    (message,) = messages
+    assert message.startswith(f"hosts[0].domain: {domain.lower()!r} ")
+    assert reason in message and "give the registry's domain" in message
+
+
+@pytest.mark.parametrize(
+    "domain",
+    ["demo-vpc.tencentcloudcr.com", "a.b", "svc.example.com", "registry.corp", "ccr.ccs.tencentyun.com",
+     "mirrors.tencentyun.com", "registry.xn--fiqs8s", "metadata.example.com", "my-instance-data.example.com"],
+)
+def test_ordinary_registry_names_pass(domain: str) -> None:
+    assert refuse_domain(domain) is None
+
+
+def test_a_disabled_refused_entry_is_not_reported_and_a_refused_one_owns_no_domain() -> None:
+    hosts = [
+        {"domain": "localhost", "ip": "10.0.0.9", "disabled": True},
+        {"domain": "a.tencentcloudcr.com", "ip": "127.0.0.1"},
+        {"domain": "a.tencentcloudcr.com", "ip": "10.0.0.3"},
+    ]
+    entries, messages = refused({"hosts": hosts})
+    assert entries == [Entry("10.0.0.3", "a.tencentcloudcr.com")]
+    assert [m.split(":")[0] for m in messages] == ["hosts[1].ip"]
