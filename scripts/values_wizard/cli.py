@@ -30,6 +30,7 @@ from values_wizard.plan import (
     PLACEHOLDER_USER,
     Credentials,
     check_combinations,
+    check_endpoint,
     choose_private_ip,
     helm_test_namespace,
     make_plan,
@@ -137,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     api = parser.add_argument_group("Tencent Cloud API")
     api.add_argument("--endpoint", metavar="HOST:PORT",
                      help="API endpoint (default: $TCR_API_ENDPOINT, else tcr.tencentcloudapi.com); "
-                     "https unless given as http://HOST:PORT")
+                     "https unless given as http://HOST:PORT, which is refused without --insecure-http-endpoint")
+    api.add_argument("--insecure-http-endpoint", action="store_true",
+                     help="allow an http:// endpoint (a local test stand-in): the issued token and the private IP "
+                     "then cross the network in clear")
 
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="FILE", default="-",
@@ -211,6 +215,7 @@ class _Run:
     def run(self) -> int:
         args = self.args
         check_combinations(args)
+        check_endpoint(args, self.env)
         schema = load_schema(args.schema)
         creds = self.credentials()
         private_ip = PLACEHOLDER_IP if args.private_ip == "auto" else args.private_ip

@@ -12,13 +12,13 @@ import getpass
 import ipaddress
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from values_wizard.errors import BadOption
-from values_wizard.tcr_api import InternalEndpoint, TcrApiError
+from values_wizard.tcr_api import ENV_ENDPOINT, InternalEndpoint, TcrApiError
 
 PLACEHOLDER_USER = "issued-user"
 PLACEHOLDER_SECRET = "issued-token"  # stands in for the token while the options are checked
@@ -120,12 +120,17 @@ def parse_host(value: str) -> tuple[str, str]:
 
 
 def check_ip(option: str, ip: str, what: str) -> None:
+    from hosts_updater.config import refuse_ip
+
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         raise BadOption(option, f"{what}: {ip!r} is not an IPv4 address") from None
     if address.version != 4 or str(address) != ip:
         raise BadOption(option, f"{what}: {ip!r} is not an IPv4 address in dotted form (e.g. 10.0.0.10)")
+    reason = refuse_ip(address)
+    if reason is not None:  # the rule hosts-updater applies on every node, and the chart's schema
+        raise BadOption(option, f"{what}: {ip!r} {reason}: give the registry's private-network IP")
 
 
 def check_host_domain(option: str, domain: str) -> None:
@@ -136,6 +141,33 @@ def check_host_domain(option: str, domain: str) -> None:
         raise BadOption(option, f"domain {domain!r} {problem}")
     if ":" in domain:
         raise BadOption(option, f"domain {domain!r} must be a host name without ':port'")
+    check_hosts_name(option, domain)
+
+
+def check_hosts_name(option: str, domain: str, what: str = "domain") -> None:
+    """The name rule hosts-updater applies on every node (and the chart's schema)."""
+    from hosts_updater.config import refuse_domain
+
+    reason = refuse_domain(domain.lower())
+    if reason is not None:
+        raise BadOption(option, f"{what} {domain!r} {reason}: hosts entries are for registry domains such as "
+                        "<name>-vpc.tencentcloudcr.com")
+
+
+def check_endpoint(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Plain ``http://`` would carry the answers (an issued token, the private IP) in clear and
+    let anyone on the path forge them: only with ``--insecure-http-endpoint``."""
+    uses_api = args.issue_token or args.private_ip == "auto"
+    option = "--endpoint" if args.endpoint else ENV_ENDPOINT
+    where = args.endpoint or env.get(ENV_ENDPOINT) or ""
+    if not uses_api or args.insecure_http_endpoint or not where.strip().lower().startswith("http://"):
+        return
+    raise BadOption(
+        option,
+        f"{where!r} is plain http: the issued token and the private IP would cross the network in clear "
+        "and could be read or forged on the way; use https:// (the default when no scheme is given), or "
+        "pass --insecure-http-endpoint for a local test endpoint",
+    )
 
 
 def read_password(args: argparse.Namespace, stdin: IO[str]) -> str:
@@ -242,6 +274,7 @@ def make_plan(args: argparse.Namespace, private_ip: str | None) -> Plan:
         private = [h for h in hosts if h.split(".", 1)[0].endswith("-vpc")] or hosts
         for host in dict.fromkeys(private):
             if host not in explicit:
+                check_hosts_name("--private-ip", host, "registry domain")
                 plan.hosts.append(HostEntry(host, private_ip, "--private-ip"))
     registry_hosts = {strip_port(domain) for _, domain, _ in registries}
     for entry in plan.hosts:

@@ -27,8 +27,10 @@ from values_wizard import PROG, tcr_api
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = "demo.tencentcloudcr.com"
 VPC = "demo-vpc.tencentcloudcr.com"
+# The stand-in speaks plain http: the flag that allows it (a real endpoint is https).
+INSECURE = "--insecure-http-endpoint"
 TOKEN_ARGS = ["--registry", PUBLIC, "--registry", VPC, "--issue-token", "--instance-id", INSTANCE,
-              "--region", "ap-guangzhou"]
+              "--region", "ap-guangzhou", INSECURE]
 
 
 def running_link(ip: str, vpc: str = "vpc-a1b2c3d4", status: str = "Running") -> dict[str, str]:
@@ -68,7 +70,7 @@ def test_temporary_token_short_region_and_endpoint_option(fake_tcr: FakeTcr) -> 
     env = api_env(fake_tcr)
     del env["TCR_API_ENDPOINT"]
     args = ["--registry", PUBLIC, "--issue-token", "--instance-id", INSTANCE, "--region", "gz",
-            "--token-type", "temp", "--endpoint", fake_tcr.endpoint]
+            "--token-type", "temp", "--endpoint", fake_tcr.endpoint, INSECURE]
     result = run(args, env=env)
     assert result.status == 0, result.stderr
     (request,) = fake_tcr.requests
@@ -171,7 +173,8 @@ def test_private_ip_auto_looks_up_the_access_link_before_issuing(fake_tcr: FakeT
 def test_private_ip_auto_with_a_password_makes_no_token(fake_tcr: FakeTcr) -> None:
     fake_tcr.access_links[INSTANCE] = [running_link("10.0.0.42"), running_link("10.0.0.42", "vpc-other")]
     result = run(["--registry", VPC, "--username", "u", "--password-stdin", "--private-ip", "auto",
-                  "--instance-id", INSTANCE, "--region", "ap-guangzhou"], stdin="pw", env=api_env(fake_tcr))
+                  "--instance-id", INSTANCE, "--region", "ap-guangzhou", INSECURE], stdin="pw",
+                 env=api_env(fake_tcr))
     assert result.status == 0, result.stderr
     assert fake_tcr.actions() == ["DescribeInternalEndpoints"]
     assert yaml.safe_load(result.stdout)["global"]["hosts"][0]["ip"] == "10.0.0.42"
