@@ -365,7 +365,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .podwebhook import PodWebhook
         from .webhook import Review, WebhookServer
 
-        routes: dict[str, Review] = {}
+        routes: dict[str, Review] = {api.WEBHOOK_PATH: controller.image_pull_secret_review}
         if pod_webhook_enabled(args):
             pods = PodWebhook(controller.state, kube)
             routes[api.POD_WEBHOOK_PATH] = pods.handle

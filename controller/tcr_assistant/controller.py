@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import api, reconcile, status
+from . import admission, api, reconcile, status
+from .admission import CredentialSource, CredentialSources
 from .drift import DriftPoller
 from .kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube, KubeError, Resource, now_rfc3339
 from .metrics import Metrics
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 EVENT_REPEAT_SECONDS = 60.0  # an identical Event at most this often
 FAILURE_EVENT_ATTEMPTS = (0, 5, 10)  # a failing ImagePullSecret key gets a Warning on these attempts
+CREDENTIAL_SOURCE_READ_TIMEOUT = 2.0  # the webhook's check of an uncached Secret, within its own timeout
+# The Secret's metadata alone: checking a mark needs no data (so the webhook never holds a key it may not use).
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 class Controller:
@@ -85,8 +89,10 @@ class Controller:
 
         self.reflectors = [
             reflector(IMAGEPULLSECRETS, image_pull_secret_view, self._on_image_pull_secret),
-            # Only the add-on's own namespace (passwordSecretRef): never Secrets cluster-wide.
-            reflector(SECRETS, local_secret_view, self._on_local_secret, "local-secrets", options.namespace),
+            # Only the add-on's own namespace, and there only Secrets marked as credential sources
+            # (passwordSecretRef may read nothing else): never Secrets cluster-wide.
+            reflector(SECRETS, local_secret_view, self._on_local_secret, "local-secrets", options.namespace,
+                      label_selector=api.CREDENTIAL_SOURCE_SELECTOR),
             reflector(NAMESPACES, namespace_info, self._on_namespace),
             reflector(SERVICEACCOUNTS, service_account_info, self._on_service_account),
         ]
@@ -124,6 +130,28 @@ class Controller:
             ]
         for ips in referencing:
             self.queue.add(ImagePullSecretKey(ips))
+
+    def image_pull_secret_review(self, body: bytes, max_body_bytes: int = admission.MAX_BODY_BYTES) -> tuple[int, Any]:
+        """The ImagePullSecret webhook's answer, with passwordSecretRef checked against this add-on's Secrets."""
+        return admission.handle(body, max_body_bytes, CredentialSources(self.opts.namespace, self.credential_source))
+
+    def credential_source(self, name: str) -> CredentialSource:
+        """How Secret ``name`` of the add-on's namespace is marked, for the webhook. The cache holds
+        marked Secrets only; a miss is settled by reading the Secret's metadata (a new Secret may not
+        be cached yet)."""
+        with self.state.lock:
+            if name in self.state.local_secrets:
+                return CredentialSource.MARKED
+        try:
+            meta = self.kube.request("GET", SECRETS.path(self.opts.namespace, name),
+                                     timeout=CREDENTIAL_SOURCE_READ_TIMEOUT, accept=PARTIAL_METADATA)
+        except KubeError as exc:
+            return CredentialSource.MISSING if exc.not_found else CredentialSource.UNKNOWN
+        except Exception:  # a timeout or a broken connection: the webhook warns, the controller still checks
+            return CredentialSource.UNKNOWN
+        labels = (meta.get("metadata") or {}).get("labels") or {}
+        marked = labels.get(api.LABEL_CREDENTIAL_SOURCE) == "true"
+        return CredentialSource.MARKED if marked else CredentialSource.UNMARKED
 
     def _on_namespace(self, kind: str, old: NamespaceInfo | None, new: NamespaceInfo | None) -> None:
         state = self.state

@@ -52,6 +52,7 @@ RELEASE_OBJECTS = [
     ("validatingadmissionpolicybinding", "tcr-assistant-secret-writes", False),
     ("validatingadmissionpolicy", "tcr-assistant-webhook-configurations", False),
     ("validatingadmissionpolicybinding", "tcr-assistant-webhook-configurations", False),
+    ("secret", "tcr-assistant-registry-credentials", True),
     ("imagepullsecret", "tcr-abcdefgh-vpc", False),
     ("imagepullsecret", "tcr-abcdefgh-public", False),
     ("deployment", "tcr-assistant-controller-manager", True),
