@@ -151,6 +151,8 @@ def webhook_problems(ips: Sequence[Mapping[str, Any]], plan: Plan, creds: Creden
             option = _spec_option(error.field, creds)
             if error.field == "metadata.name" and (misread or made_from_bad_domain):
                 continue
+            if error.field.startswith("spec.docker.passwordSecretRef") and creds.secret_name is None:
+                continue  # the chart's own credentials Secret, keyed by the name: reported for the name
             if error.field == "metadata.name":
                 option = name_option
                 message = f"{about_name}: {error.message}"

@@ -3,6 +3,7 @@ and what helm refuses is reported per option without showing the password."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import stat
@@ -30,13 +31,17 @@ def test_helm_template_renders_what_the_wizard_meant(tmp_path: Path, mode: str) 
             "--host", "demo-vpc.tencentcloudcr.com=10.0.0.10", "-o", str(out)]
     if mode == "password":
         result = run([*args, "--password-stdin"], stdin=NASTY_PASSWORD + "\n")
-        credential: dict[str, Any] = {"password": NASTY_PASSWORD}
     else:
         result = run([*args, "--existing-secret", "tcr-credentials:token"])
-        credential = {"passwordSecretRef": {"name": "tcr-credentials", "key": "token"}}
     assert result.status == 0, result.stderr
     values = yaml.safe_load(out.read_text())
     docs = helm_template(out)
+
+    def credential(name: str) -> dict[str, Any]:
+        # A password given in values is kept in the chart's own Secret, one key per entry.
+        if mode == "password":
+            return {"passwordSecretRef": {"name": "tcr-assistant-registry-credentials", "key": name}}
+        return {"passwordSecretRef": {"name": "tcr-credentials", "key": "token"}}
 
     rendered = {d["metadata"]["name"]: d["spec"] for d in docs if d.get("kind") == "ImagePullSecret"}
     assert rendered == {
@@ -44,10 +49,18 @@ def test_helm_template_renders_what_the_wizard_meant(tmp_path: Path, mode: str) 
             "namespaces": "default, team-a",
             "serviceAccounts": "*",
             "excludedNamespaces": "kube-system",
-            "docker": {"server": server, "username": "100012345678", **credential},
+            "docker": {"server": server, "username": "100012345678", **credential(f"tcr-abcd1234-{kind}")},
         }
         for kind, server in (("public", "demo.tencentcloudcr.com"), ("vpc", "demo-vpc.tencentcloudcr.com"))
     }
+    secrets = [d for d in docs
+               if d.get("kind") == "Secret" and d["metadata"]["name"] == "tcr-assistant-registry-credentials"]
+    if mode == "password":
+        (chart_secret,) = secrets
+        assert {key: base64.b64decode(value).decode() for key, value in chart_secret["data"].items()} == {
+            name: NASTY_PASSWORD for name in rendered}
+    else:
+        assert secrets == []
 
     (config,) = [d for d in docs if d.get("kind") == "ConfigMap" and d["metadata"]["name"] == "updater-config"]
     assert json.loads(config["data"]["config.json"]) == {"hosts": values["global"]["hosts"]}
