@@ -29,6 +29,9 @@ from tcr_assistant import api
 from tcr_assistant.kube import SECRETS
 from tcr_assistant.webhook import WEBHOOK_PATH, WebhookServer
 
+# Version-dependent: metadata-only reads (PartialObjectMetadata), --dry-run=server lookups in the chart's notes.
+pytestmark = pytest.mark.compat
+
 AUTHOR = "ips-author"
 READER = "ips-reader"
 CA_KEY_PEM = "-----BEGIN EC PRIVATE KEY-----\nnot-a-real-key-but-secret\n-----END EC PRIVATE KEY-----\n"

@@ -24,6 +24,9 @@ from harness.cluster import ControlPlane
 from support import kubectl, wait_for
 from tcr_assistant import api, certificates, servingcert
 
+# Version-dependent: the ValidatingAdmissionPolicy's CEL on webhook configurations.
+pytestmark = pytest.mark.compat
+
 NS = addon.NAMESPACE
 CONTROLLER = f"--as=system:serviceaccount:{NS}:{addon.CONTROLLER_SERVICE_ACCOUNT}"
 VALIDATING = "tcr-assistant-validating-webhook-configuration"
