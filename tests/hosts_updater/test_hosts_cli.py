@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -142,9 +143,18 @@ def test_once_leaves_refused_entries_out_and_writes_the_others(files: tuple[Path
     assert "refused, not written: hosts[2].ip: '169.254.0.23' is a link-local address" in result.stderr
 
 
-def test_daemon_withholds_readiness_while_an_entry_is_refused(
-    tmp_path: Path, daemons: list[subprocess.Popen[str]]
-) -> None:
+@dataclass
+class Daemon:
+    """A hosts-updater daemon on a ConfigMap-style config volume (first config: entry A)."""
+
+    hosts: Path
+    volume: ConfigMapDir
+    ready: Path
+    log: Path
+    proc: subprocess.Popen[str]
+
+
+def start_daemon(tmp_path: Path, daemons: list[subprocess.Popen[str]]) -> Daemon:
     hosts = tmp_path / "hosts"
     hosts.write_bytes(ORIGINAL)
     volume = ConfigMapDir(tmp_path / "etc-updater")
@@ -153,6 +163,14 @@ def test_daemon_withholds_readiness_while_an_entry_is_refused(
     proc = start_cli("--config", str(volume.path), "--hosts-file", str(hosts), "--interval", "0.1",
                      "--ready-file", str(ready), log=log)
     daemons.append(proc)
+    return Daemon(hosts, volume, ready, log, proc)
+
+
+def test_daemon_withholds_readiness_while_an_entry_is_refused(
+    tmp_path: Path, daemons: list[subprocess.Popen[str]]
+) -> None:
+    daemon = start_daemon(tmp_path, daemons)
+    hosts, volume, ready, log, proc = daemon.hosts, daemon.volume, daemon.ready, daemon.log, daemon.proc
     wait_for(ready.exists, what="ready")
     volume.publish(config_json([A, B, {"domain": "metadata.tencentyun.com", "ip": "10.0.0.66"}]))
     wait_for(lambda: hosts.read_bytes() == expected(A, B), what="the valid entries applied")
@@ -199,24 +217,8 @@ def test_unwritable_hosts_path_is_an_io_error(files: tuple[Path, Path], tmp_path
 def test_daemon_follows_configmap_updates_and_repairs_the_file(
     tmp_path: Path, daemons: list[subprocess.Popen[str]]
 ) -> None:
-    hosts = tmp_path / "hosts"
-    hosts.write_bytes(ORIGINAL)
-    volume = ConfigMapDir(tmp_path / "etc-updater")
-    volume.publish(config_json([A]))
-    ready = tmp_path / "ready"
-    log = tmp_path / "log"
-    proc = start_cli(
-        "--config",
-        str(volume.path),
-        "--hosts-file",
-        str(hosts),
-        "--interval",
-        "0.1",
-        "--ready-file",
-        str(ready),
-        log=log,
-    )
-    daemons.append(proc)
+    daemon = start_daemon(tmp_path, daemons)
+    hosts, volume, ready, log, proc = daemon.hosts, daemon.volume, daemon.ready, daemon.log, daemon.proc
     wait_for(lambda: hosts.read_bytes() == expected(A), what="first apply")
     wait_for(ready.exists, what="ready file")
 

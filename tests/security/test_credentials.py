@@ -12,7 +12,6 @@ import base64
 import contextlib
 import functools
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from controller_support import ADDON_NS, K, RunningController
+from security_support import as_user, uid
 from webhook_support import labelled, loopback_pair, registered_webhook, sample, wait_until_consulted, write_pair
 
 from harness.pki import CertificateAuthority
@@ -35,10 +35,6 @@ pytestmark = pytest.mark.compat
 AUTHOR = "ips-author"
 READER = "ips-reader"
 CA_KEY_PEM = "-----BEGIN EC PRIVATE KEY-----\nnot-a-real-key-but-secret\n-----END EC PRIVATE KEY-----\n"
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 @pytest.fixture
@@ -70,10 +66,6 @@ def author_rbac() -> Iterator[None]:
     kubectl("apply", "-f", "-", input_text=document)
     yield
     kubectl("delete", "--ignore-not-found", "-f", "-", input_text=document, check=False)
-
-
-def as_user(user: str, *args: str, obj: Any = None) -> subprocess.CompletedProcess[str]:
-    return kubectl(f"--as={user}", *args, input_text=json.dumps(obj) if obj is not None else None, check=False)
 
 
 def ips_reading(name: str, target: str, secret: str, key: str) -> dict[str, Any]:

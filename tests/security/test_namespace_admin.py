@@ -6,12 +6,12 @@ ImagePullSecret meant for others, nor make the controller drop what is theirs.
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import yaml
 from controller_support import K, RunningController
+from security_support import as_user, uid
 
 from support import kubectl, wait_for
 from tcr_assistant import api
@@ -19,12 +19,8 @@ from tcr_assistant import api
 NAMESPACE_ADMIN = "namespace-admin"
 
 
-def uid() -> str:
-    return uuid.uuid4().hex[:8]
-
-
 def as_admin_of_namespace(*args: str) -> subprocess.CompletedProcess[str]:
-    return kubectl(f"--as={NAMESPACE_ADMIN}", *args, check=False)
+    return as_user(NAMESPACE_ADMIN, *args)
 
 
 @pytest.fixture
