@@ -501,13 +501,13 @@ def test_controller_deployment_contract() -> None:
     assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
     # The certificate is written under /tmp (an emptyDir) by the controller itself.
     assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
-    assert container["image"] == "ghcr.io/tcr-addon/tcr-assistant:0.1.0"
+    assert container["image"] == "ghcr.io/tcr-addon/tcr-assistant:0.2.0"
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "30Mi"}
     assert spec["serviceAccountName"] == "tcr-assistant-controller-manager"
     assert deployment["spec"]["replicas"] == 1
     pinned = one(case("existing-secret-values"), "Deployment", "tcr-assistant-controller-manager")
     assert pinned["spec"]["template"]["spec"]["containers"][0]["image"] == (
-        "ghcr.io/tcr-addon/tcr-assistant:0.1.0@sha256:" + "0123456789abcdef" * 4)
+        "ghcr.io/tcr-addon/tcr-assistant:0.2.0@sha256:" + "0123456789abcdef" * 4)
     no_webhook = render(None, "--set", "webhook.enabled=false", "--set", "controller.leaderElection.enabled=false")
     assert not by_kind(no_webhook, "ValidatingWebhookConfiguration") and not by_kind(no_webhook, "Service")
     args = one(no_webhook, "Deployment", "tcr-assistant-controller-manager")["spec"]["template"]["spec"][
