@@ -19,9 +19,9 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from values_wizard import PROG, tcr_api
+from values_wizard import PROG, from_cluster, tcr_api
 from values_wizard.check import DEFAULT_SCHEMA, load_schema, validate
 from values_wizard.errors import BadOption, Failure
 from values_wizard.plan import (
@@ -31,10 +31,13 @@ from values_wizard.plan import (
     Credentials,
     check_combinations,
     check_endpoint,
+    check_host_domain,
+    check_ip,
     choose_private_ip,
     helm_test_namespace,
     make_plan,
     make_values,
+    parse_host,
     read_password,
     resolve_region,
 )
@@ -66,11 +69,36 @@ def build_parser() -> argparse.ArgumentParser:
             "  TENCENTCLOUD_SECRET_ID=... TENCENTCLOUD_SECRET_KEY=... scripts/values \\\n"
             "      --registry demo-vpc.tencentcloudcr.com --issue-token --instance-id tcr-abcd1234 \\\n"
             "      --region ap-guangzhou --private-ip auto -o values.yaml\n"
+            "  # take over the ImagePullSecrets made by hand in the cluster of $KUBECONFIG\n"
+            "  scripts/values --from-cluster --context prod -o values.yaml\n"
             "  # then\n"
             "  helm upgrade --install tcr-addon ./chart -n tcr-assistant-system --create-namespace -f values.yaml\n"
             "\n"
-            "exit status: 0 written; 2 a bad option (the message names it); 1 an API call, helm or\n"
-            "the output failed."
+            "--from-cluster reads every ImagePullSecret (tcr.tencentcloudcr.com/v1) of the cluster, as\n"
+            "kubectl does ($KUBECONFIG, else ~/.kube/config; --context), and writes one entry each with\n"
+            "the same name and scope:\n"
+            "  - namespaces, serviceAccounts (absent: \"*\"), excludedNamespaces, namespaceSelector,\n"
+            "    docker.server and docker.username are copied;\n"
+            "  - an inline docker.password becomes dockerPassword (the chart keeps it in its Secret\n"
+            "    tcr-assistant-registry-credentials); docker.passwordSecretRef {name, key} becomes\n"
+            "    dockerPasswordSecret {name, key}: that Secret stays in the release namespace, labelled\n"
+            "    tcr.tencentcloudcr.com/credential-source=true;\n"
+            "  - anything no chart value expresses is refused, naming the object and the field: other\n"
+            "    spec or docker fields, labels, annotations (kubectl's last-applied-configuration\n"
+            "    aside), owner references, foreign finalizers, an object being deleted;\n"
+            "  - an object of Helm release --release in --release-namespace is the chart's already:\n"
+            "    skipped with a note (keep it in that release's values); one of another release is\n"
+            "    refused, naming it;\n"
+            "  - global.hosts comes from ConfigMap updater-config (key config.json, the hosts-updater's\n"
+            "    format) in --release-namespace when no Helm release owns it, plus --host (which wins\n"
+            "    for the same domain); otherwise from --host alone.\n"
+            "It goes with --host, --region, -o, --schema; the credential and scope options are refused\n"
+            "(each object brings its own). The file is written with mode 0600. Install with\n"
+            "`helm upgrade --install ... --take-ownership` (Helm >= 3.17) so the release adopts the\n"
+            "objects of the same names.\n"
+            "\n"
+            "exit status: 0 written; 2 a bad option or an object that cannot be taken over (the message\n"
+            "names it); 1 an API call, helm or the output failed."
         ),
     )
     reg = parser.add_argument_group("registries (step 1: the TCR instance)")
@@ -143,9 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allow an http:// endpoint (a local test stand-in): the issued token and the private IP "
                      "then cross the network in clear")
 
+    cluster = parser.add_argument_group("from the cluster (migrating hand-made ImagePullSecrets; rules below)")
+    cluster.add_argument("--from-cluster", action="store_true",
+                         help="one entry per ImagePullSecret of the cluster of $KUBECONFIG (else ~/.kube/config), "
+                         "same name, scope and credentials; instead of --registry and the credential options")
+    cluster.add_argument("--context", metavar="NAME",
+                         help="with --from-cluster: the kubeconfig context (default: its current context)")
+    cluster.add_argument("--release", metavar="NAME", default=from_cluster.DEFAULT_RELEASE,
+                         help="with --from-cluster: the Helm release the values are for; its own objects are "
+                         f"skipped, another release's refused (default: {from_cluster.DEFAULT_RELEASE})")
+    cluster.add_argument("--release-namespace", metavar="NS", default=from_cluster.DEFAULT_RELEASE_NAMESPACE,
+                         help="with --from-cluster: that release's namespace, where ConfigMap updater-config and "
+                         f"the password Secrets are (default: {from_cluster.DEFAULT_RELEASE_NAMESPACE})")
+
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="FILE", default="-",
-                     help="write the values to FILE (mode 0600 when it holds a password); default stdout, "
+                     help="write the values to FILE (mode 0600 when it holds a password, and always with "
+                     "--from-cluster); default stdout, "
                      "which is refused when it is a terminal and the values hold a password")
     out.add_argument("--schema", metavar="FILE", default=str(DEFAULT_SCHEMA),
                      help="values schema to check against (default: chart/values.schema.json)")
@@ -156,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Output
 
 
-def write_output(path: str, text: str, holds_password: bool, stdout: IO[str]) -> None:
+def write_output(path: str, text: str, holds_password: bool, stdout: IO[str], *, private: bool = False) -> None:
+    """``text`` to stdout (``-``) or atomically to ``path``: mode 0600 when it holds a password or ``private``."""
     if path == "-":
         if holds_password and stdout.isatty():
             raise BadOption(
@@ -173,7 +216,7 @@ def write_output(path: str, text: str, holds_password: bool, stdout: IO[str]) ->
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        if not holds_password:
+        if not (holds_password or private):
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(temp, 0o666 & ~umask)
@@ -184,14 +227,59 @@ def write_output(path: str, text: str, holds_password: bool, stdout: IO[str]) ->
 
 
 # --------------------------------------------------------------------------------------------
+# --from-cluster
+
+#: Options that go with --from-cluster (besides --from-cluster itself).
+FROM_CLUSTER_OPTIONS = {"from_cluster", "context", "release", "release_namespace", "host", "region", "output",
+                        "schema"}
+CLUSTER_ONLY_OPTIONS = {"context", "release", "release_namespace"}
+CREDENTIAL_OPTIONS = {"password_stdin", "password_file", "existing_secret", "issue_token", "username", "token_type",
+                      "token_description"}
+
+
+def given_options(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options given on the command line (defaults left out)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def option_names() -> dict[str, str]:
+    """destination -> the option's long name, for messages."""
+    return {action.dest: action.option_strings[-1] for action in build_parser()._actions if action.option_strings}
+
+
+def check_from_cluster_combinations(given: set[str], from_cluster_on: bool) -> None:
+    names = option_names()
+    if not from_cluster_on:
+        for dest in sorted(given & CLUSTER_ONLY_OPTIONS):
+            raise BadOption(names[dest], "only goes with --from-cluster")
+        return
+    for dest in sorted(given & CREDENTIAL_OPTIONS, key=lambda d: names[d]):
+        raise BadOption(
+            names[dest],
+            "not with --from-cluster: each ImagePullSecret brings its own credentials (its password or its "
+            "passwordSecretRef), which the values take over",
+        )
+    for dest in sorted(given - FROM_CLUSTER_OPTIONS, key=lambda d: names[d]):
+        raise BadOption(
+            names[dest],
+            "not with --from-cluster: the registries, names and scope come from the ImagePullSecrets read "
+            "(it goes with --host, --region, --context, --release, --release-namespace, -o and --schema)",
+        )
+
+
+# --------------------------------------------------------------------------------------------
 
 
 class _Run:
     """One run of the wizard; remembers an issued token so a later failure can name it."""
 
     def __init__(self, args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr: IO[str],
-                 env: Mapping[str, str]) -> None:
+                 env: Mapping[str, str], given: set[str] | None = None) -> None:
         self.args, self.stdin, self.stdout, self.stderr, self.env = args, stdin, stdout, stderr, env
+        self.given = given if given is not None else set()
         self.token_id: str | None = None
 
     def say(self, message: str) -> None:
@@ -212,8 +300,74 @@ class _Run:
         option = "--password-stdin" if args.password_stdin else "--password-file"
         return Credentials(args.username, password=read_password(args, self.stdin), password_option=option)
 
+    def run_from_cluster(self) -> int:
+        """``--from-cluster``: the values from the cluster's ImagePullSecrets (see ``from_cluster``)."""
+        args = self.args
+        schema = load_schema(args.schema)
+        short, long = resolve_region(args.region)
+        extra_hosts: list[dict[str, Any]] = []
+        for value in args.host:
+            domain, ip = parse_host(value)
+            check_host_domain("--host", domain)
+            check_ip("--host", ip, domain)
+            if domain in {h["domain"] for h in extra_hosts}:
+                raise BadOption("--host", f"domain {domain!r} is given twice")
+            extra_hosts.append({"domain": domain, "ip": ip, "disabled": False})
+
+        api = from_cluster.connect(self.env, args.context)
+        try:
+            objects = from_cluster.list_image_pull_secrets(api)
+            taken = from_cluster.take(objects, args.release, args.release_namespace)
+            try:
+                configmap = from_cluster.read_hosts_configmap(api, args.release_namespace)
+            except Failure as exc:  # optional: the hosts can come from --host
+                taken.notes.append(f"{exc}: hosts entries come from --host only")
+            else:
+                from_cluster.hosts_from_configmap(configmap, args.release, args.release_namespace, taken)
+        finally:
+            api.close()
+        for note in taken.notes:
+            self.say(note)
+        if taken.problems:
+            for problem in taken.problems:
+                self.say(f"error: --from-cluster: {problem}")
+            return 2
+        if not taken.crs:
+            skipped = f" ({len(taken.skipped)} belong to release {args.release!r} already)" if taken.skipped else ""
+            raise Failure(f"--from-cluster: no ImagePullSecret to take over in the cluster{skipped}: nothing written")
+
+        hosts = list(taken.hosts or [])
+        for entry in extra_hosts:
+            replaced = [h for h in hosts if h["domain"] == entry["domain"]]
+            if replaced:
+                self.say(f"--host {entry['domain']}={entry['ip']} replaces the cluster's entry for that domain")
+                hosts = [h for h in hosts if h["domain"] != entry["domain"]]
+            hosts.append(entry)
+        values = {"global": {"cluster": {"region": short, "longregion": long},
+                             "imagePullSecretsCrs": taken.crs, "hosts": hosts}}
+        holds_password = bool(taken.passwords)
+        text = render_checked(values, holds_password)
+        problems = from_cluster.validate(values, text, schema, taken.passwords)
+        if problems:
+            for problem in problems:
+                self.say(f"error: --from-cluster: {problem}")
+            return 2
+        write_output(args.output, text, holds_password, self.stdout, private=True)
+        where = "stdout" if args.output == "-" else args.output
+        names = ", ".join(cr["name"] for cr in taken.crs)
+        self.say(
+            f"wrote {where}: {len(taken.crs)} ImagePullSecret(s) ({names}), "
+            f"{len(hosts)} hosts entr{'y' if len(hosts) == 1 else 'ies'}; install with "
+            f"`helm upgrade --install {args.release} ./chart -n {args.release_namespace} -f <values> "
+            "--take-ownership` so the release adopts the objects of the same names"
+        )
+        return 0
+
     def run(self) -> int:
         args = self.args
+        check_from_cluster_combinations(self.given, args.from_cluster)
+        if args.from_cluster:
+            return self.run_from_cluster()
         check_combinations(args)
         check_endpoint(args, self.env)
         schema = load_schema(args.schema)
@@ -279,12 +433,14 @@ def main(
 ) -> int:
     """Run the wizard; returns the exit status (argparse usage errors exit with 2 themselves)."""
     args = build_parser().parse_args(argv)
+    given = given_options(argv)
     run = _Run(
         args,
         sys.stdin if stdin is None else stdin,
         sys.stdout if stdout is None else stdout,
         sys.stderr if stderr is None else stderr,
         os.environ if environ is None else environ,
+        given,
     )
     try:
         status = run.run()
