@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from .config import Config, ConfigError, parse_config
-from .core import BlockError, Entry, remove, render
+from .core import BlockError, Entry, Finding, reconcile, remove
 from .fileio import ChangedMeanwhile, HostsFile, ReplacedError
 
 EXIT_OK = 0
@@ -20,6 +20,7 @@ EXIT_DAMAGED = 3  # our block in the hosts file is damaged; file left untouched 
 EXIT_REPLACED = 4  # the hosts file was replaced or deleted (new inode): restart for a fresh mount
 EXIT_IO = 5  # the hosts file cannot be opened, read or written
 EXIT_REFUSED = 6  # some entries were refused (logged) and left out; the others were written (--once)
+EXIT_CONFLICT = 7  # a line we did not write maps a configured domain to another address (--once)
 
 DEFAULT_INTERVAL = 10.0
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -49,6 +50,12 @@ top-level label that is not letters, cloud metadata names such as metadata.tence
 metadata.google.internal, instance-data.*) and addresses that are no registry's unicast
 address (unspecified, 0.0.0.0/8, loopback, link-local such as 169.254.0.23, multicast,
 broadcast, reserved, IPv4-mapped IPv6).
+
+Lines written by others: when a line outside our block already maps a configured domain
+(any address family; case and a trailing dot ignored; comments do not count) we write no
+line for it (one name, one answer) and never touch theirs; ours comes back once theirs is
+gone. The same address as configured is logged once; another address is a conflict: a
+warning names the line, the ready file is withheld while it lasts, --once exits 7.
 """
 
 EPILOG = f"""\
@@ -60,6 +67,8 @@ exit codes:
   {EXIT_REPLACED}  the hosts file was replaced or deleted since start (new inode); restart to remount
   {EXIT_IO}  the hosts file cannot be opened, read or written
   {EXIT_REFUSED}  some entries were refused and left out (named in the log); the others were written (--once)
+  {EXIT_CONFLICT}  a line we did not write maps a configured domain to another address (named in the log);
+     no line of ours for that domain, the others were written (--once; {EXIT_REFUSED} wins when both apply)
 """
 
 
@@ -127,6 +136,8 @@ class Updater:
         self.config_problem: str | None = None  # logged once while it persists
         self.refused: list[str] = []  # entries of the current config that are left out
         self.file_problem: str | None = None
+        self.conflicts: list[str] = []  # warnings about others' lines that contradict the config
+        self.notes: list[str] = []  # others' lines that agree with the config (logged once)
 
     def load_config(self) -> Config:
         assert self.config_path is not None
@@ -192,8 +203,16 @@ class Updater:
                 self.set_ready(False)
                 return EXIT_CONFIG
         entries = list(wanted or [])
+        findings: list[Finding] = []
+
+        def transform(data: bytes) -> bytes:
+            if self.removing:
+                return remove(data)
+            updated, findings[:] = reconcile(data, entries)
+            return updated
+
         try:
-            wrote = self.hosts.apply(remove if self.removing else (lambda data: render(data, entries)))
+            wrote = self.hosts.apply(transform)
         except BlockError as error:
             message = f"{self.hosts.path}: damaged managed block, file left untouched: {error}"
             return self._file_problem(message, EXIT_DAMAGED)
@@ -204,11 +223,46 @@ class Updater:
         if self.file_problem is not None:
             log(f"{self.hosts.path}: OK again")
             self.file_problem = None
+        self._report(findings)
         if wrote:
-            what = f"wrote {len(entries)} entries" if entries else "removed our block"
+            elsewhere = {finding.entry.domain for finding in findings}
+            written = [entry for entry in entries if entry.domain not in elsewhere]
+            what = f"wrote {len(written)} entries" if written else "removed our block"
             log(f"{self.hosts.path}: {what}")
-        self.set_ready((self.config_problem is None or self.good is not None) and not self.refused)
-        return EXIT_REFUSED if self.refused and not self.removing else EXIT_OK
+        self.set_ready(
+            (self.config_problem is None or self.good is not None) and not self.refused and not self.conflicts
+        )
+        if self.removing:
+            return EXIT_OK
+        return EXIT_REFUSED if self.refused else EXIT_CONFLICT if self.conflicts else EXIT_OK
+
+    def _report(self, findings: list[Finding]) -> None:
+        """Log others' lines for our domains when they first appear (not on every pass)."""
+        path = self.hosts.path
+        conflicts: list[str] = []
+        notes: list[str] = []
+        for finding in findings:
+            domain, ip, line, address = finding.entry.domain, finding.entry.ip, finding.line, finding.address
+            if finding.conflict:
+                conflicts.append(
+                    f"warning: {path} line {line}, not written by us, maps {domain} to {address} but the config "
+                    f"maps it to {ip}; we write no line for {domain} (one name, one answer) and stay not ready: "
+                    f"remove line {line} from {path}, or configure {domain} with {address}"
+                )
+            else:
+                notes.append(
+                    f"{path} line {line}, not written by us, already maps {domain} to {ip} as configured; "
+                    "we write no line of our own for it while that line is there"
+                )
+        for message in notes:
+            if message not in self.notes:
+                log(message)
+        for message in conflicts:
+            if message not in self.conflicts:
+                log(message)
+        if self.conflicts and not conflicts:
+            log(f"{path}: no line written by others contradicts the config any more")
+        self.conflicts, self.notes = conflicts, notes
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,10 +21,15 @@ Layout of our block inside a hosts file::
   they are counted as part of our block and dropped by the next :func:`render`/:func:`remove`.
 
 Every byte outside the block span is preserved exactly by :func:`render` and :func:`remove`.
+
+Lines written by others (:func:`reconcile`): a non-comment line outside our block whose first
+field is an address and whose later fields include a configured domain already answers that
+name, so our block leaves that domain out (one name, one answer); the caller reports it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 BEGIN = b"# BEGIN tcr-addon hosts-updater (managed, do not edit)"
@@ -195,3 +200,127 @@ def entries_in(data: bytes) -> list[tuple[str, str]]:
         if len(fields) == 2 and not body.startswith(b"#"):
             out.append((fields[0].decode("ascii", "replace"), fields[1].decode("ascii", "replace")))
     return out
+
+
+class Finding:
+    """A line outside our block that answers a configured ``entry``'s domain: ``line`` is its
+    1-based number in the file :func:`reconcile` returns, ``address`` its address (canonical
+    form), ``conflict`` true when that is not the configured address."""
+
+    __slots__ = ("address", "conflict", "entry", "line")
+
+    def __init__(self, entry: Entry, line: int, address: str) -> None:
+        self.entry = entry
+        self.line = line
+        self.address = address
+        self.conflict = address != _canonical(entry.ip)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Finding) and (self.entry, self.line, self.address) == (
+            other.entry,
+            other.line,
+            other.address,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.entry, self.line, self.address))
+
+    def __repr__(self) -> str:
+        return f"Finding(entry={self.entry!r}, line={self.line}, address={self.address!r})"
+
+
+_DIGITS = {8: frozenset(b"01234567"), 10: frozenset(b"0123456789"), 16: frozenset(b"0123456789abcdefABCDEF")}
+_LAST_PART_MAX = (0, 0xFFFFFFFF, 0xFFFFFF, 0xFFFF, 0xFF)  # by number of parts, as inet_aton
+
+
+def _inet_aton(field: bytes) -> int | None:
+    """The IPv4 address of a legacy ``inet_aton`` form (``10.1``, ``0x0a.0.0.1``, ``012.0.0.1``
+    octal), or ``None``. musl's hosts parser accepts these, so they answer a name too."""
+    parts = field.split(b".")
+    if len(parts) > 4:
+        return None
+    values: list[int] = []
+    for part in parts:
+        if part[:2] in (b"0x", b"0X"):
+            digits, base = part[2:], 16
+        elif part[:1] == b"0":
+            digits, base = part, 8
+        else:
+            digits, base = part, 10
+        if not digits or not _DIGITS[base].issuperset(digits):
+            return None
+        values.append(int(digits, base))
+    *head, last = values
+    if any(value > 0xFF for value in head) or last > _LAST_PART_MAX[len(values)]:
+        return None
+    return sum(value << (24 - 8 * index) for index, value in enumerate(head)) | last
+
+
+def _address(field: bytes) -> str | None:
+    """The canonical address a hosts line's first field gives, or ``None`` when it gives none.
+
+    Deliberately the union of what resolvers accept (glibc, musl, Go): IPv4, IPv6 with or
+    without a zone, and the legacy IPv4 forms, so that no answer for a name is overlooked.
+    """
+    try:
+        return str(ipaddress.ip_address(field.decode("latin-1")))
+    except ValueError:
+        pass
+    value = _inet_aton(field)
+    return None if value is None else str(ipaddress.IPv4Address(value))
+
+
+def _canonical(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip
+
+
+def _name_key(name: bytes) -> bytes:
+    """Names compare as resolvers compare them: ASCII case-insensitive, a trailing dot ignored."""
+    name = name.lower()
+    return name[:-1] if name.endswith(b".") else name
+
+
+def foreign_answers(data: bytes, entries: Iterable[Entry]) -> list[Finding]:
+    """Lines outside our block that answer a domain of ``entries``, in file order.
+
+    A line answers a name when, with everything from its first ``#`` on dropped, its first
+    field is an address (:func:`_address`) and a later field is the name. Raises
+    :class:`BlockError` like :func:`find_block`.
+    """
+    by_name: dict[bytes, list[Entry]] = {}
+    for entry in _dedupe(entries):
+        by_name.setdefault(_name_key(entry.domain.encode("utf-8")), []).append(entry)
+    block = find_block(data)
+    out: list[Finding] = []
+    for number, (start, content_end, _) in enumerate(_lines(data), 1):
+        if block is not None and block.start <= start < block.stop:
+            continue
+        fields = data[start:content_end].split(b"#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        address = _address(fields[0])
+        if address is None:
+            continue
+        seen: set[bytes] = set()
+        for field in fields[1:]:
+            key = _name_key(field)
+            if key in by_name and key not in seen:
+                seen.add(key)
+                out.extend(Finding(entry, number, address) for entry in by_name[key])
+    return out
+
+
+def reconcile(original: bytes, entries: Iterable[Entry]) -> tuple[bytes, list[Finding]]:
+    """:func:`render` ``entries`` except those whose domain a line outside our block already
+    answers (one name, one answer; a line of ours for it is dropped), and those lines.
+
+    The findings' line numbers are those of the returned content (the lines outside our block
+    are the same lines, but our block may sit before them and change size).
+    """
+    wanted = _dedupe(entries)
+    answered = {_name_key(finding.entry.domain.encode("utf-8")) for finding in foreign_answers(original, wanted)}
+    updated = render(original, [entry for entry in wanted if _name_key(entry.domain.encode("utf-8")) not in answered])
+    return updated, foreign_answers(updated, wanted)

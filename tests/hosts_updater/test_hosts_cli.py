@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from hosts_helpers import ConfigMapDir, config_json, run_cli, start_cli
 
-from hosts_updater.cli import EXIT_CONFIG, EXIT_DAMAGED, EXIT_IO, EXIT_REFUSED, EXIT_REPLACED
-from hosts_updater.core import BEGIN, END, Entry, render
+from hosts_updater.cli import EXIT_CONFIG, EXIT_CONFLICT, EXIT_DAMAGED, EXIT_IO, EXIT_REFUSED, EXIT_REPLACED
+from hosts_updater.core import BEGIN, END, Entry, entries_in, render
 from support import wait_for
 
 ORIGINAL = b"127.0.0.1\tlocalhost\r\n# keep me\r\n\r\n::1 ip6-localhost ip6-loopback\r\n10.9.9.9 last-no-newline"
@@ -57,6 +57,7 @@ def test_help_documents_the_interface() -> None:
         "--remove",
         "exit codes",
         BEGIN.decode(),
+        f"{EXIT_CONFLICT}  a line we did not write",
     ):
         assert text in result.stdout
 
@@ -143,6 +144,37 @@ def test_once_leaves_refused_entries_out_and_writes_the_others(files: tuple[Path
     assert "refused, not written: hosts[2].ip: '169.254.0.23' is a link-local address" in result.stderr
 
 
+NODE = b"127.0.0.1 localhost\n10.0.0.99 TCR-X.tencentcloudcr.com. tcr  # left by the TKE add-on\n"
+
+
+def test_once_exits_7_when_a_line_of_others_maps_a_configured_domain_elsewhere(files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    hosts.write_bytes(NODE)
+    result = run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    assert result.returncode == EXIT_CONFLICT, result.stderr
+    assert hosts.read_bytes() == render(NODE, [Entry(str(B["ip"]), str(B["domain"]))])  # B still written, theirs kept
+    warning = next(line for line in result.stderr.splitlines() if "warning:" in line)
+    for text in ("line 2,", "tcr-x.tencentcloudcr.com to 10.0.0.99", "maps it to 10.0.0.12", "remove line 2",
+                 "configure tcr-x.tencentcloudcr.com with 10.0.0.99"):
+        assert text in warning, warning
+    stamp = hosts.stat().st_mtime_ns
+    again = run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    assert again.returncode == EXIT_CONFLICT
+    assert hosts.stat().st_mtime_ns == stamp
+    config.write_text(config_json([A, {"domain": "localhost", "ip": "10.0.0.66"}]))
+    assert run_cli("--config", str(config), "--hosts-file", str(hosts), "--once").returncode == EXIT_REFUSED
+
+
+def test_once_accepts_a_line_of_others_with_the_configured_address(files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    hosts.write_bytes(NODE.replace(b"10.0.0.99", b"10.0.0.12"))
+    result = run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    assert result.returncode == 0, result.stderr
+    assert entries_in(hosts.read_bytes()) == [(B["ip"], B["domain"])]
+    assert "line 2, not written by us, already maps tcr-x.tencentcloudcr.com to 10.0.0.12" in result.stderr
+    assert "warning" not in result.stderr
+
+
 @dataclass
 class Daemon:
     """A hosts-updater daemon on a ConfigMap-style config volume (first config: entry A)."""
@@ -180,6 +212,35 @@ def test_daemon_withholds_readiness_while_an_entry_is_refused(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert log.read_text().count("metadata.tencentyun.com' is a cloud metadata service name") == 1
+
+
+def test_daemon_yields_to_lines_of_others_and_withholds_readiness_while_they_disagree(
+    tmp_path: Path, daemons: list[subprocess.Popen[str]]
+) -> None:
+    daemon = start_daemon(tmp_path, daemons)
+    hosts, ready, log, proc = daemon.hosts, daemon.ready, daemon.log, daemon.proc
+    wait_for(lambda: hosts.read_bytes() == expected(A) and ready.exists(), what="ready with our line")
+    theirs = b"10.0.0.99 tcr-x.tencentcloudcr.com\r\n"
+    hosts.write_bytes(expected(A) + theirs)  # an administrator appends a line for our domain
+    # ours goes (one name, one answer), theirs stays byte for byte; ORIGINAL's last line keeps its line break
+    wait_for(lambda: hosts.read_bytes() == ORIGINAL + b"\r\n" + theirs, what="our line dropped")
+    wait_for(lambda: not ready.exists(), what="readiness withheld")
+    assert "line 6, not written by us, maps tcr-x.tencentcloudcr.com to 10.0.0.99" in log.read_text()
+
+    hosts.write_bytes(ORIGINAL + b"\r\n" + theirs.replace(b"10.0.0.99", b"10.0.0.12"))  # they agree now
+    wait_for(ready.exists, what="ready again once their line agrees")
+    assert "line 6, not written by us, already maps tcr-x.tencentcloudcr.com to 10.0.0.12" in log.read_text()
+    assert entries_in(hosts.read_bytes()) == []
+
+    hosts.write_bytes(ORIGINAL + b"\r\n")  # their line is gone: ours comes back on the next pass
+    wait_for(lambda: entries_in(hosts.read_bytes()) == [(A["ip"], A["domain"])], what="our line back")
+    assert hosts.read_bytes() == render(ORIGINAL + b"\r\n", [Entry(str(A["ip"]), str(A["domain"]))])
+    assert ready.exists()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    err = log.read_text()
+    assert err.count("warning:") == 1  # once while it lasts, not once per pass
+    assert err.count("already maps tcr-x.tencentcloudcr.com") == 1
 
 
 def test_missing_config_and_missing_hosts_file(tmp_path: Path, files: tuple[Path, Path]) -> None:

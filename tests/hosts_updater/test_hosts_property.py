@@ -6,8 +6,10 @@ the `long` marker runs the same properties with many more (`make test-long`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hosts_updater.config import ConfigError, parse_config
-from hosts_updater.core import BEGIN, BEGIN_SEP, END, Entry, detect_eol, entries_in, find_block, remove, render
+from hosts_updater.core import (
+    BEGIN,
+    BEGIN_SEP,
+    END,
+    Entry,
+    detect_eol,
+    entries_in,
+    find_block,
+    reconcile,
+    remove,
+    render,
+)
 from hosts_updater.fileio import HostsFile
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -181,6 +194,127 @@ def test_applying_twice_writes_once(tmp_path: Path, original: bytes, first: list
         assert path.read_bytes() == render(original, second)
         hosts.apply(remove)
     assert path.read_bytes() == original
+
+
+def _is_address(field: bytes) -> bool:
+    """Written apart from hosts_updater.core on purpose: the C library's inet_aton is the
+    reference for the legacy IPv4 forms."""
+    text = field.decode("latin-1")
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(text)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def answers(data: bytes, domain: str) -> int:
+    """How many lines of ``data`` answer ``domain`` (first field an address, the name a later
+    field before any ``#``; case and one trailing dot ignored)."""
+    count = 0
+    for line in data.split(b"\n"):
+        fields = line.partition(b"#")[0].split()
+        if len(fields) >= 2 and _is_address(fields[0]):
+            count += any(field.lower().removesuffix(b".") == domain.encode() for field in fields[1:])
+    return count
+
+
+legacy_ipv4 = st.sampled_from([b"10.1", b"012.0.0.12", b"0x0a.0.0.12", b"167772172", b"0", b"10.0.0.999", b"08.0.0.1"])
+
+
+@st.composite
+def foreign_lines(draw: st.DrawFn, entries: list[Entry]) -> bytes:
+    """A line someone else wrote, often for one of ``entries``' names, sometimes only in a comment."""
+    address = draw(
+        st.one_of(
+            st.sampled_from([entry.ip.encode() for entry in entries] or [b"10.0.0.1"]),
+            ips.map(str.encode),
+            legacy_ipv4,
+            st.sampled_from([b"fe80::1%eth0", b"registry", b"#10.0.0.1", b""]),
+        )
+    )
+    pool = [entry.domain for entry in entries] + ["other.example.com", "node-1"]
+    names = draw(st.lists(st.sampled_from(pool), min_size=0, max_size=3))
+    mangled = [(name.upper() if draw(st.booleans()) else name) + ("." if draw(st.booleans()) else "") for name in names]
+    separator = draw(st.sampled_from([b" ", b"\t", b"  \t"]))
+    line = separator.join([address, *(name.encode() for name in mangled)])
+    if draw(st.booleans()):
+        line += draw(st.sampled_from([b" # ", b"#", b"\t# was "])) + draw(st.sampled_from(pool)).encode()
+    return line
+
+
+@st.composite
+def files_with_others_lines(draw: st.DrawFn, entries: list[Entry]) -> bytes:
+    final_newline = draw(st.booleans())
+    eol = draw(st.sampled_from([b"\n", b"\r\n"]))
+    body: list[bytes] = draw(st.lists(st.one_of(lines, foreign_lines(entries)), max_size=8))
+    data = b"".join(line + eol for line in body)
+    return data if final_newline or not body else data[: -len(eol)]
+
+
+entry_sets = st.dictionaries(domains, ips, max_size=4).map(lambda pairs: [Entry(ip, d) for d, ip in pairs.items()])
+
+
+def check_one_answer_per_name(data: st.DataObject, entries: list[Entry]) -> None:
+    # our block as an earlier pass left it: often with lines for the names others now answer
+    previous = data.draw(
+        st.one_of(st.just(entries), st.lists(st.sampled_from(entries)) if entries else st.just([]), entry_lists),
+        label="previous",
+    )
+    head = data.draw(files_with_others_lines(entries), label="head")
+    tail = data.draw(files_with_others_lines(entries), label="tail")
+    if tail and not tail.strip(b" "):
+        tail = b"#" + tail  # a space-only tail after END is crash slack, ours by design
+    if not previous:  # no block yet: the whole file is the part before ours
+        head, tail = head + tail, b""
+    elif tail and head and not head.endswith(b"\n"):
+        head += b"\n"
+    original = (render(head, previous) if previous else head) + tail
+    updated, findings = reconcile(original, entries)
+    for entry in entries:
+        others = answers(head, entry.domain) + answers(tail, entry.domain)
+        # one answer per name: ours only where no line of others answers it
+        assert answers(updated, entry.domain) == max(1, others), entry
+        assert (entry.ip, entry.domain) in entries_in(updated) or others
+        assert sum(finding.entry == entry for finding in findings) == others
+    lines_after = updated.split(b"\n")
+    for finding in findings:
+        assert answers(lines_after[finding.line - 1], finding.entry.domain) == 1
+    # every byte outside our block is unchanged
+    block = find_block(updated)
+    if block is None:
+        assert updated == head + tail
+    else:
+        assert updated[: block.sep_start] == head
+        assert updated[block.stop :] == tail
+    assert reconcile(updated, entries) == (updated, findings)  # stable: the next pass writes nothing
+
+
+@FAST
+@given(data=st.data(), entries=entry_sets)
+def test_each_configured_name_gets_one_answer(data: st.DataObject, entries: list[Entry]) -> None:
+    check_one_answer_per_name(data, entries)
+
+
+@pytest.mark.long
+@LONG
+@given(data=st.data(), entries=entry_sets)
+def test_each_configured_name_gets_one_answer_long(data: st.DataObject, entries: list[Entry]) -> None:
+    check_one_answer_per_name(data, entries)
+
+
+@FAST
+@given(field=st.text(alphabet="0123456789abcdefxX.:%", min_size=1, max_size=20))
+def test_what_counts_as_an_address_matches_the_c_library(field: str) -> None:
+    line = field.encode() + b" a.tencentcloudcr.com\n"
+    _, findings = reconcile(line, [Entry("10.0.0.12", "a.tencentcloudcr.com")])
+    assert bool(findings) == _is_address(field.encode())
+    if findings and not field.count(":"):
+        assert findings[0].address == socket.inet_ntoa(socket.inet_aton(field))
 
 
 json_values = st.recursive(
