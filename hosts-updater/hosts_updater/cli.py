@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ready-file",
         metavar="PATH",
-        help="create PATH after each successful pass and delete it after a failed one "
-        "(for an exec readiness probe, e.g. `test -e PATH`)",
+        help="create PATH after each successful pass and delete it after a failed one, or while an entry is "
+        "refused or a line written by others disagrees (for an exec readiness probe, e.g. `test -e PATH`)",
     )
     return parser
 
