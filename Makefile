@@ -35,7 +35,7 @@ test-long: ## The long property runs (>= 10,000 examples each).
 
 lint: ## ruff and mypy over every Python file we ship.
 	@$(VENV)/bin/ruff check scripts controller hosts-updater tests bench
-	@$(VENV)/bin/mypy scripts/harness scripts/values_wizard controller/tcr_assistant hosts-updater/hosts_updater bench
+	@$(VENV)/bin/mypy scripts/harness scripts/values_wizard scripts/migration controller/tcr_assistant hosts-updater/hosts_updater bench
 	@# Each test suite has its own conftest module: one mypy run per suite.
 	@$(VENV)/bin/mypy --no-error-summary tests/conftest.py tests/support.py
 	@for suite in tests/*/; do $(VENV)/bin/mypy --no-error-summary "$$suite" || exit 1; done
