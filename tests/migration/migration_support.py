@@ -35,12 +35,17 @@ def apply(docs: Sequence[dict[str, Any]]) -> None:
     kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(docs))
 
 
-def install_original(*, image: str, servers: Sequence[str], namespaces: int, hosts: Sequence[tuple[str, str]] = (),
-                     hosts_image: str | None = None, prefix: str = "app", failure_policy: str = "Fail") -> Original:
+def registry_for(server: str, password: str | None = None) -> original.Registry:
+    return original.Registry(f"tcr-{secrets.token_hex(3)}-vpc", server, "100012345678",
+                             password or secrets.token_urlsafe(12))
+
+
+def install_original(*, image: str, servers: Sequence[str] = (), namespaces: int,
+                     hosts: Sequence[tuple[str, str]] = (), hosts_image: str | None = None, prefix: str = "app",
+                     failure_policy: str = "Fail", registries: Sequence[original.Registry] = ()) -> Original:
     """The original's objects with `kubectl apply`, hand-made ImagePullSecrets, their Secrets and links."""
     authority = pki.CertificateAuthority("tcr-assistant-original-ca")
-    registries = [original.Registry(f"tcr-{secrets.token_hex(3)}-vpc", server, "100012345678",
-                                    secrets.token_urlsafe(12)) for server in servers]
+    registries = [*registries, *(registry_for(server) for server in servers)]
     names = [f"{prefix}-{secrets.token_hex(2)}-{i:02d}" for i in range(namespaces)]
     apply(original.manifests(authority, image, hosts, hosts_image, failure_policy))
     kubectl("wait", "--for=condition=Established", f"crd/{original.CRD_FILE.stem}", "--timeout=60s")
