@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
             "    format) in --release-namespace when no Helm release owns it, plus --host (which wins\n"
             "    for the same domain); otherwise from --host alone.\n"
             "It goes with --host, --region, -o, --schema; the credential and scope options are refused\n"
-            "(each object brings its own). The file is written with mode 0600. Install with\n"
-            "`helm upgrade --install ... --take-ownership` (Helm >= 3.17) so the release adopts the\n"
-            "objects of the same names.\n"
+            "(each object brings its own). The file is written with mode 0600. Then\n"
+            "`scripts/migrate -f <values> --apply` hands the objects to the release (each password\n"
+            "moves into the chart's credentials Secret), and `helm upgrade -f <values>` adopts them.\n"
             "\n"
             "exit status: 0 written; 2 a bad option or an object that cannot be taken over (the message\n"
             "names it); 1 an API call, helm or the output failed."
@@ -357,9 +357,9 @@ class _Run:
         names = ", ".join(cr["name"] for cr in taken.crs)
         self.say(
             f"wrote {where}: {len(taken.crs)} ImagePullSecret(s) ({names}), "
-            f"{len(hosts)} hosts entr{'y' if len(hosts) == 1 else 'ies'}; install with "
-            f"`helm upgrade --install {args.release} ./chart -n {args.release_namespace} -f <values> "
-            "--take-ownership` so the release adopts the objects of the same names"
+            f"{len(hosts)} hosts entr{'y' if len(hosts) == 1 else 'ies'}; hand them to the release with "
+            f"`scripts/migrate -f <values> --apply`, then `helm upgrade {args.release} ./chart "
+            f"-n {args.release_namespace} -f <values>`"
         )
         return 0
 

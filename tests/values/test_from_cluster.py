@@ -412,5 +412,6 @@ def test_help_states_the_rules() -> None:
     text = " ".join(result.stdout.split())
     for phrase in ("--from-cluster", "--context NAME", "docker.passwordSecretRef {name, key} becomes "
                    "dockerPasswordSecret {name, key}", "is refused, naming the object and the field",
-                   "refused, naming it", "ConfigMap updater-config", "mode 0600", "--take-ownership"):
+                   "refused, naming it", "ConfigMap updater-config", "mode 0600",
+                   "scripts/migrate -f <values> --apply"):
         assert phrase in text, phrase
