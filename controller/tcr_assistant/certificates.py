@@ -7,6 +7,12 @@ The Secret (type kubernetes.io/tls) holds four keys:
 * ``ca.key``: the key of the newest CA;
 * ``tls.crt`` / ``tls.key``: the serving certificate, signed by one of the CAs in ``ca.crt``.
 
+A Secret without ``ca.key`` (one a chart rendered, or the original add-on's, handed over to the
+controller) is usable as it is while its certificate names the Service and is signed by a CA in
+``ca.crt``: it is served and its ``ca.crt`` published, unchanged. When it comes due, a CA of the
+controller's own is added first (``ADD_CA``, which needs no old key) and the serving certificate
+is re-issued under it once published, as for any renewal.
+
 Renewal never leaves the API server without trust in the certificate being served. A CA past
 two thirds of its life is first *added* to the bundle (the old one stays until it expires); only
 once the webhook configuration's caBundle holds the new CA is the serving certificate re-issued
@@ -65,6 +71,7 @@ class Facts:
     serving: Lifetime | None = None
     serving_issuer: str | None = None  # fingerprint of the CA in the bundle that signed it
     problem: str | None = None
+    signing_key: bool = True  # ca.key (the newest CA's key) is there: the serving certificate can be re-issued
 
 
 class Step(enum.Enum):
@@ -97,6 +104,11 @@ def decide(facts: Facts | None, published: frozenset[str] | None, now: float) ->
         return Step.PRUNE, "a CA in the bundle has expired"
     if newest.lifetime.renew_at <= now:
         return Step.ADD_CA, "the CA is past two thirds of its lifetime"
+    if not facts.signing_key:
+        # Handed over without ca.key: served as it is until due; a CA of our own comes first.
+        if facts.serving.renew_at <= now or issuer.lifetime.renew_at <= now:
+            return Step.ADD_CA, "the serving certificate is due and the Secret has no ca.key: a new CA is added first"
+        return Step.KEEP, "valid (no ca.key: served as it is until it is due)"
     if facts.serving.renew_at <= now or facts.serving_issuer != newest.fingerprint:
         why = ("the serving certificate is past two thirds of its lifetime"
                if facts.serving.renew_at <= now else "the serving certificate is not signed by the newest CA")
@@ -110,7 +122,8 @@ def next_check(facts: Facts | None, now: float) -> float | None:
     """When :func:`decide` may answer differently on its own (time passing), or None."""
     if facts is None or facts.problem is not None or facts.serving is None:
         return None
-    if facts.serving.renew_at <= now or facts.serving_issuer != facts.authorities[0].fingerprint:
+    if facts.signing_key and (facts.serving.renew_at <= now
+                              or facts.serving_issuer != facts.authorities[0].fingerprint):
         return now  # a renewal waits for the caBundle: look again once it is published
     times = [facts.serving.renew_at, facts.serving.not_after]
     for authority in facts.authorities:
@@ -131,12 +144,10 @@ def _fingerprint(cert: x509.Certificate) -> str:
 
 
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    key = ca.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or cert.signature_hash_algorithm is None:
-        return False
+    """``ca`` issued ``cert`` (names and signature; ECDSA ours, RSA a chart's or the original add-on's)."""
     try:
-        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
-    except InvalidSignature:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
 
@@ -161,14 +172,17 @@ def fingerprints(bundle: bytes) -> frozenset[str] | None:
 
 
 def inspect(data: Mapping[str, bytes], names: Sequence[str]) -> Facts:
-    """Check a Secret's (decoded) data; never raises, and never puts key material in ``problem``."""
-    missing = [key for key in KEYS if not data.get(key)]
+    """Check a Secret's (decoded) data; never raises, and never puts key material in ``problem``.
+
+    ``ca.key`` may be missing (a certificate handed over): ``signing_key`` is then False."""
+    missing = [key for key in KEYS if key != CA_KEY and not data.get(key)]
     if missing:
         return Facts(problem=f"the Secret lacks {', '.join(missing)}")
+    signing_key = bool(data.get(CA_KEY))
     try:
         cas = _authorities_newest_first(data[CA_CERT])
         serving = x509.load_pem_x509_certificate(data[TLS_CERT])
-        if not _same_public_key(data[CA_KEY], cas[0]):
+        if signing_key and not _same_public_key(data[CA_KEY], cas[0]):
             return Facts(problem="ca.key is not the key of the newest CA in ca.crt")
         if not _same_public_key(data[TLS_KEY], serving):
             return Facts(problem="tls.key is not the key of tls.crt")
@@ -185,7 +199,7 @@ def inspect(data: Mapping[str, bytes], names: Sequence[str]) -> Facts:
     issuer = next((_fingerprint(c) for c in cas if _signed_by(serving, c)), None)
     if issuer is None:
         return Facts(authorities, problem="the serving certificate is not signed by a CA in ca.crt")
-    return Facts(authorities, _lifetime(serving), issuer)
+    return Facts(authorities, _lifetime(serving), issuer, signing_key=signing_key)
 
 
 # -- issuing ----------------------------------------------------------------------------------

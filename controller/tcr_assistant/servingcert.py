@@ -13,12 +13,19 @@ one object by name, which RBAC can limit by ``resourceNames``), and when a certi
 The Secret is created with an owner reference to the webhook configuration, so deleting the
 configuration (``helm uninstall``, ``webhook.enabled=false``) removes it.
 
-Only two certificates are trusted (published as the caBundle, so the API server sends every
-matched request to whoever holds the key): one this keeper wrote (our ``managed-by`` label), or
-one the values name as the user's (``webhook.existingCertSecret``, flag
-``--webhook-cert-existing``: served and published as it is, never written). A Secret of our
-name without our label is someone else's: it is neither served nor published, never written or
-deleted, and the keeper stays not ready with a log line naming the Secret and the value to set.
+Only these certificates are trusted (published as the caBundle, so the API server sends every
+matched request to whoever holds the key): one this keeper wrote (our ``managed-by`` label), one
+handed over to it (annotation ``tcr.tencentcloudcr.com/handed-over-to: tcr-assistant``: the
+chart puts it on the Secret a previous chart version rendered, which Helm keeps labelled
+``managed-by: Helm``; kept as it is, without ``ca.key``, until it is due, then renewed in place
+with its labels left as they are), or one the values name as the user's
+(``webhook.existingCertSecret``, flag ``--webhook-cert-existing``: served and published as it
+is, never written). A Secret of our name with neither mark is someone else's: it is neither
+served nor published, never written or deleted, and the keeper stays not ready with a log line
+naming the Secret and the value to set, unless the certificate it already serves is still the
+one the API server trusts (every caBundle unchanged since it published it): then it keeps
+serving it and stays ready. That is the hand-back on ``helm rollback`` to a chart that
+rendered the certificate: the Pods being replaced answer until they stop.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ RETRY_DELAY = 5.0  # seconds after a failed pass (API server unreachable, forbid
 MAX_WRITES_IN_A_ROW = 4  # renewal takes at most three writes (add CA, renew, prune)
 HELPER_TIMEOUT = 60.0
 COMPONENT = "webhook"
+HANDED_OVER = f"{api.GROUP}/handed-over-to"  # annotation: a Secret given to the keeper (value MANAGED_BY)
 
 Evaluate = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
@@ -96,6 +104,7 @@ class _Published:
 
     files: bytes | None = None  # tls.crt written to the directory
     in_step: bool = False  # the configuration's caBundle equals the Secret's ca.crt
+    bundle: bytes | None = None  # the ca.crt that goes with the files served (what was published)
 
 
 def service_names(service: str, namespace: str) -> list[str]:
@@ -108,9 +117,14 @@ def decode(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in data.items() if key in WEBHOOK_CERT_KEYS}
 
 
+def handed_over(secret: Mapping[str, Any] | None) -> bool:
+    annotations = ((secret or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(HANDED_OVER) == api.MANAGED_BY
+
+
 def is_ours(secret: Mapping[str, Any] | None) -> bool:
     labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
-    return secret is None or labels.get(api.LABEL_MANAGED_BY) == api.MANAGED_BY
+    return secret is None or labels.get(api.LABEL_MANAGED_BY) == api.MANAGED_BY or handed_over(secret)
 
 
 class Trust(enum.Enum):
@@ -136,7 +150,8 @@ def refusal(settings: CertSettings, secret: Mapping[str, Any] | None, data: Mapp
         return (f"{where} was not created by tcr-assistant (no label {api.LABEL_MANAGED_BY}={api.MANAGED_BY}): "
                 "it is not trusted, so it is neither served nor published as the caBundle, and is left as it is. "
                 f"To use it, set the chart value webhook.existingCertSecret={settings.secret} "
-                "(flag --webhook-cert-existing); to let tcr-assistant issue its own, delete it")
+                "(flag --webhook-cert-existing); to let tcr-assistant issue its own, delete it "
+                f"(nor is it handed over: no annotation {HANDED_OVER}={api.MANAGED_BY})")
     if trusted is Trust.AS_IS:
         if secret is None:
             return f"waiting for {where} (webhook.existingCertSecret): create it with tls.crt, tls.key and ca.crt"
@@ -160,7 +175,10 @@ def secret_body(settings: CertSettings, data: Mapping[str, bytes], owner: Mappin
     if current is not None:
         old = current["metadata"]
         meta["resourceVersion"] = old["resourceVersion"]  # optimistic concurrency between replicas
-        meta["labels"] = {**(old.get("labels") or {}), **meta["labels"]}
+        # A Secret handed over keeps its labels: the chart that renders it sets managed-by Helm,
+        # and a field of another value would be a conflict for Helm's server-side apply.
+        meta["labels"] = (dict(old.get("labels") or {}) if handed_over(current)
+                          else {**(old.get("labels") or {}), **meta["labels"]})
         if old.get("annotations"):
             meta["annotations"] = old["annotations"]
     return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": meta,
@@ -289,7 +307,9 @@ class ServingCertKeeper:
             if problem != self._refusal_logged:
                 log.warning("webhook certificate: %s", problem)
                 self._refusal_logged = problem
-            self.published.in_step = False
+            # Nothing of the Secret is served or published. What is already served stays, and so
+            # does readiness while the API server still trusts it (every caBundle as published).
+            self.published.in_step = self._still_trusted(present)
             self._writes_in_a_row = 0
             return None
         self._refusal_logged = None
@@ -318,8 +338,17 @@ class ServingCertKeeper:
                 self._publish(config, names, bundle)
         self.published.in_step = bool(bundle)
         self._serve(data)
+        if self.published.files is not None and self.published.files == data.get(TLS_CERT):
+            self.published.bundle = bundle
         self._writes_in_a_row = 0
         return None if due is None else max(0.0, due - now) + 1.0
+
+    def _still_trusted(self, configurations: Sequence[Mapping[str, Any]]) -> bool:
+        """The files served were published, and every webhook's caBundle is still what was published."""
+        bundle = self.published.bundle
+        if self.published.files is None or not bundle or not configurations:
+            return False
+        return all(current == bundle for config in configurations for current in ca_bundles(config).values())
 
     def _decision(self, secret: Mapping[str, Any] | None, configurations: Sequence[Mapping[str, Any]],
                   now: float) -> Mapping[str, Any]:

@@ -16,6 +16,8 @@ import hashlib
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from harness import addon
 from harness.cluster import ControlPlane
 from support import wait_for
 from tcr_assistant import api, certificates, servingcert
-from tcr_assistant.kube import IMAGEPULLSECRETS, KubeError
+from tcr_assistant.kube import IMAGEPULLSECRETS, Kube, KubeError, make_api_client
 
 SECRET = "tcr-assistant-webhook-server-cert"
 CONFIGURATION = "tcr-assistant-validating-webhook-configuration"
@@ -208,3 +210,185 @@ def test_a_secret_named_in_values_is_served_and_published_but_never_written(
         running.stop_controller()
         with contextlib.suppress(KubeError):
             k.kube.request("DELETE", f"/api/v1/namespaces/{addon.NAMESPACE}/secrets/{corp}")
+
+
+# -- a certificate a previous chart version rendered, handed over and handed back -----------------
+
+HANDED_OVER = servingcert.HANDED_OVER
+SECRETS_PATH = f"/api/v1/namespaces/{addon.NAMESPACE}/secrets"
+
+
+def previous_chart_certificate(validity: float) -> dict[str, bytes]:
+    """What a chart that rendered the certificate left (0.1.0 did): ca.crt, tls.crt, tls.key, no ca.key."""
+    names = [*servingcert.service_names("tcr-assistant-webhook-service", addon.NAMESPACE), addon.WEBHOOK_HOST]
+    return {k: v for k, v in certificates.issue(names, time.time(), validity).items() if k != "ca.key"}
+
+
+def plant_previous_release(k: K, cert: dict[str, bytes], annotations: dict[str, str] | None = None) -> str:
+    """The Secret and caBundle as a previous chart version's release left them; returns the Secret's UID."""
+    body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": SECRET, "namespace": addon.NAMESPACE,
+                         "labels": {api.LABEL_MANAGED_BY: "Helm", "app.kubernetes.io/component": "webhook"},
+                         "annotations": {"meta.helm.sh/release-name": addon.RELEASE,
+                                         "meta.helm.sh/release-namespace": addon.NAMESPACE, **(annotations or {})}},
+            "data": {key: base64.b64encode(value).decode() for key, value in cert.items()}}
+    uid = str(k.kube.request("POST", SECRETS_PATH, body=body)["metadata"]["uid"])
+    set_ca_bundle(k, cert["ca.crt"])
+    return uid
+
+
+def set_ca_bundle(k: K, bundle: bytes) -> None:
+    patch = [{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": base64.b64encode(bundle).decode()}]
+    k.kube.request("PATCH", CONFIGURATION_PATH, body=patch, content_type="application/json-patch+json")
+
+
+def ready(running: addon.Addon) -> bool:
+    try:
+        with urllib.request.urlopen(f"{running.health_url}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def test_a_certificate_a_previous_chart_rendered_is_handed_over_by_helm_upgrade_and_renewed_in_place(
+        k: K, control_plane: ControlPlane, tmp_path: Path) -> None:
+    """`helm upgrade` finds the previous release's Secret (lookup) and renders it as it is, marked
+    handed over and kept, and the caBundle from its live value: neither is deleted nor reset. The
+    controller serves and publishes it without writing; when it comes due (a 60 s lifetime here) it
+    adds a CA of its own and re-issues the serving certificate in place, labels left as Helm set
+    them, while every call of the API server to the webhook succeeds."""
+    validity = 60.0
+    running = addon.Addon(control_plane, tmp_path / "addon", tie_to_parent=True,
+                          extra_args=[f"--webhook-cert-validity={validity:g}"])
+    running.install()
+    failures: list[str] = []
+    stop = threading.Event()
+    try:
+        previous = previous_chart_certificate(validity)
+        uid = plant_previous_release(k, previous)
+        running.install()  # helm upgrade
+        secret = cert_secret(k)
+        assert secret is not None and secret["metadata"]["uid"] == uid
+        assert secret["metadata"]["annotations"][HANDED_OVER] == api.MANAGED_BY
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert data(secret) == previous and ca_bundle(k) == previous["ca.crt"]
+        running.start_controller()
+        assert webhook_admits(k) is None
+        version = (cert_secret(k) or {})["metadata"]["resourceVersion"]
+        assert version == secret["metadata"]["resourceVersion"], "served as it is: nothing written"
+
+        def call() -> None:
+            while not stop.is_set():
+                why = webhook_admits(k)
+                if why is not None:
+                    failures.append(why)
+                time.sleep(0.05)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        wait_for(lambda: "webhook certificate: renew-serving" in controller_log(running), timeout=validity * 1.5,
+                 what="a CA of its own added, then the serving certificate re-issued under it")
+        time.sleep(1)
+        stop.set()
+        caller.join(10)
+        renewed = cert_secret(k)
+        assert renewed is not None and renewed["metadata"]["uid"] == uid
+        assert renewed["metadata"]["labels"][api.LABEL_MANAGED_BY] == "Helm", "labels left as Helm set them"
+        assert renewed["metadata"]["annotations"][HANDED_OVER] == api.MANAGED_BY
+        assert "ca.key" in renewed["data"] and data(renewed)["tls.crt"] != previous["tls.crt"]
+        assert failures == [], failures[:3]
+        # Another helm upgrade renders the renewed certificate from the live Secret: nothing changes.
+        bundle, served = ca_bundle(k), data(renewed)
+        running.set_values = ["webhook.timeoutSeconds=7"]
+        running.install()
+        assert ca_bundle(k) == bundle and data(cert_secret(k)) == served
+        assert webhook_admits(k) is None
+        log = controller_log(running)
+        assert "Forbidden" not in log and "Traceback" not in log, log[-3000:]
+        running.cleanup_and_uninstall()
+        # Kept by Helm (resource policy), removed with the webhook configuration that owns it since renewal.
+        wait_for(lambda: cert_secret(k) is None, timeout=60, what="the certificate Secret removed with the release")
+    finally:
+        stop.set()
+        running.stop_controller()
+        with contextlib.suppress(KubeError):
+            k.kube.request("DELETE", f"{SECRETS_PATH}/{SECRET}")
+    assert "PRIVATE KEY" not in controller_log(running)
+
+
+def test_a_certificate_handed_back_is_served_until_the_api_server_stops_trusting_it(
+        k: K, control_plane: ControlPlane, tmp_path: Path) -> None:
+    """`helm rollback` to a chart that rendered the certificate applies its manifest again: the
+    Secret loses the hand-over annotation. The controller Pods being replaced neither publish nor
+    serve anything of it any more, but keep serving what they served, and stay Ready, while the
+    caBundle is still the one they published; a caBundle someone else changes ends that."""
+    running = addon.Addon(control_plane, tmp_path / "addon", tie_to_parent=True)
+    running.install()
+    try:
+        previous = previous_chart_certificate(3600)
+        plant_previous_release(k, previous, {HANDED_OVER: api.MANAGED_BY})
+        running.start_controller()
+        assert webhook_admits(k) is None
+        served = (running.cert_dir / "tls.crt").read_bytes()
+        assert served == previous["tls.crt"]
+        remove = [{"op": "remove", "path": "/metadata/annotations/" + HANDED_OVER.replace("/", "~1")}]
+        k.kube.request("PATCH", f"{SECRETS_PATH}/{SECRET}", body=remove, content_type="application/json-patch+json")
+        wait_for(lambda: f"nor is it handed over: no annotation {HANDED_OVER}" in controller_log(running), timeout=30,
+                 what="the controller no longer trusting the Secret")
+        for _ in range(20):  # a few seconds: Ready all along, every call answered
+            assert ready(running) and webhook_admits(k) is None
+            time.sleep(0.1)
+        assert (running.cert_dir / "tls.crt").read_bytes() == served
+        set_ca_bundle(k, previous_chart_certificate(3600)["ca.crt"])
+        wait_for(lambda: not ready(running), timeout=30, what="not Ready once the caBundle no longer trusts it")
+    finally:
+        running.stop_controller()
+        with contextlib.suppress(addon.AddonError):
+            running.cleanup_and_uninstall()
+        with contextlib.suppress(KubeError):
+            k.kube.request("DELETE", f"{SECRETS_PATH}/{SECRET}")
+
+
+def test_the_hand_over_annotation_lets_the_controller_update_that_one_secret_and_nothing_more(
+        k: K, control_plane: ControlPlane, tmp_path: Path) -> None:
+    """The admission policy lets the controller's ServiceAccount update the handed-over certificate
+    Secret in place, and nothing else on the strength of the annotation: not another Secret that
+    carries it, not a create, not a delete, not removing the annotation."""
+    running = addon.Addon(control_plane, tmp_path / "addon", tie_to_parent=True)
+    running.install()
+    controller = Kube(make_api_client(str(running.controller_kubeconfig())))
+    annotated = {"labels": {api.LABEL_MANAGED_BY: "Helm"}, "annotations": {HANDED_OVER: api.MANAGED_BY}}
+    cert = previous_chart_certificate(3600)
+    encoded = {key: base64.b64encode(value).decode() for key, value in cert.items()}
+
+    def body(name: str, kind: str = "kubernetes.io/tls", **meta: Any) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "type": kind, "data": encoded,
+                "metadata": {"name": name, "namespace": addon.NAMESPACE, **annotated, **meta}}
+
+    def refused(method: str, path: str, payload: dict[str, Any] | None = None, dry_run: bool = False) -> bool:
+        """Refused by the admission policy (not by RBAC, which allows all of these)."""
+        try:
+            controller.request(method, path, body=payload, query={"dryRun": "All"} if dry_run else None)
+        except KubeError as exc:
+            return exc.status == 403 and "tcr-assistant-secret-writes" in str(exc)
+        return False
+
+    other = "not-the-webhook-cert"
+    try:
+        # A fresh policy takes the API server a moment to load.
+        wait_for(lambda: refused("POST", SECRETS_PATH, body(SECRET), dry_run=True), timeout=30, interval=0.5,
+                 what="no create on the strength of the annotation")
+        plant_previous_release(k, cert, {HANDED_OVER: api.MANAGED_BY})
+        k.kube.request("POST", SECRETS_PATH, body=body(other))
+        live = (cert_secret(k) or {})["metadata"]
+        assert refused("PUT", f"{SECRETS_PATH}/{other}", body(other)), "another Secret"
+        assert refused("DELETE", f"{SECRETS_PATH}/{SECRET}"), "no delete"
+        dropped = body(SECRET, resourceVersion=live["resourceVersion"], annotations={})
+        assert refused("PUT", f"{SECRETS_PATH}/{SECRET}", dropped), "the annotation must stay"
+        renewed = body(SECRET, resourceVersion=live["resourceVersion"], annotations=live["annotations"])
+        controller.request("PUT", f"{SECRETS_PATH}/{SECRET}", body=renewed)  # the renewal in place: allowed
+    finally:
+        for name in (SECRET, other):
+            with contextlib.suppress(KubeError):
+                k.kube.request("DELETE", f"{SECRETS_PATH}/{name}")
+        running.cleanup_and_uninstall()
