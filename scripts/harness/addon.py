@@ -287,6 +287,7 @@ class NodeRelease:
     release: str = RELEASE
     namespace: str = NAMESPACE
     timeout: str = "5m"
+    chart: Path = CHART_DIR  # a directory or an archive (releases/0.1.0/tcr-addon-0.1.0.tgz: harness.previous)
 
     def _env(self) -> dict[str, str]:
         return tool_env(self.cluster.kubeconfig)
@@ -316,12 +317,12 @@ class NodeRelease:
 
     def install(self) -> None:
         """Build and load the images, then `helm upgrade --install --wait`; the same call upgrades."""
-        self.helm("upgrade", "--install", self.release, str(CHART_DIR), "-n", self.namespace, "--create-namespace",
+        self.helm("upgrade", "--install", self.release, str(self.chart), "-n", self.namespace, "--create-namespace",
                   "--wait", "--timeout", self.timeout, *self._values_args())
 
     def render(self) -> str:
         """What a GitOps tool applies: `helm template` with the CRD, without hooks and tests."""
-        return self.helm("template", self.release, str(CHART_DIR), "-n", self.namespace, "--include-crds",
+        return self.helm("template", self.release, str(self.chart), "-n", self.namespace, "--include-crds",
                          "--no-hooks", "--skip-tests", *self._values_args())
 
     def test(self) -> str:
