@@ -392,3 +392,33 @@ def test_the_hand_over_annotation_lets_the_controller_update_that_one_secret_and
             with contextlib.suppress(KubeError):
                 k.kube.request("DELETE", f"{SECRETS_PATH}/{name}")
         running.cleanup_and_uninstall()
+
+
+def test_a_secret_of_another_release_is_not_handed_over(k: K, control_plane: ControlPlane, tmp_path: Path) -> None:
+    """Someone who may create Secrets in the release namespace plants a certificate under the
+    webhook Secret's name with Helm's label and release annotations naming another release: `helm
+    upgrade` neither renders nor marks it, and the controller neither serves nor publishes it."""
+    running = addon.Addon(control_plane, tmp_path / "addon", tie_to_parent=True)
+    running.install()
+    theirs = previous_chart_certificate(3600)
+    body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": SECRET, "namespace": addon.NAMESPACE, "labels": {api.LABEL_MANAGED_BY: "Helm"},
+                         "annotations": {"meta.helm.sh/release-name": "someone-else",
+                                         "meta.helm.sh/release-namespace": addon.NAMESPACE}},
+            "data": {key: base64.b64encode(value).decode() for key, value in theirs.items()}}
+    try:
+        planted = k.kube.request("POST", SECRETS_PATH, body=body)
+        running.install()  # helm upgrade: the lookup finds it, but it is not this release's
+        after = cert_secret(k)
+        assert after is not None and after["metadata"]["resourceVersion"] == planted["metadata"]["resourceVersion"]
+        assert HANDED_OVER not in (after["metadata"].get("annotations") or {})
+        assert ca_bundle(k) != theirs["ca.crt"]
+        with contextlib.suppress(addon.AddonError):
+            running.start_controller(timeout=8)
+        assert not ready(running) and ca_bundle(k) != theirs["ca.crt"]
+        assert not (running.cert_dir / "tls.crt").exists(), "their certificate was served"
+    finally:
+        running.stop_controller()
+        with contextlib.suppress(KubeError):
+            k.kube.request("DELETE", f"{SECRETS_PATH}/{SECRET}")
+        running.cleanup_and_uninstall()
