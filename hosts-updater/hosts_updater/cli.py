@@ -243,6 +243,8 @@ class Updater:
         notes: list[str] = []
         for finding in findings:
             domain, ip, line, address = finding.entry.domain, finding.entry.ip, finding.line, finding.address
+            if not (address.isascii() and address.isprintable()):
+                address = ascii(address)  # an IPv6 zone is any text the file holds: no control bytes in the log
             if finding.conflict:
                 conflicts.append(
                     f"warning: {path} line {line}, not written by us, maps {domain} to {address} but the config "

@@ -165,6 +165,15 @@ def test_once_exits_7_when_a_line_of_others_maps_a_configured_domain_elsewhere(f
     assert run_cli("--config", str(config), "--hosts-file", str(hosts), "--once").returncode == EXIT_REFUSED
 
 
+def test_control_bytes_of_a_line_of_others_do_not_reach_the_log(files: tuple[Path, Path]) -> None:
+    hosts, config = files
+    hosts.write_bytes(b"fe80::1%\x1b[2J tcr-x-vpc.tencentcloudcr.com\n")  # a zone is any text to resolvers
+    result = run_cli("--config", str(config), "--hosts-file", str(hosts), "--once")
+    assert result.returncode == EXIT_CONFLICT, result.stderr
+    assert "\x1b" not in result.stderr
+    assert "maps tcr-x-vpc.tencentcloudcr.com to 'fe80::1%\\x1b[2J'" in result.stderr
+
+
 def test_once_accepts_a_line_of_others_with_the_configured_address(files: tuple[Path, Path]) -> None:
     hosts, config = files
     hosts.write_bytes(NODE.replace(b"10.0.0.99", b"10.0.0.12"))
