@@ -16,9 +16,10 @@ The rules (also in ``--help`` and the README):
   ``tcr-assistant-registry-credentials`` and the ImagePullSecret references it);
   ``spec.docker.passwordSecretRef {name, key}`` becomes ``dockerPasswordSecret {name, key}`` (a
   Secret in the release namespace, as before: the add-on's own).
-* What no chart value expresses is refused, naming the object and the field: other spec or docker
-  fields, labels, annotations (except kubectl's ``last-applied-configuration``), owner
-  references, finalizers other than the controller's own, an object being deleted.
+* What no chart value expresses and Helm would lose is refused, naming the object and the field:
+  other spec or docker fields, owner references, finalizers other than the controller's own, an
+  object being deleted. Labels and annotations stay on the object (Helm leaves the metadata it
+  does not render).
 * An object annotated ``meta.helm.sh/release-name`` with this release (``--release`` in
   ``--release-namespace``) is the chart's own already: it is skipped with a note. One of another
   release is refused, naming that release.
@@ -203,17 +204,9 @@ def _refuse(name: str, where: str, why: str) -> str:
 
 
 def _metadata_problems(name: str, metadata: Mapping[str, Any]) -> list[str]:
+    # Labels and annotations are not values but are not lost either: Helm's patch (three-way, or
+    # server-side apply) leaves the metadata it does not render on the object it adopts.
     problems = []
-    for key in sorted(metadata.get("labels") or {}):
-        problems.append(_refuse(name, f"metadata.labels[{key!r}]",
-                                "the chart sets its own labels on its ImagePullSecrets; remove the label first "
-                                "(kubectl label imagepullsecret NAME KEY-) if nothing needs it"))
-    for key in sorted(metadata.get("annotations") or {}):
-        if key == LAST_APPLIED:
-            continue
-        problems.append(_refuse(name, f"metadata.annotations[{key!r}]",
-                                "no chart value sets an annotation on one ImagePullSecret (commonAnnotations "
-                                "goes on every object); remove it first if nothing needs it"))
     for owner in metadata.get("ownerReferences") or []:
         problems.append(_refuse(name, "metadata.ownerReferences",
                                 f"owned by {owner.get('kind')} {owner.get('name')!r}, which would delete or "

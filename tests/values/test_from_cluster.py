@@ -83,13 +83,16 @@ def ips(kube: client.ApiClient, crd: None) -> Iterator[Callable[..., str]]:
     _delete_all(custom)
 
     def create(spec: dict[str, Any], name: str | None = None, labels: dict[str, str] | None = None,
-               annotations: dict[str, str] | None = None) -> str:
+               annotations: dict[str, str] | None = None,
+               owner_references: list[dict[str, str]] | None = None) -> str:
         name = name or f"mig-{uuid.uuid4().hex[:8]}"
         metadata: dict[str, Any] = {"name": name}
         if labels:
             metadata["labels"] = labels
         if annotations:
             metadata["annotations"] = annotations
+        if owner_references:
+            metadata["ownerReferences"] = owner_references
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImagePullSecret", "metadata": metadata, "spec": spec}
         custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
         return name
@@ -268,19 +271,27 @@ def test_an_object_of_another_release_is_refused(ips: Callable[..., str], env: d
     assert foreign not in [cr["name"] for cr in yaml.safe_load(out.read_text())["global"]["imagePullSecretsCrs"]]
 
 
-@pytest.mark.parametrize(("metadata", "field"), [
-    ({"labels": {"team": "payments"}}, "metadata.labels['team']"),
-    ({"annotations": {"example.com/owner": "ops"}}, "metadata.annotations['example.com/owner']"),
-])
-def test_what_the_chart_cannot_express_is_refused(ips: Callable[..., str], env: dict[str, str], tmp_path: Path,
-                                                  metadata: dict[str, dict[str, str]], field: str) -> None:
+def test_labels_and_annotations_are_neither_refused_nor_carried(ips: Callable[..., str], env: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    """They stay on the object when Helm adopts it; no value could carry them for one object."""
+    labelled = ips(inline(), labels={"team": "payments"}, annotations={"example.com/owner": "ops"})
+    out = tmp_path / "values.yaml"
+    result = wizard(env, "-o", str(out))
+    assert result.status == 0, result.stderr
+    text = out.read_text()
+    assert labelled in text and "payments" not in text and "example.com/owner" not in text
+    assert_no_password(result, PASSWORD)
+
+
+def test_an_owner_reference_is_refused(ips: Callable[..., str], env: dict[str, str], tmp_path: Path) -> None:
     plain = ips(inline())
-    odd = ips(inline(), **metadata)
+    odd = ips(inline(), owner_references=[{"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper",
+                                           "uid": "00000000-0000-0000-0000-000000000001"}])
     out = tmp_path / "values.yaml"
     result = wizard(env, "-o", str(out))
     assert result.status == 2
     (error,) = result.errors
-    assert error.startswith(f"{PROG}: error: --from-cluster: ImagePullSecret {odd!r}: {field}: ")
+    assert error.startswith(f"{PROG}: error: --from-cluster: ImagePullSecret {odd!r}: metadata.ownerReferences: ")
     assert plain not in error
     assert not out.exists()
     assert_no_password(result, PASSWORD)
