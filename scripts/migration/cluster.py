@@ -140,7 +140,7 @@ class Cluster:
             p.Ref("apps/v1", "Deployment", p.CONTROLLER_DEPLOYMENT, namespace)))
         holder, lease_live = self._lease(namespace)
         ips = self._image_pull_secrets()
-        distributed, wrong, links = self._distributed(ips)
+        distributed, wrong, links, unmarked = self._distributed(ips)
         ns_obj = self.get(p.Ref("v1", "Namespace", namespace))
         return p.Inventory(
             release=release, namespace=namespace, rendered=tuple(rendered), live=live,
@@ -150,7 +150,7 @@ class Cluster:
             lease_holder=holder, lease_live=lease_live,
             new_controller_ready=self._new_controller_ready(release, namespace, rendered),
             image_pull_secrets=tuple(ips), distributed_secrets=distributed, distributed_wrong_type=tuple(wrong),
-            links=links, webhook_target_port=webhook_target_port(rendered))
+            distributed_unmarked=tuple(unmarked), links=links, webhook_target_port=webhook_target_port(rendered))
 
     def _release_exists(self, release: str, namespace: str) -> bool:
         try:
@@ -231,17 +231,32 @@ class Cluster:
             raise
         return sorted(item["metadata"]["name"] for item in found.get("items") or [])
 
-    def _distributed(self, ips: Sequence[str]) -> tuple[int, list[str], int]:
+    def _distributed(self, ips: Sequence[str]) -> tuple[int, list[str], int, list[str]]:
         names = {f"{SECRET_PREFIX}{name}" for name in ips}
-        count, wrong = 0, []
+        count, wrong, unmarked = 0, [], []
         for secret in self._list_all(self.core.list_secret_for_all_namespaces):
             if secret.metadata.name in names:
                 count += 1
+                key = f"{secret.metadata.namespace}/{secret.metadata.name}"
                 if secret.type != SECRET_TYPE:
-                    wrong.append(f"{secret.metadata.namespace}/{secret.metadata.name}")
+                    wrong.append(key)
+                elif (secret.metadata.labels or {}).get(p.CONTROLLER_TRUST[0]) != p.CONTROLLER_TRUST[1]:
+                    unmarked.append(key)
         links = sum(1 for sa in self._list_all(self.core.list_service_account_for_all_namespaces)
                     for ref in sa.image_pull_secrets or [] if ref.name in names)
-        return count, wrong, links
+        return count, wrong, links, unmarked
+
+    def _do_mark_distributed_secrets(self, action: p.Action, inv: p.Inventory, timeout: float) -> None:
+        """Listed again now: the old controller may have written more since the plan was made."""
+        _, _, _, unmarked = self._distributed(self._image_pull_secrets())
+        for key in unmarked:
+            namespace, name = key.split("/", 1)
+            labels = {p.CONTROLLER_TRUST[0]: p.CONTROLLER_TRUST[1], p.IPS_LABEL: name[len(SECRET_PREFIX):]}
+            try:
+                self.core.patch_namespaced_secret(name, namespace, {"metadata": {"labels": labels}})
+            except ApiException as exc:
+                if exc.status != 404:  # gone meanwhile: nothing to mark
+                    raise
 
     @staticmethod
     def _list_all(call: Callable[..., Any]) -> Iterable[Any]:

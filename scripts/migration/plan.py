@@ -44,6 +44,7 @@ RELEASE_NAME = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 RESOURCE_POLICY = "helm.sh/resource-policy"
 CONTROLLER_TRUST = ("app.kubernetes.io/managed-by", "tcr-assistant")
+IPS_LABEL = f"{GROUP}/imagepullsecret"  # with CONTROLLER_TRUST: the controller's labels on a distributed Secret
 RETIRED = f"{GROUP}/retired-by-migration"  # on the old controller's ReplicaSets, once orphaned
 LEASE_HOLDER = "tcr-addon-migrate"
 LEASE_SECONDS = 365 * 86400  # held until `--apply` finishes; a Lease has no "forever"
@@ -144,6 +145,7 @@ class Inventory:
     image_pull_secrets: tuple[str, ...] = ()
     distributed_secrets: int = 0
     distributed_wrong_type: tuple[str, ...] = ()  # "ns/name" of tcr.ips* Secrets of another type
+    distributed_unmarked: tuple[str, ...] = ()  # "ns/name" of tcr.ips* Secrets without the controller's label
     links: int = 0
     webhook_target_port: str | None = None  # the rendered Service's targetPort name
 
@@ -156,13 +158,16 @@ class Do(enum.Enum):
     RETIRE_DEPLOYMENT = "delete with propagationPolicy Orphan (its Pods keep running)"
     RETIRE_DAEMONSET = "delete (its hosts lines stay)"
     STOP_OLD_CONTROLLER = "delete the old controller's ReplicaSets and wait for its Pods to stop"
+    MARK_DISTRIBUTED_SECRETS = ("label the original's tcr.ips* Secrets as the controller's, so that it may update "
+                                "them in place (same UID)")
     RELEASE_LEASE = "release the leader Lease: the new controller takes over"
     ADOPT_IMAGE_PULL_SECRET = ("hand to the Helm release as the values render it (its password moves to the "
                                "chart's credentials Secret; the distributed Secrets do not change)")
 
 
 ORDER = (Do.HOLD_LEASE, Do.ROUTE_OLD_PODS, Do.TRUST_CERTIFICATE, Do.ADOPT, Do.RETIRE_DEPLOYMENT,
-         Do.RETIRE_DAEMONSET, Do.STOP_OLD_CONTROLLER, Do.RELEASE_LEASE, Do.ADOPT_IMAGE_PULL_SECRET)
+         Do.RETIRE_DAEMONSET, Do.STOP_OLD_CONTROLLER, Do.MARK_DISTRIBUTED_SECRETS, Do.RELEASE_LEASE,
+         Do.ADOPT_IMAGE_PULL_SECRET)
 
 
 @dataclass(frozen=True)
@@ -286,10 +291,17 @@ def _prepare(inv: Inventory) -> tuple[list[Action], list[str], list[tuple[str, s
                                      f"holder {LEASE_HOLDER}"))
         if old_pods_pending:
             actions.append(Action(Do.ROUTE_OLD_PODS, None, ", ".join(p.name for p in old_pods_pending)))
+    if inv.distributed_unmarked:
+        actions.append(_mark(inv))
     # The Lease is held and the old Pods carry the chart's Service labels before the Service's
     # selector changes; workloads are retired last.
     actions.sort(key=lambda a: ORDER.index(a.do))
     return actions, refusals, objects
+
+
+def _mark(inv: Inventory) -> Action:
+    return Action(Do.MARK_DISTRIBUTED_SECRETS, None, f"{len(inv.distributed_unmarked)} Secret(s), "
+                  "and any the old controller writes until it stops")
 
 
 def _service_selector(inv: Inventory) -> Mapping[str, str]:
@@ -330,6 +342,8 @@ def plan(inv: Inventory) -> Plan:
         if inv.new_controller_ready < 1:
             return Plan(Phase.WAITING, notes=tuple(notes))
         actions.append(Action(Do.STOP_OLD_CONTROLLER, None, ", ".join(inv.old_replicasets) or "its Pods"))
+    if actions or inv.distributed_unmarked:
+        actions.append(_mark(inv))
     if inv.lease_holder == LEASE_HOLDER:
         actions.append(Action(Do.RELEASE_LEASE, Ref("coordination.k8s.io/v1", "Lease", LEASE_NAME, inv.namespace)))
     if actions:
@@ -346,8 +360,9 @@ def plan(inv: Inventory) -> Plan:
 def _notes(inv: Inventory) -> list[str]:
     notes = [f"{len(inv.image_pull_secrets)} ImagePullSecret(s): "
              + (", ".join(inv.image_pull_secrets) if inv.image_pull_secrets else "none"),
-             f"{inv.distributed_secrets} distributed Secret(s) tcr.ips* and {inv.links} ServiceAccount link(s): "
-             f"left in place; the new controller adopts each Secret in place (same UID)"]
+             f"{inv.distributed_secrets} distributed Secret(s) tcr.ips* ({len(inv.distributed_unmarked)} not yet "
+             f"labelled as the controller's) and {inv.links} ServiceAccount link(s): left in place; the new "
+             f"controller updates each Secret in place (same UID)"]
     rendered_ips = {r.ref.name for r in inv.rendered if r.ref.kind == "ImagePullSecret"}
     for name in inv.image_pull_secrets:
         if name in rendered_ips:

@@ -49,7 +49,13 @@ def install_original(*, image: str, servers: Sequence[str] = (), namespaces: int
     names = [f"{prefix}-{secrets.token_hex(2)}-{i:02d}" for i in range(namespaces)]
     apply(original.manifests(authority, image, hosts, hosts_image, failure_policy))
     kubectl("wait", "--for=condition=Established", f"crd/{original.CRD_FILE.stem}", "--timeout=60s")
-    apply(original.image_pull_secrets(registries, names))
+    if failure_policy == "Fail":  # its webhook must answer before the ImagePullSecrets can be written
+        kubectl("-n", original.NAMESPACE, "rollout", "status", "deployment/tcr-assistant-controller-manager",
+                "--timeout=180s", timeout=200)
+    docs = yaml.safe_dump_all(original.image_pull_secrets(registries, names))
+    # Idempotent: retried until the Service's endpoints reach the just-Ready webhook Pod.
+    wait_for(lambda: kubectl("apply", "-f", "-", input_text=docs, check=False).returncode == 0, timeout=90,
+             interval=1, what="the hand-made ImagePullSecrets accepted by the original's webhook")
     links = original.service_account_links(registries)
     for i, namespace in enumerate(names):
         def has_default(ns: str = namespace) -> bool:

@@ -111,6 +111,7 @@ def test_the_dry_run_shows_what_exists_and_what_it_will_do_and_changes_nothing(s
     assert ("retire_deployment", f"Deployment/tcr-assistant-controller-manager -n {NS}") in done
     assert ("retire_daemonset", f"DaemonSet/hosts-updater -n {NS}") in done
     assert ("trust_certificate", f"Secret/tcr-assistant-webhook-server-cert -n {NS}") in done
+    assert ("mark_distributed_secrets", None) in done
     # The failed `helm install` above already applied the CRD from crds/ (with the release's
     # metadata): either way the release owns it after --apply.
     crd_line = next(o for o in plan["objects"] if o["object"].startswith("CustomResourceDefinition/"))
@@ -119,9 +120,11 @@ def test_the_dry_run_shows_what_exists_and_what_it_will_do_and_changes_nothing(s
                     "ValidatingWebhookConfiguration/tcr-assistant-validating-webhook-configuration",
                     f"Service/tcr-assistant-webhook-service -n {NS}", f"ConfigMap/updater-config -n {NS}"):
         assert ("adopt", adopted) in done, adopted
-    assert not any(o.startswith("ImagePullSecret/") for _, o in done), "ImagePullSecrets stay the user's for now"
+    assert not any((o or "").startswith("ImagePullSecret/") for _, o in done), "ImagePullSecrets stay the user's"
     assert plan["actions"][0]["do"] == "hold_lease", "the Lease is held before anything else changes"
-    assert plan["actions"][-1]["do"].startswith("retire_"), "workloads are retired last"
+    kinds = [a["do"] for a in plan["actions"]]
+    assert max(i for i, k in enumerate(kinds) if k == "adopt") < kinds.index("retire_deployment"), \
+        "workloads are retired once everything else is the release's"
     notes = "\n".join(plan["notes"])
     assert f"{len(original.uids)} distributed Secret(s)" in notes
     assert original.registries[1].password not in proc.stdout + json.dumps(plan), "no password is ever printed"
@@ -209,6 +212,10 @@ def test_apply_hands_the_original_to_the_release_and_keeps_secrets_links_and_tru
             "the old controller's Pods stay behind the webhook Service"
 
     assert distributed_uids(original.secret_names) == original.uids, "no Secret deleted or recreated"
+    marked = json.loads(kubectl("get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=tcr-assistant",
+                                "-o", "json").stdout)["items"]
+    assert {f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in marked} >= set(original.uids), \
+        "the original's Secrets are the controller's now (its policy lets it update only those)"
     assert links(original.secret_names) == links_before, "no link removed"
     first = f"{original.namespaces[0]}/default"
     assert links_before[first][0] == FOREIGN_ENTRY

@@ -45,7 +45,8 @@ def test_after_the_release_the_finish_waits_for_the_new_controller() -> None:
     waiting = p.plan(original(release_exists=True, lease_holder=p.LEASE_HOLDER, new_controller_ready=0))
     assert waiting.phase is p.Phase.WAITING and waiting.actions == ()
     finish = p.plan(original(release_exists=True, lease_holder=p.LEASE_HOLDER, new_controller_ready=1))
-    assert [a.do for a in finish.actions] == [p.Do.STOP_OLD_CONTROLLER, p.Do.RELEASE_LEASE]
+    assert [a.do for a in finish.actions] == [p.Do.STOP_OLD_CONTROLLER, p.Do.MARK_DISTRIBUTED_SECRETS,
+                                              p.Do.RELEASE_LEASE]
     done = p.plan(original(release_exists=True, old_replicasets=(), old_pods=(), lease_holder="pod-1_x",
                            lease_live=True, new_controller_ready=1))
     assert done.phase is p.Phase.DONE
