@@ -14,6 +14,13 @@ from harness import cluster, node
 from support import pointed_at
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, not in pyproject.toml: the matrix selects it only on the node cells of a
+    # minor the previous release installs on (harness.matrix, harness.previous.MIN_KUBERNETES_MINOR).
+    config.addinivalue_line("markers", "upgrade: upgrade from the previous release (releases/) and rollback, on the "
+                            "node; the previous chart needs Kubernetes >= 1.34")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that needs the local node is marked `node`, so a run on a minor whose node is not
     built (make test-matrix) can leave it out with `-m "not node"`."""

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import REPO_ROOT, VENV, tools
+from harness import REPO_ROOT, VENV, previous, tools
 
 RESULTS_DIR = REPO_ROOT / "docs" / "support"
 READMES = (REPO_ROOT / "README.md", REPO_ROOT / "chart" / "README.md")
@@ -55,10 +55,18 @@ class Cell:
         return f"{self.minor}/helm{self.helm}/{self.scope.replace(' ', '-')}"
 
 
+def node_markers(minor: str) -> str:
+    """A node cell's tests: the upgrade from the previous release too where that release installs
+    (its chart's kubeVersion; on an older minor `helm install` of it is refused, so it is not selected)."""
+    if tools.minor_number(minor) >= previous.MIN_KUBERNETES_MINOR:
+        return f"{NODE_TESTS} or upgrade"
+    return NODE_TESTS
+
+
 def cells() -> list[Cell]:
     """The node cells on the oldest and newest (their builds come with `make setup`), then every minor
     under both Helm majors on a control plane (building a minor the first time it is needed)."""
-    found = [Cell(minor, major, "node") for minor, major in NODE_HELM.items()]
+    found = [Cell(minor, major, "node", node_markers(minor)) for minor, major in NODE_HELM.items()]
     found += [Cell(minor, major, "control plane")
               for minor in tools.KUBERNETES_RELEASES for major in tools.HELM_RELEASES]
     return found
