@@ -23,6 +23,7 @@ from . import plan as p
 
 SECRET_PREFIX = "tcr.ips"
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"
+ENDPOINT_SETTLE_SECONDS = 3.0  # kube-proxy applies an EndpointSlice change within about a second
 
 
 class MigrationError(RuntimeError):
@@ -396,13 +397,31 @@ class Cluster:
         self._wait(lambda: self.get(action.ref) is None if action.ref else True, timeout, f"{action.ref} deleted")
 
     def _do_stop_old_controller(self, action: p.Action, inv: p.Inventory, timeout: float) -> None:
+        # Out of the webhook Service first: a Pod that closes its listener while kube-proxy still
+        # sends it calls would have them refused.
+        unroute = {"metadata": {"labels": {key: None for key in p.route_labels(inv)}}}
+        old = {pod.name for pod in inv.old_pods}
+        for name in sorted(old):
+            try:
+                self.core.patch_namespaced_pod(name, inv.namespace, unroute)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        discovery: Any = client.DiscoveryV1Api(self.api)
+
+        def unrouted() -> bool:
+            slices = discovery.list_namespaced_endpoint_slice(
+                inv.namespace, label_selector=f"kubernetes.io/service-name={p.WEBHOOK_SERVICE}").items
+            return not old & {e.target_ref.name for s in slices for e in s.endpoints or [] if e.target_ref}
+
+        self._wait(unrouted, timeout, "the old controller's Pods out of the webhook Service's endpoints")
+        time.sleep(ENDPOINT_SETTLE_SECONDS)
         for name in inv.old_replicasets:
             try:
                 self.apps.delete_namespaced_replica_set(name, inv.namespace, propagation_policy="Foreground")
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        old = {pod.name for pod in inv.old_pods}
 
         def gone() -> bool:
             names = {pod.metadata.name for pod in self.core.list_namespaced_pod(inv.namespace).items}

@@ -309,14 +309,16 @@ class Continuity:
     # -- the watches ----------------------------------------------------------------------------
 
     def _watch_all(self, list_call: Callable[..., Any], observe: Callable[[str, Any, bool], None],
-                   synced: threading.Barrier | None) -> None:
+                   synced: threading.Barrier | None, **selectors: str) -> None:
         """List, then watch from the list's resourceVersion until stopped; re-list when it expires.
 
-        ``observe(event_type, obj, relisted)``: ``relisted`` marks objects of a list that follows
-        an expired watch (a change between the two shows as a difference from what was known)."""
+        ``list_call`` is the client's own method (the watch reads its return type from it);
+        ``selectors`` go to the list and the watch alike. ``observe(event_type, obj, relisted)``:
+        ``relisted`` marks objects of a list that follows an expired watch (a change between the
+        two shows as a difference from what was known)."""
         relisted = False
         while not self._stop.is_set():
-            listed = list_call(_preload_content=True)
+            listed = list_call(**selectors)
             for item in listed.items:
                 observe("LISTED", item, relisted)
             version = listed.metadata.resource_version
@@ -327,10 +329,12 @@ class Continuity:
             try:
                 while not self._stop.is_set():
                     for event in stream.stream(list_call, resource_version=version, timeout_seconds=WATCH_SECONDS,
-                                               allow_watch_bookmarks=True):
-                        obj = event["object"]
-                        version = obj.metadata.resource_version
-                        if event["type"] != "BOOKMARK":
+                                               allow_watch_bookmarks=True, **selectors):
+                        if event["type"] == "BOOKMARK":  # its object is a plain dict, not a model
+                            version = stream.resource_version or version
+                        else:
+                            obj = event["object"]
+                            version = obj.metadata.resource_version
                             observe(event["type"], obj, False)
                         if self._stop.is_set():
                             break
@@ -385,9 +389,6 @@ class Continuity:
         api = client.CoreV1Api(_api(self.kubeconfig))
         deleting: set[str] = set()
 
-        def list_ours(**kwargs: Any) -> Any:
-            return api.list_pod_for_all_namespaces(label_selector=f"{RUN_LABEL}={self.run_id}", **kwargs)
-
         def observe(kind: str, pod: Any, relisted: bool) -> None:
             key = f"{pod.metadata.namespace}/{pod.metadata.name}"
             if kind == "DELETED" or key in deleting:
@@ -407,7 +408,7 @@ class Continuity:
             with contextlib.suppress(ApiException):
                 api.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
 
-        self._watch_all(list_ours, observe, None)
+        self._watch_all(api.list_pod_for_all_namespaces, observe, None, label_selector=f"{RUN_LABEL}={self.run_id}")
 
     def _sample_hosts(self) -> None:
         previous_empty = False

@@ -86,6 +86,13 @@ def labelled_by_us(secret_name: str) -> list[str]:
             if s["metadata"]["name"] == secret_name]
 
 
+def secret_versions(names: list[str]) -> dict[str, str]:
+    """"ns/name" -> resourceVersion of the distributed Secrets that existed before the new controller."""
+    items = json.loads(kubectl("get", "secrets", "-A", "-o", "json").stdout)["items"]
+    return {f"{s['metadata']['namespace']}/{s['metadata']['name']}": s["metadata"]["resourceVersion"]
+            for s in items if s["metadata"]["name"] in names and s["metadata"]["namespace"].startswith("app-")}
+
+
 def test_the_original_add_on_hands_over_with_no_failed_pull(
         node_cluster: node.NodeCluster, private_registry: tuple[registry.PrivateRegistry, Path]) -> None:
     private, directory = private_registry
@@ -130,11 +137,13 @@ def test_the_original_add_on_hands_over_with_no_failed_pull(
                 prepared = migrate("--apply", "-f", str(values))
             assert prepared.returncode == 0, prepared.stdout + prepared.stderr
             assert lease()["holderIdentity"] == "tcr-addon-migrate"
+            prepared_versions = secret_versions(original.secret_names)
 
             with load.step("helm install --wait"):
                 release.install()
             assert lease()["holderIdentity"] == "tcr-addon-migrate", "the new controller waits for the old one"
-            assert labelled_by_us(secret) == [], "the new controller wrote nothing while the old one ran"
+            assert secret_versions(original.secret_names) == prepared_versions, \
+                "the new controller wrote nothing while the old one ran"
             old_pods = json.loads(kubectl("-n", NS, "get", "pods", "-l", "control-plane=controller-manager",
                                           "-o", "json").stdout)["items"]
             assert old_pods, "the old controller still runs, behind the chart's webhook Service"

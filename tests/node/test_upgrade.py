@@ -29,14 +29,12 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from continuity import WATCH_SECONDS, Continuity, Report
-from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
+from continuity import Continuity, Report
 
 from harness import addon, node, oci, pki, previous, registry, tools
 from harness.addon import CHART_DIR
@@ -54,45 +52,6 @@ CERT_SECRET = "tcr-assistant-webhook-server-cert"
 CONFIGURATION = "validatingwebhookconfiguration/tcr-assistant-validating-webhook-configuration"
 DWELL = 20.0  # seconds of load after each step, with the new controller serving
 RESULTS = REPO_ROOT / ".local" / "results" / "node-upgrade.json"
-
-
-class Load(Continuity):
-    """`Continuity` with its watch loop taking two kinds of event it does not expect yet: a BOOKMARK
-    (its object is a plain dict, not a model) and every event of the Pod watch (its list call is a
-    wrapper whose return type the client cannot read, so objects come as dicts). A stopgap until
-    `continuity.py` handles them; the loop is otherwise its own."""
-
-    def _watch_all(self, list_call: Callable[..., Any], observe: Callable[[str, Any, bool], None],
-                   synced: Any) -> None:
-        relisted = False
-        return_type = client.V1Pod if list_call.__name__ == "list_ours" else None
-        while not self._stop.is_set():
-            listed = list_call(_preload_content=True)
-            for item in listed.items:
-                observe("LISTED", item, relisted)
-            version = listed.metadata.resource_version
-            if synced is not None:
-                synced.wait(timeout=120)
-                synced = None
-            stream = watch.Watch(return_type=return_type)
-            try:
-                while not self._stop.is_set():
-                    for event in stream.stream(list_call, resource_version=version, timeout_seconds=WATCH_SECONDS,
-                                               allow_watch_bookmarks=True):
-                        if event["type"] == "BOOKMARK":
-                            version = stream.resource_version or version
-                        else:
-                            obj = event["object"]
-                            version = obj.metadata.resource_version
-                            observe(event["type"], obj, False)
-                        if self._stop.is_set():
-                            break
-            except ApiException as exc:
-                if exc.status != 410:
-                    raise
-                relisted = True
-            finally:
-                stream.stop()
 
 
 def values(directory: Path, hostname: str, password: str) -> Path:
@@ -209,7 +168,7 @@ def test_upgrade_from_the_previous_release_and_rollback_refuse_nothing(
         installed = certificate_state()
         assert installed["ca_bundle"] and installed["handed_over"] is None
 
-        with Load(hostname=hostname, image=image, secret_names=[SECRET, *(f"tcr.ips{h}" for h in HAND_MADE)],
+        with Continuity(hostname=hostname, image=image, secret_names=[SECRET, *(f"tcr.ips{h}" for h in HAND_MADE)],
                         served_namespaces=served, edited_ips=HAND_MADE, hosts_file=node_cluster.hosts_file,
                         kubeconfig=node_cluster.kubeconfig) as load:
             time.sleep(DWELL)
