@@ -215,3 +215,20 @@ def test_a_secret_handed_over_is_kept_and_renewed_with_its_labels_as_they_are() 
     ours = {"metadata": {"resourceVersion": "8", "labels": {api.LABEL_MANAGED_BY: "someone"}}}
     assert servingcert.secret_body(settings, issued(), owner, ours)["metadata"]["labels"][api.LABEL_MANAGED_BY] == (
         api.MANAGED_BY), "a Secret of the keeper's own still gets its label"
+
+
+def test_the_original_add_ons_certificate_names_only_what_the_api_server_dials() -> None:
+    """A kubebuilder operator's certificate names <service>.<namespace>.svc and its
+    .cluster.local form, not the short names we add when we issue: it is served as it is."""
+    from harness import original, pki
+
+    authority = pki.CertificateAuthority("tcr-assistant-original-ca")
+    secret = original.certificate_secret(authority)
+    data = {key: base64.b64decode(value) for key, value in secret["data"].items()}
+    facts = inspect(data, NAMES)
+    assert facts.problem is None, facts.problem
+    assert facts.serving is not None
+    assert decide(facts, certificates.fingerprints(data[CA_CERT]), facts.serving.not_before + 60)[0] is Step.KEEP
+    other = pki.CertificateAuthority("other").issue("x", server=True, dns_names=(NAMES[1], NAMES[3]))
+    assert inspect({**data, TLS_CERT: other.cert_pem, TLS_KEY: other.key_pem}, NAMES).problem == \
+        f"the serving certificate does not name {NAMES[0]}"

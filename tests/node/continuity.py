@@ -26,6 +26,7 @@ fails with every violation at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import statistics
@@ -108,6 +109,15 @@ class Report:
             "ips_edits": self.edits, "hosts_samples": self.hosts_samples, "tolerated": list(self.tolerated),
             "violations": {name: len(lines) for name, lines in self.violations().items()},
         }
+
+
+def _message(exc: ApiException) -> str:
+    """The API server's message, its end kept (the cause of a failed webhook call comes last)."""
+    try:
+        text = str(json.loads(exc.body or "{}").get("message") or exc.body)
+    except ValueError:
+        text = str(exc.body)
+    return text if len(text) <= 400 else "…" + text[-400:]
 
 
 def _api(kubeconfig: str) -> client.ApiClient:
@@ -315,7 +325,7 @@ class Continuity:
                         self.report.edits += 1
                 except ApiException as exc:
                     if exc.status != 409:
-                        self._violation("writes_refused", f"{name}: {exc.status} {exc.reason}: {exc.body!s:.300}")
+                        self._violation("writes_refused", f"{name}: {exc.status} {exc.reason}: {_message(exc)}")
             time.sleep(max(0.0, self.edit_interval - (time.monotonic() - tick)))
 
     # -- the watches ----------------------------------------------------------------------------
