@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from harness import namespaces, node, registry, tools
+from harness import namespaces, node, pki, registry, tools
+from support import pointed_at
 
 SYSCTL_TREES = ("/proc/sys/net/ipv4", "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/bridge",
                 "/proc/sys/net/netfilter", "/proc/sys/vm", "/proc/sys/kernel/keys")
@@ -145,3 +147,23 @@ def node_knows_registry(cluster: node.NodeCluster, private: registry.PrivateRegi
                 hosts.write(text.replace(line, "", 1))
                 hosts.truncate()
         shutil.rmtree(trust, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def tcr_like_registry(cluster: node.NodeCluster, directory: Path, username: str, ca_name: str
+                      ) -> Iterator[registry.PrivateRegistry]:
+    """A private registry (htpasswd, TLS from its own CA) under a TCR-like name inside the node's
+    network, trusted by the node's containerd; the name resolves only through the node's hosts
+    file, where the hosts-updater (or a test) writes it. KUBECONFIG points at ``cluster`` meanwhile."""
+    hostname = f"tcr-{secrets.token_hex(4)}.tencentcloudcr.com"
+    private = registry.PrivateRegistry(
+        directory / "registry", hostname=hostname, listen=f"{node.SERVICE_HOST_IP}:443",
+        ca=pki.CertificateAuthority(ca_name), username=username, password=secrets.token_urlsafe(18),
+        command_prefix=cluster.command_prefix(), tie_to_parent=True)
+    with pointed_at(cluster), private:
+        trust = cluster.certs_dir / hostname
+        trust.mkdir(parents=True)
+        (trust / "hosts.toml").write_text(
+            f'server = "https://{hostname}"\n\n[host."https://{hostname}"]\n'
+            f'  capabilities = ["pull", "resolve"]\n  ca = "{private.ca_file}"\n')
+        yield private

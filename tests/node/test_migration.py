@@ -38,7 +38,8 @@ import yaml
 from continuity import Continuity, hosts_answers
 from migration_support import Original, distributed_uids, install_original, migrate, registry_for
 
-from harness import addon, images, node, oci, pki, registry, tools
+from harness import addon, images, node, oci, registry, tools
+from node_support import tcr_like_registry
 from support import REPO_ROOT, kubectl, pointed_at, wait_for
 
 NS = addon.NAMESPACE
@@ -51,17 +52,7 @@ RESULTS = REPO_ROOT / ".local" / "results" / "node-migration.json"
 def private_registry(node_cluster: node.NodeCluster, tmp_path_factory: pytest.TempPathFactory
                      ) -> Iterator[tuple[registry.PrivateRegistry, Path]]:
     directory = Path(tmp_path_factory.mktemp("migration"))
-    hostname = f"tcr-{secrets.token_hex(4)}.tencentcloudcr.com"
-    private = registry.PrivateRegistry(
-        directory / "registry", hostname=hostname, listen=f"{node.SERVICE_HOST_IP}:443",
-        ca=pki.CertificateAuthority("tcr-addon-migration-registry-ca"), username="100012345678",
-        password=secrets.token_urlsafe(18), command_prefix=node_cluster.command_prefix(), tie_to_parent=True)
-    with pointed_at(node_cluster), private:
-        trust = node_cluster.certs_dir / hostname
-        trust.mkdir(parents=True)
-        (trust / "hosts.toml").write_text(
-            f'server = "https://{hostname}"\n\n[host."https://{hostname}"]\n'
-            f'  capabilities = ["pull", "resolve"]\n  ca = "{private.ca_file}"\n')
+    with tcr_like_registry(node_cluster, directory, "100012345678", "tcr-addon-migration-registry-ca") as private:
         yield private, directory
 
 

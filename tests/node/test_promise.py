@@ -34,8 +34,9 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import addon, node, oci, pki, registry, tools
-from support import REPO_ROOT, kubectl, pointed_at, wait_for
+from harness import addon, node, oci, registry, tools
+from node_support import tcr_like_registry
+from support import REPO_ROOT, kubectl, wait_for
 
 pytestmark = pytest.mark.promise
 
@@ -144,18 +145,8 @@ def new_namespace(prefix: str) -> str:
 @pytest.fixture(scope="module")
 def promise(node_cluster: node.NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Promise]:
     directory = Path(tmp_path_factory.mktemp("promise"))
-    hostname = f"tcr-{secrets.token_hex(4)}.tencentcloudcr.com"
-    private = registry.PrivateRegistry(
-        directory / "registry", hostname=hostname, listen=f"{node.SERVICE_HOST_IP}:443",
-        ca=pki.CertificateAuthority("tcr-addon-e2e-registry-ca"), username=USERNAME,
-        password=secrets.token_urlsafe(18), command_prefix=node_cluster.command_prefix(), tie_to_parent=True)
-    with pointed_at(node_cluster), private:
-        # The node trusts the registry's CA, as a node of a cluster trusts its company's CA.
-        trust = node_cluster.certs_dir / hostname
-        trust.mkdir(parents=True)
-        (trust / "hosts.toml").write_text(
-            f'server = "https://{hostname}"\n\n[host."https://{hostname}"]\n'
-            f'  capabilities = ["pull", "resolve"]\n  ca = "{private.ca_file}"\n')
+    # The node trusts the registry's CA, as a node of a cluster trusts its company's CA.
+    with tcr_like_registry(node_cluster, directory, USERNAME, "tcr-addon-e2e-registry-ca") as private:
         state = Promise(node_cluster, private, addon.NodeRelease(node_cluster), directory,
                         excluded=f"excluded-{secrets.token_hex(3)}", hosts_before=node_cluster.hosts_file.read_bytes(),
                         started=time.monotonic())

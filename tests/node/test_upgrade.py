@@ -36,9 +36,10 @@ from typing import Any
 import pytest
 from continuity import Continuity, Report
 
-from harness import addon, node, oci, pki, previous, registry, tools
+from harness import addon, node, oci, previous, registry, tools
 from harness.addon import CHART_DIR
-from support import REPO_ROOT, kubectl, pointed_at, wait_for
+from node_support import tcr_like_registry
+from support import REPO_ROOT, kubectl, wait_for
 
 pytestmark = pytest.mark.upgrade
 
@@ -123,17 +124,7 @@ def pod_ready(namespace: str, name: str) -> bool:
 
 @pytest.fixture
 def private_registry(node_cluster: node.NodeCluster, tmp_path: Path) -> Iterator[registry.PrivateRegistry]:
-    hostname = f"tcr-{secrets.token_hex(4)}.tencentcloudcr.com"
-    private = registry.PrivateRegistry(
-        tmp_path / "registry", hostname=hostname, listen=f"{node.SERVICE_HOST_IP}:443",
-        ca=pki.CertificateAuthority("tcr-addon-e2e-registry-ca"), username=USERNAME,
-        password=secrets.token_urlsafe(18), command_prefix=node_cluster.command_prefix(), tie_to_parent=True)
-    with pointed_at(node_cluster), private:
-        trust = node_cluster.certs_dir / hostname
-        trust.mkdir(parents=True)
-        (trust / "hosts.toml").write_text(
-            f'server = "https://{hostname}"\n\n[host."https://{hostname}"]\n'
-            f'  capabilities = ["pull", "resolve"]\n  ca = "{private.ca_file}"\n')
+    with tcr_like_registry(node_cluster, tmp_path, USERNAME, "tcr-addon-e2e-registry-ca") as private:
         yield private
 
 
