@@ -32,7 +32,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import REPO_ROOT, tools
+from harness import REPO_ROOT, images, tools
 from harness.engine import LOG_DIR, DockerEngine, EngineError, log
 from harness.images import (
     IMAGES,
@@ -189,18 +189,6 @@ def check_old_dockerfiles() -> str:
     return "\n".join(lines)
 
 
-def load_into_node(cluster_dir: Path, built: Sequence[BuiltImage]) -> None:
-    from harness.cluster import plane_class  # the node needs the .venv; the build does not
-    from harness.node import NodeCluster
-
-    if not (cluster_dir / "state.json").exists() or plane_class(cluster_dir) is not NodeCluster:
-        log(f"no node runs from {cluster_dir} ('scripts/cluster --node up'): images built, not loaded")
-        return
-    node = NodeCluster.attach(cluster_dir)
-    node.import_images(built)
-    log(f"loaded {len(built)} {VERSION} images into node {node.node_name}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.previous",
@@ -226,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{image.ref} {image.archive}")
             print(" ".join(f"--set {value}" for value in image_values(built)))
             if args.load:
-                load_into_node(args.load, built)
+                images.load_into_node(args.load, built)
         else:
             print(check_old_dockerfiles())
     except (ImageError, EngineError, tools.ToolError) as error:
