@@ -137,7 +137,7 @@ class Cluster:
             obj = self.get(ref)
             if obj is not None:
                 live[ref] = _live(ref, obj)
-        old_rs, retired, old_pods = self._old_controller(namespace, live.get(
+        old_rs, old_pods = self._old_controller(namespace, live.get(
             p.Ref("apps/v1", "Deployment", p.CONTROLLER_DEPLOYMENT, namespace)))
         holder, lease_live = self._lease(namespace)
         ips = self._image_pull_secrets()
@@ -147,7 +147,7 @@ class Cluster:
             release=release, namespace=namespace, rendered=tuple(rendered), live=live,
             release_exists=self._release_exists(release, namespace),
             namespace_terminating=bool(ns_obj and (ns_obj.get("metadata") or {}).get("deletionTimestamp")),
-            old_replicasets=tuple(old_rs), retired_replicasets=tuple(retired), old_pods=tuple(old_pods),
+            old_replicasets=tuple(old_rs), old_pods=tuple(old_pods),
             lease_holder=holder, lease_live=lease_live,
             new_controller_ready=self._new_controller_ready(release, namespace, rendered),
             image_pull_secrets=tuple(ips), distributed_secrets=distributed, distributed_wrong_type=tuple(wrong),
@@ -163,13 +163,13 @@ class Cluster:
         return bool(found.items)
 
     def _old_controller(self, namespace: str, deployment: p.Live | None
-                        ) -> tuple[list[str], list[str], list[p.OldPod]]:
+                        ) -> tuple[list[str], list[p.OldPod]]:
         """The original controller's ReplicaSets (of its Deployment, or retired earlier) and their Pods."""
         try:
             sets = self.apps.list_namespaced_replica_set(namespace).items
         except ApiException as exc:
             if exc.status == 404:
-                return [], [], []
+                return [], []
             raise
         ours: list[Any] = []
         for rs in sets:
@@ -181,7 +181,6 @@ class Cluster:
             if is_retired or of_original:
                 ours.append(rs)
         names = [rs.metadata.name for rs in ours]
-        retired = [rs.metadata.name for rs in ours if (rs.metadata.annotations or {}).get(p.RETIRED) == "true"]
         uids = {rs.metadata.uid for rs in ours}
         pods = []
         for pod in self.core.list_namespaced_pod(namespace).items:
@@ -190,7 +189,7 @@ class Cluster:
                 ports = frozenset(port.name for c in pod.spec.containers for port in c.ports or [] if port.name)
                 ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
                 pods.append(p.OldPod(pod.metadata.name, dict(pod.metadata.labels or {}), ports, ready))
-        return names, retired, pods
+        return names, pods
 
     def _lease(self, namespace: str) -> tuple[str | None, bool]:
         try:

@@ -137,7 +137,6 @@ class Inventory:
     release_exists: bool
     namespace_terminating: bool = False
     old_replicasets: tuple[str, ...] = ()  # of the original Deployment, or retired earlier
-    retired_replicasets: tuple[str, ...] = ()  # those already marked RETIRED
     old_pods: tuple[OldPod, ...] = ()
     lease_holder: str | None = None  # None: no Lease, or its holder has let it go
     lease_live: bool = False  # its holder renewed it within its duration
