@@ -318,6 +318,15 @@ class Cluster:
         body["metadata"] = meta
         resource.server_side_apply(body=body, name=wanted.ref.name, namespace=wanted.ref.namespace,
                                    field_manager=p.HELM_FIELD_MANAGER, force_conflicts=True)
+        # A forced apply takes the fields whose values differ; those with equal values stay shared
+        # with the original's managers, and a later chart that changes one would conflict with them
+        # under Helm 4. Helm's entries alone remain: what it did not render is left unowned.
+        live = self.get(wanted.ref) or {}
+        entries = (live.get("metadata") or {}).get("managedFields") or []
+        kept = [e for e in entries if e.get("manager") == p.HELM_FIELD_MANAGER]
+        if kept and len(kept) != len(entries):
+            self._patch(wanted.ref, [{"op": "replace", "path": "/metadata/managedFields", "value": kept}],
+                        "application/json-patch+json")
 
     def _do_adopt_image_pull_secret(self, action: p.Action, inv: p.Inventory, timeout: float) -> None:
         assert action.ref is not None

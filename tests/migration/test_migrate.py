@@ -185,6 +185,12 @@ def test_apply_hands_the_original_to_the_release_and_keeps_secrets_links_and_tru
         assert meta["annotations"]["meta.helm.sh/release-name"] == "tcr-addon", name
     crd = get("crd", "imagepullsecrets.tcr.tencentcloudcr.com") or {}
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for kind, name, namespace in (("clusterrole", "tcr-assistant-manager-role", None),
+                                  ("validatingwebhookconfiguration", "tcr-assistant-validating-webhook-configuration",
+                                   None), ("service", "tcr-assistant-webhook-service", NS)):
+        argv = ["get", kind, name, "-o", "json", "--show-managed-fields"] + (["-n", namespace] if namespace else [])
+        managers = {e["manager"] for e in json.loads(kubectl(*argv).stdout)["metadata"]["managedFields"]}
+        assert managers == {"helm"}, f"{kind}/{name}: a later chart must not conflict with {managers - {'helm'}}"
     for registry in original.registries:
         ips = get("imagepullsecret", registry.name) or {}
         assert "meta.helm.sh/release-name" not in (ips["metadata"].get("annotations") or {})

@@ -85,7 +85,7 @@ def secret_versions(names: list[str]) -> dict[str, str]:
     """"ns/name" -> resourceVersion of the distributed Secrets that existed before the new controller."""
     items = json.loads(kubectl("get", "secrets", "-A", "-o", "json").stdout)["items"]
     return {f"{s['metadata']['namespace']}/{s['metadata']['name']}": s["metadata"]["resourceVersion"]
-            for s in items if s["metadata"]["name"] in names and s["metadata"]["namespace"].startswith("app-")}
+            for s in items if s["metadata"]["name"] in names and s["metadata"]["namespace"].startswith("mig-")}
 
 
 def test_the_original_add_on_hands_over_with_no_failed_pull(
@@ -100,16 +100,19 @@ def test_the_original_add_on_hands_over_with_no_failed_pull(
     node_cluster.import_images(built)
     controller_image, hosts_image = (f"{b.registry}/{b.repository}:{b.tag}" for b in built)
 
+    served = registry_for(hostname, private.password)
+    other = registry_for(f"tcr-{secrets.token_hex(3)}-other.tencentcloudcr.com")
+    prefix = f"mig-{secrets.token_hex(2)}"  # this test's namespaces: the stand-in's and none other
     # The original's hosts line, written without our markers.
     hosts_before = node_cluster.hosts_file.read_bytes()
     foreign_line = f"{node.SERVICE_HOST_IP} {hostname}\n".encode()
     node_cluster.hosts_file.write_bytes(hosts_before + foreign_line)
     try:
-        served = registry_for(hostname, private.password)
-        other = registry_for(f"tcr-{secrets.token_hex(3)}-other.tencentcloudcr.com")
+
         started = time.monotonic()
         original: Original = install_original(image=controller_image, hosts_image=hosts_image, namespaces=NAMESPACES,
-                                              hosts=[(hostname, node.SERVICE_HOST_IP)], registries=[served, other])
+                                              hosts=[(hostname, node.SERVICE_HOST_IP)], registries=[served, other],
+                                              prefix=prefix)
         kubectl("-n", NS, "rollout", "status", "deployment/tcr-assistant-controller-manager", "--timeout=180s")
         figures["original_install_s"] = round(time.monotonic() - started, 1)
         secret = f"tcr.ips{served.name}"
@@ -190,22 +193,22 @@ def test_the_original_add_on_hands_over_with_no_failed_pull(
         assert figures["ips_after_values"].get("app.kubernetes.io/managed-by") == "Helm"
         assert hosts_answers(node_cluster.hosts_file.read_text(), hostname) == 1
     finally:
-        cleanup(node_cluster, foreign_line)
+        cleanup(node_cluster, foreign_line, [served.name, other.name], prefix)
 
 
-def cleanup(cluster: node.NodeCluster, foreign_line: bytes) -> None:
-    """Leave the node as the next suites expect it: ImagePullSecrets deleted while a controller still
-    runs (their finalizers), the release uninstalled, the stand-in's namespaces and the hosts line gone."""
+def cleanup(cluster: node.NodeCluster, foreign_line: bytes, ips: list[str], prefix: str) -> None:
+    """Leave the node as the next suites expect it: this test's ImagePullSecrets deleted while a
+    controller still runs (their finalizers), the release uninstalled, this test's namespaces, the
+    CRD the stand-in created and the hosts line gone."""
     with pointed_at(cluster):
-        names = kubectl("get", "imagepullsecrets", "-o", "name", check=False).stdout.split()
-        if names:
-            kubectl("delete", *names, "--timeout=120s", check=False)
+        kubectl("delete", "imagepullsecret", *ips, "--ignore-not-found", "--timeout=120s", check=False)
         subprocess.run([str(tools.helm_path()), "uninstall", "tcr-addon", "-n", NS, "--wait", "--timeout", "5m"],
                        capture_output=True, text=True, timeout=400, check=False)
         for item in json.loads(kubectl("get", "namespaces", "-o", "json").stdout)["items"]:
-            name = item["metadata"]["name"]
-            if name.startswith(("app-", "cont-")):
-                kubectl("delete", "namespace", name, "--wait=false", check=False)
+            if item["metadata"]["name"].startswith(prefix):
+                kubectl("delete", "namespace", item["metadata"]["name"], "--wait=false", check=False)
         kubectl("delete", "namespace", NS, "--timeout=120s", check=False)
+        kubectl("delete", "crd", "imagepullsecrets.tcr.tencentcloudcr.com", "--ignore-not-found", "--timeout=120s",
+                check=False)
     current = cluster.hosts_file.read_bytes()
     cluster.hosts_file.write_bytes(current.replace(foreign_line, b""))
