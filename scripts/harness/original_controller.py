@@ -89,11 +89,19 @@ def reconcile(known: set[tuple[str, str]]) -> None:
                     raise
             known.add((namespace, name))
     for sa in call("GET", "/api/v1/serviceaccounts")["items"]:
-        have = {ref.get("name") for ref in sa.get("imagePullSecrets") or []}
-        missing = [name for name in sorted(wanted) if name not in have]
+        have = sa.get("imagePullSecrets") or []
+        missing = [name for name in sorted(wanted) if name not in {ref.get("name") for ref in have}]
         if missing and not sa["metadata"].get("deletionTimestamp"):
-            call("PATCH", f"/api/v1/namespaces/{sa['metadata']['namespace']}/serviceaccounts/{sa['metadata']['name']}",
-                 {"imagePullSecrets": [{"name": name} for name in missing]}, "application/strategic-merge-patch+json")
+            # The list is atomic (a patch replaces it whole): read, append, write back with the
+            # resourceVersion read; a conflict is retried on the next pass.
+            sa.update(apiVersion="v1", kind="ServiceAccount")  # a list's items come without them
+            sa["imagePullSecrets"] = [*have, *({"name": name} for name in missing)]
+            try:
+                call("PUT", f"/api/v1/namespaces/{sa['metadata']['namespace']}/serviceaccounts/"
+                     f"{sa['metadata']['name']}", sa)
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:
+                    raise
 
 
 def main() -> int:
