@@ -24,12 +24,17 @@ that a plain `helm install` succeeds, with no failed pull and no refused write o
 
 Without --apply it only shows what exists, who owns it and what it would do (dry run).
 Run it three times:
-  1. scripts/migrate                       see the plan
-  2. scripts/migrate --apply               prepare: objects handed to the release, old controller
-                                           kept running (its Pods, not its Deployment), the new
-                                           controller's leader Lease held for it
+  1. scripts/migrate -f values.yaml                see the plan
+  2. scripts/migrate -f values.yaml --apply        prepare: objects handed to the release, old controller
+                                                   kept running (its Pods, not its Deployment), the
+                                                   new controller's leader Lease held for it
      helm install tcr-addon ./chart -n tcr-assistant-system -f values.yaml --wait
-  3. scripts/migrate --apply               finish: stop the old controller, let the new one lead
+  3. scripts/migrate -f values.yaml --apply        finish: stop the old controller, let the new one lead
+Then, to hand your ImagePullSecrets to the chart's values (optional; leave them out of values.yaml
+until here, the original would not understand the chart's passwordSecretRef):
+  scripts/values --from-cluster -o values-full.yaml
+  scripts/migrate -f values-full.yaml --apply  each password moves into the chart's credentials Secret
+  helm upgrade tcr-addon ./chart -n tcr-assistant-system -f values-full.yaml
 Each run reads the cluster afresh; running it again does nothing twice.
 
 Reads the cluster of KUBECONFIG (or ~/.kube/config), as kubectl does.
@@ -42,8 +47,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apply", action="store_true", help="carry out the plan's next phase (default: dry run)")
     parser.add_argument("-f", "--values", metavar="FILE", action="append", type=Path, default=[],
-                        help="values you will give `helm install` (repeatable): they decide which objects the "
-                             "release owns, e.g. ImagePullSecrets written by `scripts/values --from-cluster`")
+                        help="values you will give helm (repeatable): they decide which objects the release "
+                             "owns")
     parser.add_argument("--chart", metavar="PATH", type=Path, default=REPO_ROOT / "chart",
                         help="the chart you will install: a directory or a .tgz (default: this repository's chart/)")
     parser.add_argument("--release", default="tcr-addon", help="Helm release name (default: tcr-addon)")
