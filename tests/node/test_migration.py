@@ -42,10 +42,6 @@ from harness import addon, images, node, oci, registry, tools
 from node_support import tcr_like_registry
 from support import REPO_ROOT, kubectl, pointed_at, wait_for
 
-# Every Kubernetes minor's node cell and `make test`'s oldest (Helm 3) run it: the hand-over leans
-# on the API server's admission, server-side apply and EndpointSlices of that minor.
-pytestmark = pytest.mark.compat
-
 NS = addon.NAMESPACE
 REPOSITORY = "team/app"
 NAMESPACES = 20
