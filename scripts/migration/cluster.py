@@ -407,21 +407,31 @@ class Cluster:
     def _do_stop_old_controller(self, action: p.Action, inv: p.Inventory, timeout: float) -> None:
         # Out of the webhook Service first: a Pod that closes its listener while kube-proxy still
         # sends it calls would have them refused.
-        unroute = {"metadata": {"labels": {key: None for key in p.route_labels(inv)}}}
         old = {pod.name for pod in inv.old_pods}
+        discovery: Any = client.DiscoveryV1Api(self.api)
+
+        def endpoints() -> list[Any]:
+            slices = discovery.list_namespaced_endpoint_slice(
+                inv.namespace, label_selector=f"kubernetes.io/service-name={p.WEBHOOK_SERVICE}").items
+            return [e for s in slices for e in s.endpoints or [] if e.target_ref]
+
+        def new_pod_ready() -> bool:
+            return any(e.target_ref.name not in old and (e.conditions is None or e.conditions.ready is not False)
+                       for e in endpoints())
+
+        def unrouted() -> bool:
+            return not old & {e.target_ref.name for e in endpoints()}
+
+        # A new Pod stands behind the Service (and kube-proxy knows it) before the old ones leave it.
+        self._wait(new_pod_ready, timeout, "a Ready Pod of the release among the webhook Service's endpoints")
+        time.sleep(ENDPOINT_SETTLE_SECONDS)
+        unroute = {"metadata": {"labels": {key: None for key in p.route_labels(inv)}}}
         for name in sorted(old):
             try:
                 self.core.patch_namespaced_pod(name, inv.namespace, unroute)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        discovery: Any = client.DiscoveryV1Api(self.api)
-
-        def unrouted() -> bool:
-            slices = discovery.list_namespaced_endpoint_slice(
-                inv.namespace, label_selector=f"kubernetes.io/service-name={p.WEBHOOK_SERVICE}").items
-            return not old & {e.target_ref.name for s in slices for e in s.endpoints or [] if e.target_ref}
-
         self._wait(unrouted, timeout, "the old controller's Pods out of the webhook Service's endpoints")
         time.sleep(ENDPOINT_SETTLE_SECONDS)
         for name in inv.old_replicasets:
