@@ -614,16 +614,24 @@ def image_build_argv(ref: str, context: Path, build_standin: str = BUILD_STANDIN
 
 def build_one(engine: DockerEngine, spec: ImageSpec, tag: str, context_digest: str) -> Path:
     """Build from a copy of the context (without caches), smoke-test `--help`, save the archive."""
-    ref = spec.ref(tag)
     context = engine.state / f"context-{spec.repository}"
     shutil.copytree(spec.context, context, ignore=_context_ignore, symlinks=True)
     if context_hash(context) != context_digest:
         raise ImageError(f"{spec.context} changed while it was being built: run it again")
-    started = time.monotonic()
     dockerfile = f"{spec.context.relative_to(REPO_ROOT)}/Dockerfile"
     pinned = pinned_base((context / "Dockerfile").read_text(), dockerfile)
-    log(f"docker build {ref} from {dockerfile} ({pinned}, here its stand-in) …")
-    engine.docker(*image_build_argv(ref, context), log_file=LOG_DIR / f"build-{spec.repository}.log")
+    return build_and_save(engine, spec, context, tag, f"from {dockerfile} ({pinned}, here its stand-in)",
+                          log_name=f"build-{spec.repository}.log", series="dev")
+
+
+def build_and_save(engine: DockerEngine, spec: ImageSpec, context: Path, tag: str, what: str, *, log_name: str,
+                   series: str) -> Path:
+    """`docker build` of `context`, a `--help` smoke test, the archive saved (and the older archives of
+    the same `series`, `<repository>-<series>-*.tar`, removed)."""
+    ref = spec.ref(tag)
+    started = time.monotonic()
+    log(f"docker build {ref} {what} …")
+    engine.docker(*image_build_argv(ref, context), log_file=LOG_DIR / log_name)
     smoke = engine.docker("run", "--rm", "--network", "none", ref, "--help", timeout=120)
     if "usage:" not in smoke.stdout:
         raise ImageError(f"{ref}: '{spec.command} --help' printed no usage:\n{smoke.stdout[-2000:]}")
@@ -633,7 +641,7 @@ def build_one(engine: DockerEngine, spec: ImageSpec, tag: str, context_digest: s
     engine.docker("save", "--output", str(partial), ref)
     partial.chmod(0o644)
     partial.rename(archive)
-    for old in images_dir().glob(f"{spec.repository}-dev-*.tar"):
+    for old in images_dir().glob(f"{spec.repository}-{series}-*.tar"):
         if old != archive:
             old.unlink(missing_ok=True)
     log(f"built {ref} (user {user or 'root'}, {archive.stat().st_size / 2**20:.0f} MiB archive) "

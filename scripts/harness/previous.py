@@ -42,13 +42,14 @@ from harness.images import (
     ImageError,
     ImageSpec,
     _context_ignore,
+    archive_path,
     base_inputs,
+    build_and_save,
     build_lock,
     context_hash,
     digest,
     ensure_base,
     image_build_argv,
-    images_dir,
     load_base,
     normalize_name,
     spec_pins,
@@ -105,31 +106,8 @@ def image_tag(base_key: str, context_digest: str) -> str:
     return f"{VERSION}-" + digest(RECIPE_VERSION, "previous", base_key, context_digest)[:12]
 
 
-def archive_path(spec: ImageSpec, tag: str) -> Path:
-    return images_dir() / f"{spec.repository}-{tag}.tar"
-
-
 def _built(spec: ImageSpec, tag: str, *, cached: bool) -> BuiltImage:
     return BuiltImage(spec.ref(tag), REGISTRY, spec.repository, tag, archive_path(spec, tag), cached=cached)
-
-
-def _build_one(engine: DockerEngine, spec: ImageSpec, context: Path, tag: str) -> None:
-    ref = spec.ref(tag)
-    started = time.monotonic()
-    log(f"docker build {ref}: the {VERSION} source of {spec.context.name}/ with today's Dockerfile …")
-    engine.docker(*image_build_argv(ref, context), log_file=LOG_DIR / f"build-previous-{spec.repository}.log")
-    smoke = engine.docker("run", "--rm", "--network", "none", ref, "--help", timeout=120)
-    if "usage:" not in smoke.stdout:
-        raise ImageError(f"{ref}: '{spec.command} --help' printed no usage:\n{smoke.stdout[-2000:]}")
-    archive = archive_path(spec, tag)
-    partial = archive.with_name(archive.name + ".partial")
-    engine.docker("save", "--output", str(partial), ref)
-    partial.chmod(0o644)
-    partial.rename(archive)
-    for old in images_dir().glob(f"{spec.repository}-{VERSION}-*.tar"):
-        if old != archive:
-            old.unlink(missing_ok=True)
-    log(f"built {ref} ({archive.stat().st_size / 2**20:.0f} MiB archive) in {time.monotonic() - started:.1f} s")
 
 
 def build_previous(force: bool = False) -> list[BuiltImage]:
@@ -151,7 +129,9 @@ def build_previous(force: bool = False) -> list[BuiltImage]:
             for spec, context, tag, hit in zip(IMAGES, contexts, tags, cached, strict=True):
                 if hit and not force:
                     continue
-                _build_one(engine, spec, context, tag)
+                build_and_save(engine, spec, context, tag, f"the {VERSION} source of {spec.context.name}/ with "
+                               "today's Dockerfile", log_name=f"build-previous-{spec.repository}.log",
+                               series=VERSION)
     log(f"{VERSION} images done in {time.monotonic() - started:.1f} s")
     return [_built(spec, tag, cached=hit and not force) for spec, tag, hit in zip(IMAGES, tags, cached, strict=True)]
 

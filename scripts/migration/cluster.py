@@ -19,6 +19,8 @@ from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
+from values_wizard.from_cluster import RELEASE_NAME, RELEASE_NAMESPACE
+
 from . import plan as p
 
 SECRET_PREFIX = "tcr.ips"
@@ -176,7 +178,7 @@ class Cluster:
             annotations = rs.metadata.annotations or {}
             owners = rs.metadata.owner_references or []
             is_retired = annotations.get(p.RETIRED) == "true"
-            of_original = deployment is not None and not _owned_by_release(deployment) and any(
+            of_original = deployment is not None and deployment.helm_owner() is None and any(
                 o.uid == deployment.uid for o in owners)
             if is_retired or of_original:
                 ours.append(rs)
@@ -216,7 +218,7 @@ class Cluster:
                 return 0
             raise
         annotations = deployment.metadata.annotations or {}
-        if annotations.get(p.RELEASE_NAME) != release:
+        if annotations.get(RELEASE_NAME) != release:
             return 0
         if (deployment.spec.selector.match_labels or {}) != dict(wanted.selector or {}):
             return 0
@@ -283,27 +285,21 @@ class Cluster:
         resource.patch(body=body, name=ref.name, namespace=ref.namespace, content_type=content_type)
 
     def _do_adopt(self, action: p.Action, inv: p.Inventory, timeout: float) -> None:
-        assert action.ref is not None
-        annotations = {p.RELEASE_NAME: inv.release, p.RELEASE_NAMESPACE: inv.namespace}
-        if action.ref.kind == "CustomResourceDefinition":
-            annotations[p.RESOURCE_POLICY] = "keep"
-        self._patch(action.ref, {"metadata": {"labels": {p.HELM_MANAGED[0]: p.HELM_MANAGED[1]},
-                                              "annotations": annotations}})
-        wanted = next((r for r in inv.rendered if r.ref == action.ref), None)
-        if wanted is not None and action.ref.kind == "Service":
+        wanted = next(r for r in inv.rendered if r.ref == action.ref)  # only rendered objects are adopted
+        if wanted.ref.kind == "Service":
             # Helm's patch would add the chart's selector to the original's (keys are only ever
             # added): the old Pods carry the chart's labels by now, so they stay selected.
-            self._patch(action.ref, [{"op": "replace", "path": "/spec/selector", "value": dict(wanted.selector or {})}],
+            self._patch(wanted.ref, [{"op": "replace", "path": "/spec/selector", "value": dict(wanted.selector or {})}],
                         "application/json-patch+json")
-        if wanted is not None and action.ref.kind.endswith("WebhookConfiguration") and wanted.webhooks:
+        if wanted.ref.kind.endswith("WebhookConfiguration") and wanted.webhooks:
             # Entries merge by name: renamed, the original's entry (and its caBundle) becomes the
             # chart's, instead of a second entry without a caBundle.
-            self._patch(action.ref, [{"op": "replace", "path": "/webhooks/0/name", "value": wanted.webhooks[0]}],
+            self._patch(wanted.ref, [{"op": "replace", "path": "/webhooks/0/name", "value": wanted.webhooks[0]}],
                         "application/json-patch+json")
-        if wanted is not None:
-            self._apply_as_helm(wanted, inv)
+        keep = {p.RESOURCE_POLICY: "keep"} if wanted.ref.kind == "CustomResourceDefinition" else {}
+        self._apply_as_helm(wanted, inv, keep)
 
-    def _apply_as_helm(self, wanted: p.Rendered, inv: p.Inventory) -> None:
+    def _apply_as_helm(self, wanted: p.Rendered, inv: p.Inventory, annotations: Mapping[str, str] = {}) -> None:
         """Server-side apply of the rendered object as Helm's field manager, taking over the fields
         the original's managers own: Helm 4 applies server-side and would otherwise stop on a
         conflict; Helm 3's three-way patch then finds nothing to change. Fields the chart leaves out
@@ -311,8 +307,8 @@ class Cluster:
         resource = self._resource(wanted.ref)
         body = dict(wanted.body)
         meta = dict(body.get("metadata") or {})
-        meta["annotations"] = {**(meta.get("annotations") or {}), p.RELEASE_NAME: inv.release,
-                               p.RELEASE_NAMESPACE: inv.namespace}
+        meta["annotations"] = {**(meta.get("annotations") or {}), **annotations, RELEASE_NAME: inv.release,
+                               RELEASE_NAMESPACE: inv.namespace}
         if wanted.ref.namespace:
             meta["namespace"] = wanted.ref.namespace
         body["metadata"] = meta
@@ -462,10 +458,6 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise MigrationError(f"timed out after {timeout:.0f} s waiting for {what}")
             time.sleep(0.5)
-
-
-def _owned_by_release(live: p.Live) -> bool:
-    return live.helm_owner() is not None
 
 
 def _live(ref: p.Ref, obj: Mapping[str, Any]) -> p.Live:

@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from values_wizard.from_cluster import helm_owner
+
 GROUP = "tcr.tencentcloudcr.com"
 CRD_NAME = f"imagepullsecrets.{GROUP}"
 LEASE_NAME = "tcr-assistant-leader"
@@ -40,8 +42,6 @@ HOSTS_DAEMONSET = "hosts-updater"
 
 HELM_MANAGED = ("app.kubernetes.io/managed-by", "Helm")
 HELM_FIELD_MANAGER = "helm"  # the field manager Helm 3 and 4 write with
-RELEASE_NAME = "meta.helm.sh/release-name"
-RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 RESOURCE_POLICY = "helm.sh/resource-policy"
 CONTROLLER_TRUST = ("app.kubernetes.io/managed-by", "tcr-assistant")
 IPS_LABEL = f"{GROUP}/imagepullsecret"  # with CONTROLLER_TRUST: the controller's labels on a distributed Secret
@@ -114,8 +114,7 @@ class Live:
     webhooks: tuple[str, ...] = ()
 
     def helm_owner(self) -> tuple[str, str] | None:
-        name = self.annotations.get(RELEASE_NAME)
-        return (name, self.annotations.get(RELEASE_NAMESPACE, "")) if name else None
+        return helm_owner({"annotations": self.annotations})
 
 
 @dataclass(frozen=True)
@@ -232,6 +231,7 @@ def _prepare(inv: Inventory) -> tuple[list[Action], list[str], list[tuple[str, s
     refusals: list[str] = []
     objects: list[tuple[str, str, str]] = []
     rendered = {r.ref: r for r in inv.rendered}
+    originals = original_refs(inv.namespace)
     retire_deployment = False
     for ref in sorted(set(rendered) | set(inv.live)):
         live = inv.live.get(ref)
@@ -266,7 +266,7 @@ def _prepare(inv: Inventory) -> tuple[list[Action], list[str], list[tuple[str, s
                             f"`helm install`; once the migration is done, `scripts/migrate --apply -f <values with "
                             f"it>` hands it to the chart, then `helm upgrade` with those values")
             continue
-        if ref not in original_refs(inv.namespace):
+        if ref not in originals:
             refusals.append(f"{ref} exists, but the original add-on has no such object and no Helm release owns it: "
                             f"it is somebody else's; rename or delete it (this tool never takes it over)")
             continue

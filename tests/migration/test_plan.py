@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migration import plan as p
+from values_wizard.from_cluster import RELEASE_NAME, RELEASE_NAMESPACE
 
 NS = "tcr-assistant-system"
 SELECTOR = {"app.kubernetes.io/name": "tcr-addon", "app.kubernetes.io/component": "controller"}
@@ -16,7 +17,7 @@ RENDERED = (p.Rendered(DEPLOYMENT, SELECTOR), p.Rendered(SERVICE, SELECTOR), p.R
 
 
 def live(ref: p.Ref, owner: str | None = None, **kw: object) -> p.Live:
-    annotations = {p.RELEASE_NAME: owner, p.RELEASE_NAMESPACE: NS} if owner else {}
+    annotations = {RELEASE_NAME: owner, RELEASE_NAMESPACE: NS} if owner else {}
     labels = {"app.kubernetes.io/managed-by": "Helm"} if owner else {}
     return p.Live(ref, f"uid-{ref.name}", labels, annotations, **kw)  # type: ignore[arg-type]
 

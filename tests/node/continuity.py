@@ -13,8 +13,8 @@
   webhook reviews them) every `edit_interval` seconds: any refusal other than a conflict is a gap;
 * watches (not polls) on Secrets and ServiceAccounts in every namespace: a distributed Secret
   deleted or recreated (new UID), or an entry removed from a ServiceAccount even for one
-  event, is a gap; a watch that expires re-lists and compares, so nothing between two watches
-  goes unseen;
+  event, is a gap; a watch that expires re-lists and compares with what it knew (a Secret
+  recreated meanwhile shows by its UID; one only deleted, by the tests' final UID check);
 * the node's hosts file, read every 50 ms: two lines answering the registry name at any moment
   is a gap; none is a gap when two reads in a row agree (a single read may meet the
   updater's in-place write half done) and at the end of every step.
@@ -32,7 +32,7 @@ import secrets
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,19 +330,18 @@ class Continuity:
 
     # -- the watches ----------------------------------------------------------------------------
 
-    def _watch_all(self, list_call: Callable[..., Any], observe: Callable[[str, Any, bool], None],
+    def _watch_all(self, list_call: Callable[..., Any], observe: Callable[[str, Any], None],
                    synced: threading.Barrier | None, **selectors: str) -> None:
         """List, then watch from the list's resourceVersion until stopped; re-list when it expires.
 
         ``list_call`` is the client's own method (the watch reads its return type from it);
-        ``selectors`` go to the list and the watch alike. ``observe(event_type, obj, relisted)``:
-        ``relisted`` marks objects of a list that follows an expired watch (a change between the
-        two shows as a difference from what was known)."""
-        relisted = False
+        ``selectors`` go to the list and the watch alike. ``observe(event_type, obj)`` sees each
+        listed object as "LISTED", so after an expired watch a change shows as a difference from
+        what it knew."""
         while not self._stop.is_set():
             listed = list_call(**selectors)
             for item in listed.items:
-                observe("LISTED", item, relisted)
+                observe("LISTED", item)
             version = listed.metadata.resource_version
             if synced is not None:
                 synced.wait(timeout=120)
@@ -357,20 +356,19 @@ class Continuity:
                         else:
                             obj = event["object"]
                             version = obj.metadata.resource_version
-                            observe(event["type"], obj, False)
+                            observe(event["type"], obj)
                         if self._stop.is_set():
                             break
             except ApiException as exc:
-                if exc.status != 410:
+                if exc.status != 410:  # expired: list again and compare with what we knew
                     raise
-                relisted = True  # expired: list again and compare with what we knew
             finally:
                 stream.stop()
 
     def _watch_secrets(self) -> None:
         api = client.CoreV1Api(_api(self.kubeconfig))
 
-        def observe(kind: str, secret: Any, relisted: bool) -> None:
+        def observe(kind: str, secret: Any) -> None:
             name = secret.metadata.name
             if name not in self.secret_names:
                 return
@@ -391,7 +389,7 @@ class Continuity:
     def _watch_service_accounts(self) -> None:
         api = client.CoreV1Api(_api(self.kubeconfig))
 
-        def observe(kind: str, sa: Any, relisted: bool) -> None:
+        def observe(kind: str, sa: Any) -> None:
             key = f"{sa.metadata.namespace}/{sa.metadata.name}"
             ours = frozenset(ref.name for ref in sa.image_pull_secrets or [] if ref.name in self.secret_names)
             with self._lock:
@@ -411,7 +409,7 @@ class Continuity:
         api = client.CoreV1Api(_api(self.kubeconfig))
         deleting: set[str] = set()
 
-        def observe(kind: str, pod: Any, relisted: bool) -> None:
+        def observe(kind: str, pod: Any) -> None:
             key = f"{pod.metadata.namespace}/{pod.metadata.name}"
             if kind == "DELETED" or key in deleting:
                 return
@@ -448,10 +446,3 @@ class Continuity:
                 self._violation("hosts_violations", f"no line answers {self.hostname} (two reads in a row)")
             previous_empty = answers == 0
             self._stop.wait(HOSTS_SAMPLE_SECONDS)
-
-
-def secret_uids(kubeconfig: Path | str, name: str) -> Mapping[str, str]:
-    """namespace -> UID of Secret ``name`` in every namespace that has it (a snapshot)."""
-    api = client.CoreV1Api(_api(str(kubeconfig)))
-    items: list[Any] = api.list_secret_for_all_namespaces(field_selector=f"metadata.name={name}").items
-    return {s.metadata.namespace: s.metadata.uid for s in items}
