@@ -44,6 +44,7 @@ DEFAULT_DIR = REPO_ROOT / ".local" / "addon"
 RELEASE = "tcr-addon"
 NAMESPACE = "tcr-assistant-system"
 CONTROLLER_SERVICE_ACCOUNT = "tcr-assistant-controller-manager"
+WEBHOOK_SERVICE = "tcr-assistant-webhook-service"  # the chart's (and the original's) webhook Service
 POST_RENDERER = Path(__file__).resolve().parent / "local_webhook_postrender.py"
 # Helm 4 runs post-renderers only as plugins: this directory holds one that runs POST_RENDERER.
 HELM_PLUGINS = Path(__file__).resolve().parent / "helm-plugins"

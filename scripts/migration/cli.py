@@ -56,7 +56,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="release namespace, the original's (default: tcr-assistant-system)")
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                        help="seconds to wait for a deletion or the old controller's Pods to stop (default: 300)")
+                        help="seconds to wait for a deletion, for Kubernetes' EndpointSlices or for the old "
+                             "controller's Pods to stop (default: 300)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="how to print the plan")
     return parser.parse_args(argv)
 

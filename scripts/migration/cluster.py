@@ -1,12 +1,14 @@
 """The I/O of `scripts/migrate`: read what the cluster holds, render the chart, carry out a plan.
 
 Reads the cluster of KUBECONFIG (as kubectl does) with the Kubernetes Python client, and renders the
-chart with the real `helm template`. Every write is a patch of one named object, or the deletion of
-an object the plan retires; nothing is listed for deletion.
+chart with the real `helm template`. Every write is a patch of one named object, the deletion of
+an object the plan retires, or a temporary EndpointSlice of the webhook Service (created and
+deleted by its own field manager); nothing else is listed for deletion.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import subprocess
 import time
@@ -26,6 +28,7 @@ from . import plan as p
 SECRET_PREFIX = "tcr.ips"
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 ENDPOINT_SETTLE_SECONDS = 3.0  # kube-proxy applies an EndpointSlice change within about a second
+ENDPOINT_SLICE = p.Ref("discovery.k8s.io/v1", "EndpointSlice", "")
 
 
 class MigrationError(RuntimeError):
@@ -287,10 +290,8 @@ class Cluster:
     def _do_adopt(self, action: p.Action, inv: p.Inventory, timeout: float) -> None:
         wanted = next(r for r in inv.rendered if r.ref == action.ref)  # only rendered objects are adopted
         if wanted.ref.kind == "Service":
-            # Helm's patch would add the chart's selector to the original's (keys are only ever
-            # added): the old Pods carry the chart's labels by now, so they stay selected.
-            self._patch(wanted.ref, [{"op": "replace", "path": "/spec/selector", "value": dict(wanted.selector or {})}],
-                        "application/json-patch+json")
+            self._adopt_service(wanted, inv, timeout)
+            return
         if wanted.ref.kind.endswith("WebhookConfiguration") and wanted.webhooks:
             # Entries merge by name: renamed, the original's entry (and its caBundle) becomes the
             # chart's, instead of a second entry without a caBundle.
@@ -298,6 +299,39 @@ class Cluster:
                         "application/json-patch+json")
         keep = {p.RESOURCE_POLICY: "keep"} if wanted.ref.kind == "CustomResourceDefinition" else {}
         self._apply_as_helm(wanted, inv, keep)
+
+    def _adopt_service(self, wanted: p.Rendered, inv: p.Inventory, timeout: float) -> None:
+        namespace = wanted.ref.namespace or inv.namespace
+        renamed = p.renamed_ports(self.get(wanted.ref) or {}, wanted.body)
+        bridges = p.bridge_slices(wanted.ref.name, namespace, renamed, self._endpoint_slices(namespace))
+        slices = self._resource(ENDPOINT_SLICE)
+        for bridge in bridges:
+            slices.server_side_apply(body=bridge, name=bridge["metadata"]["name"], namespace=namespace,
+                                     field_manager=p.BRIDGE_MANAGER, force_conflicts=True)
+        if bridges:  # kube-proxy holds the new name's endpoints before the Service asks for them
+            time.sleep(ENDPOINT_SETTLE_SECONDS)
+        # Helm's patch would add the chart's selector to the original's (keys are only ever
+        # added): the old Pods carry the chart's labels by now, so they stay selected.
+        self._patch(wanted.ref, [{"op": "replace", "path": "/spec/selector", "value": dict(wanted.selector or {})}],
+                    "application/json-patch+json")
+        self._apply_as_helm(wanted, inv)
+        if bridges:
+            self._wait(lambda: p.serves(wanted.ref.name, renamed.values(), self._endpoint_slices(namespace)), timeout,
+                       f"Kubernetes' EndpointSlices of {wanted.ref} under the port name(s) {sorted(renamed.values())}")
+            time.sleep(ENDPOINT_SETTLE_SECONDS)
+            self._delete_bridges(namespace)
+
+    def _endpoint_slices(self, namespace: str) -> list[dict[str, Any]]:
+        found = self._resource(ENDPOINT_SLICE).get(namespace=namespace,
+                                                   label_selector=f"{p.SERVICE_NAME_LABEL}={p.WEBHOOK_SERVICE}")
+        return [item.to_dict() for item in found.items]
+
+    def _delete_bridges(self, namespace: str) -> None:
+        for found in self._endpoint_slices(namespace):
+            meta = found["metadata"]
+            if (meta.get("labels") or {}).get(p.SLICE_MANAGER_LABEL) == p.BRIDGE_MANAGER:
+                with contextlib.suppress(NotFoundError):
+                    self._resource(ENDPOINT_SLICE).delete(name=meta["name"], namespace=namespace)
 
     def _apply_as_helm(self, wanted: p.Rendered, inv: p.Inventory, annotations: Mapping[str, str] = {}) -> None:
         """Server-side apply of the rendered object as Helm's field manager, taking over the fields
@@ -404,19 +438,18 @@ class Cluster:
         # Out of the webhook Service first: a Pod that closes its listener while kube-proxy still
         # sends it calls would have them refused.
         old = {pod.name for pod in inv.old_pods}
-        discovery: Any = client.DiscoveryV1Api(self.api)
+        self._delete_bridges(inv.namespace)  # left by an interrupted prepare: it names the old Pods
 
-        def endpoints() -> list[Any]:
-            slices = discovery.list_namespaced_endpoint_slice(
-                inv.namespace, label_selector=f"kubernetes.io/service-name={p.WEBHOOK_SERVICE}").items
-            return [e for s in slices for e in s.endpoints or [] if e.target_ref]
+        def endpoints() -> list[dict[str, Any]]:
+            return [e for s in self._endpoint_slices(inv.namespace) for e in s.get("endpoints") or []
+                    if e.get("targetRef")]
 
         def new_pod_ready() -> bool:
-            return any(e.target_ref.name not in old and (e.conditions is None or e.conditions.ready is not False)
+            return any(e["targetRef"].get("name") not in old and (e.get("conditions") or {}).get("ready") is not False
                        for e in endpoints())
 
         def unrouted() -> bool:
-            return not old & {e.target_ref.name for e in endpoints()}
+            return not old & {e["targetRef"].get("name") for e in endpoints()}
 
         # A new Pod stands behind the Service (and kube-proxy knows it) before the old ones leave it.
         self._wait(new_pod_ready, timeout, "a Ready Pod of the release among the webhook Service's endpoints")
@@ -470,7 +503,7 @@ def _live(ref: p.Ref, obj: Mapping[str, Any]) -> p.Live:
         selector = spec.get("selector") or {}
     return p.Live(ref, str(meta.get("uid")), dict(meta.get("labels") or {}), dict(meta.get("annotations") or {}),
                   selector, obj.get("roleRef"), _crd_problem(obj) if ref.kind == "CustomResourceDefinition" else None,
-                  bool(meta.get("deletionTimestamp")), _webhook_names(obj))
+                  bool(meta.get("deletionTimestamp")), _webhook_names(obj), obj)
 
 
 def _crd_problem(crd: Mapping[str, Any]) -> str | None:

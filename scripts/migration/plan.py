@@ -3,17 +3,20 @@
 The original TKE add-on and this chart use the same object names. The hand-over has two phases,
 decided from the cluster each time, so every run is idempotent:
 
-* prepare (no Helm release yet): every object the chart renders that already exists is handed
-  to the release (Helm's ownership label and annotations; managedFields cleared so that Helm 4's
-  server-side apply takes the fields over without conflicts); the CRD also gets
-  `helm.sh/resource-policy: keep`. Objects whose immutable fields differ from the chart's (the
-  workloads' selectors) are retired instead: the old controller's Deployment is deleted with
-  `propagationPolicy: Orphan`, so its Pods keep serving the webhook (they get the chart's
-  Service selector labels) and keep distributing, while the leader Lease of the chart's
-  controller is held for them: the new controller serves its webhooks at once but writes
-  nothing. The old hosts-updater DaemonSet is deleted; the lines it wrote stay (the new
-  updater never writes a second answer for a name). The webhook's certificate Secret is marked
-  for the new controller, which serves it as it is, so the API server's trust never changes.
+* prepare (no Helm release yet): every object the chart renders that already exists is handed to
+  the release (Helm's ownership label and annotations, and a server-side apply as Helm's field
+  manager, so that Helm 4's own apply meets no conflict); the CRD also gets
+  `helm.sh/resource-policy: keep`. Where the chart names the webhook Service's port anew, a
+  temporary EndpointSlice serves the new name until the endpointslice controller publishes it
+  (`bridge_slices`): kube-proxy refuses connections to a Service port no slice names. Objects
+  whose immutable fields differ from the chart's (the workloads' selectors) are retired instead:
+  the old controller's Deployment is deleted with `propagationPolicy: Orphan`, so its Pods keep
+  serving the webhook (they get the chart's Service selector labels) and keep distributing, while
+  the leader Lease of the chart's controller is held for them: the new controller serves its
+  webhooks at once but writes nothing. The old hosts-updater DaemonSet is deleted; the lines it
+  wrote stay (the new updater never writes a second answer for a name). The webhook's certificate
+  Secret is marked for the new controller, which serves it as it is, so the API server's trust
+  never changes.
 * finish (the release exists and its controller is Ready): the old controller's Pods are
   stopped, then the Lease is released and the new controller takes over.
 
@@ -25,7 +28,7 @@ become the chart's; the others stay the user's own and are served as before.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +50,10 @@ CONTROLLER_TRUST = ("app.kubernetes.io/managed-by", "tcr-assistant")
 IPS_LABEL = f"{GROUP}/imagepullsecret"  # with CONTROLLER_TRUST: the controller's labels on a distributed Secret
 RETIRED = f"{GROUP}/retired-by-migration"  # on the old controller's ReplicaSets, once orphaned
 LEASE_HOLDER = "tcr-addon-migrate"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # an EndpointSlice's Service
+SLICE_MANAGER_LABEL = "endpointslice.kubernetes.io/managed-by"
+SLICE_CONTROLLER = "endpointslice-controller.k8s.io"  # the slices Kubernetes derives from the selector
+BRIDGE_MANAGER = "tcr-addon-migrate"  # the temporary slices of a port rename
 LEASE_SECONDS = 365 * 86400  # held until `--apply` finishes; a Lease has no "forever"
 
 # The original add-on's objects (its published object list, plus the ServiceAccount a
@@ -112,6 +119,7 @@ class Live:
     crd_problem: str | None = None  # the CRD is not the one this chart serves (why)
     deleting: bool = False
     webhooks: tuple[str, ...] = ()
+    body: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the whole object
 
     def helm_owner(self) -> tuple[str, str] | None:
         return helm_owner({"annotations": self.annotations})
@@ -273,8 +281,15 @@ def _prepare(inv: Inventory) -> tuple[list[Action], list[str], list[tuple[str, s
         detail = ""
         if ref.kind == "CustomResourceDefinition":
             detail = "kept on uninstall: helm.sh/resource-policy keep"
-        elif ref.kind == "Service" and dict(wanted.selector or {}) != dict(live.selector or {}):
-            detail = f"selector set to the chart's {dict(wanted.selector or {})}"
+        elif ref.kind == "Service":
+            changes = []
+            if dict(wanted.selector or {}) != dict(live.selector or {}):
+                changes.append(f"selector set to the chart's {dict(wanted.selector or {})}")
+            renamed = renamed_ports(live.body, wanted.body)
+            if renamed:
+                changes += [f"port {old or '(unnamed)'} named {new}" for old, new in renamed.items()]
+                changes.append("a temporary EndpointSlice serves the new name until Kubernetes publishes it")
+            detail = "; ".join(changes)
         elif ref.kind.endswith("WebhookConfiguration") and live.webhooks != wanted.webhooks:
             if len(live.webhooks) != 1 or len(wanted.webhooks) != 1:
                 refusals.append(f"{ref} has webhooks {list(live.webhooks)}, the chart {list(wanted.webhooks)}: "
@@ -378,6 +393,65 @@ def _notes(inv: Inventory) -> list[str]:
             notes.append(f"old Pod {pod.name} has no port named {port!r}: the chart's webhook Service cannot reach "
                          f"it, so ImagePullSecret writes may be refused until the new controller is Ready")
     return notes
+
+
+def _port_key(port: Mapping[str, Any]) -> tuple[Any, str]:
+    return port.get("port"), port.get("protocol") or "TCP"
+
+
+def renamed_ports(live_service: Mapping[str, Any], wanted_service: Mapping[str, Any]) -> dict[str, str]:
+    """Old name -> new name of the Service ports the chart keeps (same port and protocol) but names
+    anew. kube-proxy matches a Service port to EndpointSlice ports by name, so until the
+    endpointslice controller republishes its slices under the new name, that port has no endpoints."""
+    live = {_port_key(port): port.get("name") or "" for port in (live_service.get("spec") or {}).get("ports") or []}
+    renamed: dict[str, str] = {}
+    for port in (wanted_service.get("spec") or {}).get("ports") or []:
+        old = live.get(_port_key(port))
+        if old is not None and old != (port.get("name") or ""):
+            renamed[old] = port.get("name") or ""
+    return renamed
+
+
+def _ready(endpoint: Mapping[str, Any]) -> bool:
+    return (endpoint.get("conditions") or {}).get("ready") is not False  # unset means ready
+
+
+def _controller_slices(service: str, slices: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Only the slices Kubernetes derived from the Service's selector: never one somebody else wrote."""
+    return [s for s in slices if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == service
+            and ((s.get("metadata") or {}).get("labels") or {}).get(SLICE_MANAGER_LABEL) == SLICE_CONTROLLER]
+
+
+def bridge_slices(service: str, namespace: str, renamed: Mapping[str, str],
+                  slices: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """EndpointSlices that serve `renamed` ports under their new names, with the Ready endpoints
+    the endpointslice controller publishes for `service` under the old names (one slice per
+    address type); none when nothing is renamed or nothing is Ready."""
+    bridges: dict[str, dict[str, Any]] = {}
+    for found in _controller_slices(service, slices):
+        ports = [{**port, "name": renamed[port.get("name") or ""]} for port in found.get("ports") or []
+                 if (port.get("name") or "") in renamed]
+        endpoints = [{key: endpoint[key] for key in ("addresses", "targetRef", "nodeName", "zone") if endpoint.get(key)}
+                     | {"conditions": {"ready": True}}
+                     for endpoint in found.get("endpoints") or [] if _ready(endpoint)]
+        if not ports or not endpoints:
+            continue
+        address_type = str(found.get("addressType"))
+        bridge = bridges.setdefault(address_type, {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": address_type,
+            "metadata": {"name": f"{service}-migrate-{address_type.lower()}", "namespace": namespace,
+                         "labels": {SERVICE_NAME_LABEL: service, SLICE_MANAGER_LABEL: BRIDGE_MANAGER}},
+            "ports": [], "endpoints": []})
+        bridge["ports"] += [port for port in ports if port not in bridge["ports"]]
+        bridge["endpoints"] += [e for e in endpoints if e not in bridge["endpoints"]]
+    return list(bridges.values())
+
+
+def serves(service: str, port_names: Iterable[str], slices: Sequence[Mapping[str, Any]]) -> bool:
+    """The endpointslice controller publishes a Ready endpoint under every one of `port_names`."""
+    published = {(port.get("name") or "") for found in _controller_slices(service, slices)
+                 if any(_ready(e) for e in found.get("endpoints") or []) for port in found.get("ports") or []}
+    return set(port_names) <= published
 
 
 def summary(p: Plan) -> Sequence[str]:

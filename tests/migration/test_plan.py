@@ -84,3 +84,50 @@ def test_nothing_owned_by_another_release_is_ever_touched(deployment: str | None
         touched = {a.ref for a in plan.actions if a.ref is not None}
         assert not {ref for ref, owner in owners.items() if owner == "tcr-addon"} & touched
         assert [p.ORDER.index(a.do) for a in plan.actions] == sorted(p.ORDER.index(a.do) for a in plan.actions)
+
+
+def _service(*ports: dict[str, object]) -> dict[str, object]:
+    return {"spec": {"ports": list(ports)}}
+
+
+def _slice(name: str, *, manager: str = p.SLICE_CONTROLLER, service: str = p.WEBHOOK_SERVICE, port: str | None = None,
+           ready: tuple[bool | None, ...] = (True,), address_type: str = "IPv4") -> dict[str, object]:
+    return {"metadata": {"name": name, "labels": {p.SERVICE_NAME_LABEL: service, p.SLICE_MANAGER_LABEL: manager}},
+            "addressType": address_type,
+            "ports": [{"port": 9443, "protocol": "TCP", **({"name": port} if port is not None else {})}],
+            "endpoints": [{"addresses": [f"10.0.0.{i}"], "targetRef": {"kind": "Pod", "name": f"old-{i}"},
+                           **({"conditions": {"ready": r}} if r is not None else {})} for i, r in enumerate(ready)]}
+
+
+def test_a_port_the_chart_names_anew_is_bridged_with_the_ready_endpoints_only() -> None:
+    renamed = p.renamed_ports(_service({"port": 443, "protocol": "TCP", "targetPort": 9443}),
+                              _service({"name": "https", "port": 443, "targetPort": "webhook-server"}))
+    assert renamed == {"": "https"}
+    bridges = p.bridge_slices(p.WEBHOOK_SERVICE, NS, renamed, [_slice("svc-abc", ready=(True, False, None))])
+    assert len(bridges) == 1
+    bridge = bridges[0]
+    assert bridge["metadata"]["labels"] == {p.SERVICE_NAME_LABEL: p.WEBHOOK_SERVICE,
+                                            p.SLICE_MANAGER_LABEL: p.BRIDGE_MANAGER}
+    assert bridge["ports"] == [{"name": "https", "port": 9443, "protocol": "TCP"}]
+    assert [e["targetRef"]["name"] for e in bridge["endpoints"]] == ["old-0", "old-2"]
+    assert all(e["conditions"] == {"ready": True} for e in bridge["endpoints"])
+    # Kubernetes publishes the new name: the bridge can go.
+    assert not p.serves(p.WEBHOOK_SERVICE, renamed.values(), [_slice("svc-abc"), *bridges])
+    assert p.serves(p.WEBHOOK_SERVICE, renamed.values(), [_slice("svc-abc", port="https")])
+
+
+def test_no_bridge_when_the_port_keeps_its_name_or_nothing_is_ready() -> None:
+    same = _service({"name": "https", "port": 443, "protocol": "TCP"})
+    assert p.renamed_ports(same, _service({"name": "https", "port": 443})) == {}
+    assert p.renamed_ports(_service({"port": 443}), _service({"name": "https", "port": 8443})) == {}
+    assert p.bridge_slices(p.WEBHOOK_SERVICE, NS, {}, [_slice("a")]) == []
+    assert p.bridge_slices(p.WEBHOOK_SERVICE, NS, {"": "https"}, [_slice("a", ready=(False,))]) == []
+
+
+def test_a_bridge_never_copies_endpoints_kubernetes_did_not_publish_for_the_service() -> None:
+    """An EndpointSlice anybody with write access to the namespace made (another manager, or
+    another Service's name) would otherwise steer the webhook's traffic to its addresses."""
+    planted = [_slice("planted", manager="someone-else"), _slice("other", service="another-service"),
+               _slice("prior-bridge", manager=p.BRIDGE_MANAGER)]
+    assert p.bridge_slices(p.WEBHOOK_SERVICE, NS, {"": "https"}, planted) == []
+    assert not p.serves(p.WEBHOOK_SERVICE, ["https"], [_slice("planted", manager="someone-else", port="https")])

@@ -15,6 +15,10 @@
   deleted or recreated (new UID), or an entry removed from a ServiceAccount even for one
   event, is a gap; a watch that expires re-lists and compares with what it knew (a Secret
   recreated meanwhile shows by its UID; one only deleted, by the tests' final UID check);
+* watches on the webhook Service and its EndpointSlices (`webhook_service`): replayed in
+  resourceVersion order at the end, every state in which a port of the Service had no Ready
+  endpoint under its name is a gap (kube-proxy refuses connections then). This sees a gap that
+  the edits, one a second, may fall between;
 * the node's hosts file, read every 50 ms: two lines answering the registry name at any moment
   is a gap; none is a gap when two reads in a row agree (a single read may meet the
   updater's in-place write half done) and at the end of every step.
@@ -80,11 +84,13 @@ class Report:
     secrets_recreated: list[str] = field(default_factory=list)
     links_removed: list[str] = field(default_factory=list)
     hosts_violations: list[str] = field(default_factory=list)
+    service_unserved: list[str] = field(default_factory=list)
     watch_errors: list[str] = field(default_factory=list)
+    service_changes: int = 0  # Service and EndpointSlice changes replayed
 
     VIOLATIONS = ("pods_refused", "pods_without_entry", "pods_not_ready", "namespaces_not_linked",
                   "writes_refused", "secrets_deleted", "secrets_recreated", "links_removed",
-                  "hosts_violations", "watch_errors")
+                  "hosts_violations", "service_unserved", "watch_errors")
 
     def violations(self) -> dict[str, list[str]]:
         return {name: getattr(self, name) for name in self.VIOLATIONS if getattr(self, name)}
@@ -106,7 +112,8 @@ class Report:
             "pods_created": self.pods_created, "pods_ready": self.pods_ready,
             "pod_ready_seconds": summary(self.pod_ready_seconds),
             "namespaces_created": self.namespaces_created, "link_seconds": summary(self.link_seconds),
-            "ips_edits": self.edits, "hosts_samples": self.hosts_samples, "tolerated": list(self.tolerated),
+            "ips_edits": self.edits, "hosts_samples": self.hosts_samples, "service_changes": self.service_changes,
+            "tolerated": list(self.tolerated),
             "violations": {name: len(lines) for name, lines in self.violations().items()},
         }
 
@@ -118,6 +125,55 @@ def _message(exc: ApiException) -> str:
     except ValueError:
         text = str(exc.body)
     return text if len(text) <= 400 else "…" + text[-400:]
+
+
+@dataclass(frozen=True)
+class ServiceChange:
+    """One Service or EndpointSlice as a watch delivered it."""
+
+    version: int  # resourceVersion: the API server's etcd revision, ordered across kinds
+    kind: str  # "Service" or "EndpointSlice"
+    event: str  # LISTED, ADDED, MODIFIED, DELETED
+    name: str
+    obj: Any
+    seen: str  # wall clock when it arrived
+
+
+def _port_name(port: Any) -> str:
+    return port.name or ""
+
+
+def unserved_ports(service: Any, slices: Sequence[Any]) -> list[str]:
+    """The ports of `service` that no EndpointSlice serves with a Ready endpoint under their name
+    (kube-proxy matches a Service port to slice ports by name and refuses when none is left)."""
+    served = {_port_name(port) for found in slices if any(
+        e.conditions is None or e.conditions.ready is not False for e in found.endpoints or [])
+        for port in found.ports or []}
+    return [_port_name(port) or "(unnamed)" for port in service.spec.ports or [] if _port_name(port) not in served]
+
+
+def replay_service(changes: Sequence[ServiceChange], after: int) -> tuple[int, list[str]]:
+    """Replay the changes in resourceVersion order; from revision `after` on (when both watches
+    had listed), every state with an unserved port is a gap. Returns (changes replayed, gaps)."""
+    service: Any = None
+    slices: dict[str, Any] = {}
+    gaps: list[str] = []
+    gap_open = False
+    for change in sorted(changes, key=lambda c: c.version):
+        if change.kind == "Service":
+            service = None if change.event == "DELETED" else change.obj
+        elif change.event == "DELETED":
+            slices.pop(change.name, None)
+        else:
+            slices[change.name] = change.obj
+        if change.version <= after or service is None:
+            continue
+        missing = unserved_ports(service, list(slices.values()))
+        if missing and not gap_open:
+            gaps.append(f"{change.seen} port(s) {', '.join(missing)} without a Ready endpoint after "
+                        f"{change.kind} {change.name} {change.event.lower()} (resourceVersion {change.version})")
+        gap_open = bool(missing)
+    return len(changes), gaps
 
 
 def _api(kubeconfig: str) -> client.ApiClient:
@@ -140,7 +196,8 @@ class Continuity:
 
     def __init__(self, *, hostname: str, image: str, secret_names: Sequence[str], served_namespaces: Sequence[str],
                  edited_ips: Sequence[str], hosts_file: Path, pod_interval: float = 1.0,
-                 new_namespace_every: int = 5, edit_interval: float = 1.0, kubeconfig: Path | None = None) -> None:
+                 new_namespace_every: int = 5, edit_interval: float = 1.0, kubeconfig: Path | None = None,
+                 webhook_service: tuple[str, str] | None = None) -> None:
         self.hostname = hostname
         self.image = image
         self.secret_names = frozenset(secret_names)
@@ -151,6 +208,7 @@ class Continuity:
         self.new_namespace_every = new_namespace_every
         self.edit_interval = edit_interval
         self.kubeconfig = str(kubeconfig or os.environ["KUBECONFIG"])
+        self.webhook_service = webhook_service  # (namespace, name)
         self.run_id = secrets.token_hex(3)
         self.report = Report()
         self.created_namespaces: list[str] = []
@@ -163,12 +221,18 @@ class Continuity:
         self._links: dict[str, frozenset[str]] = {}  # "ns/sa" -> our entries on it
         self._pending_namespaces = 0
         self._tolerate: str | None = None
-        self._synced = threading.Barrier(3)  # the two watches and __enter__: the load starts once both listed
+        self._service_changes: list[ServiceChange] = []
+        self._service_listed: dict[str, int] = {}  # kind -> resourceVersion of its watch's first list
+        watches = [self._watch_secrets, self._watch_service_accounts]
+        if webhook_service is not None:
+            watches += [self._watch_webhook_service, self._watch_webhook_slices]
+        self._watches = watches
+        self._synced = threading.Barrier(len(watches) + 1)  # the watches and __enter__: the load starts once all listed
 
     # -- life cycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> Continuity:
-        for target in (self._watch_secrets, self._watch_service_accounts, self._sample_hosts, self._watch_pods):
+        for target in (*self._watches, self._sample_hosts, self._watch_pods):
             self._start(target)
         self._synced.wait(timeout=120)
         self._loading.set()
@@ -242,6 +306,11 @@ class Continuity:
         for thread in self._threads:
             thread.join(timeout=WATCH_SECONDS + 10)
         self._threads.clear()
+        if self.webhook_service is not None:
+            with self._lock:
+                after = max(self._service_listed.values(), default=0)
+                self.report.service_changes, gaps = replay_service(self._service_changes, after)
+                self.report.service_unserved += gaps
         return self.report
 
     def cleanup(self) -> None:
@@ -331,18 +400,21 @@ class Continuity:
     # -- the watches ----------------------------------------------------------------------------
 
     def _watch_all(self, list_call: Callable[..., Any], observe: Callable[[str, Any], None],
-                   synced: threading.Barrier | None, **selectors: str) -> None:
+                   synced: threading.Barrier | None, on_list: Callable[[int], None] | None = None,
+                   **selectors: str) -> None:
         """List, then watch from the list's resourceVersion until stopped; re-list when it expires.
 
         ``list_call`` is the client's own method (the watch reads its return type from it);
         ``selectors`` go to the list and the watch alike. ``observe(event_type, obj)`` sees each
         listed object as "LISTED", so after an expired watch a change shows as a difference from
-        what it knew."""
+        what it knew; ``on_list`` gets each list's resourceVersion."""
         while not self._stop.is_set():
             listed = list_call(**selectors)
             for item in listed.items:
                 observe("LISTED", item)
             version = listed.metadata.resource_version
+            if on_list is not None:
+                on_list(int(version))
             if synced is not None:
                 synced.wait(timeout=120)
                 synced = None
@@ -404,6 +476,35 @@ class Continuity:
                 self._links[key] = ours
 
         self._watch_all(api.list_service_account_for_all_namespaces, observe, self._synced)
+
+    def _record_service_change(self, kind: str) -> Callable[[str, Any], None]:
+        def observe(event: str, obj: Any) -> None:
+            change = ServiceChange(int(obj.metadata.resource_version), kind, event, obj.metadata.name, obj,
+                                   time.strftime("%H:%M:%S"))
+            with self._lock:
+                self._service_changes.append(change)
+        return observe
+
+    def _service_listed_at(self, kind: str) -> Callable[[int], None]:
+        def on_list(version: int) -> None:
+            with self._lock:
+                self._service_listed.setdefault(kind, version)
+        return on_list
+
+    def _watch_webhook_service(self) -> None:
+        assert self.webhook_service is not None
+        namespace, name = self.webhook_service
+        api = client.CoreV1Api(_api(self.kubeconfig))
+        self._watch_all(api.list_namespaced_service, self._record_service_change("Service"), self._synced,
+                        self._service_listed_at("Service"), namespace=namespace, field_selector=f"metadata.name={name}")
+
+    def _watch_webhook_slices(self) -> None:
+        assert self.webhook_service is not None
+        namespace, name = self.webhook_service
+        api = client.DiscoveryV1Api(_api(self.kubeconfig))
+        self._watch_all(api.list_namespaced_endpoint_slice, self._record_service_change("EndpointSlice"),
+                        self._synced, self._service_listed_at("EndpointSlice"), namespace=namespace,
+                        label_selector=f"kubernetes.io/service-name={name}")
 
     def _watch_pods(self) -> None:
         api = client.CoreV1Api(_api(self.kubeconfig))

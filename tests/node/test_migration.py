@@ -120,7 +120,7 @@ def test_the_original_add_on_hands_over_with_no_failed_pull(
         release = addon.NodeRelease(node_cluster, values_files=[values])
         load = Continuity(hostname=hostname, image=image.ref, secret_names=original.secret_names,
                           served_namespaces=original.namespaces, edited_ips=[served.name, other.name],
-                          hosts_file=node_cluster.hosts_file)
+                          hosts_file=node_cluster.hosts_file, webhook_service=(NS, addon.WEBHOOK_SERVICE))
         with load:
             time.sleep(5)  # the original in charge, under load
             with load.step("scripts/migrate (dry run)"):

@@ -161,7 +161,7 @@ def test_upgrade_from_the_previous_release_and_rollback_refuse_nothing(
 
         with Continuity(hostname=hostname, image=image, secret_names=[SECRET, *(f"tcr.ips{h}" for h in HAND_MADE)],
                         served_namespaces=served, edited_ips=HAND_MADE, hosts_file=node_cluster.hosts_file,
-                        kubeconfig=node_cluster.kubeconfig) as load:
+                        kubeconfig=node_cluster.kubeconfig, webhook_service=(NAMESPACE, addon.WEBHOOK_SERVICE)) as load:
             time.sleep(DWELL)
             no_gap_yet(load.report, f"{previous.VERSION} under load")
 
