@@ -1,4 +1,4 @@
-"""Process helpers shared by the harness: children that die with us, and killing until gone."""
+"""Process helpers shared by the harness: children that die with us, killing until gone, terminating."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import ctypes
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Collection
 from pathlib import Path
+
+from harness.polling import wait_for
 
 PR_SET_PDEATHSIG = 1
 
@@ -22,14 +23,18 @@ def die_with_parent() -> None:
 
 def kill_until_gone(find: Callable[[], Collection[int]], timeout: float) -> list[int]:
     """SIGKILL what `find` returns until it returns nothing; the survivors after `timeout` (else [])."""
-    deadline = time.monotonic() + timeout
-    while pids := find():
+
+    def all_gone() -> bool:
+        pids = find()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            return sorted(pids)
-        time.sleep(0.1)
+        return not pids
+
+    try:
+        wait_for(all_gone, timeout, 0.1, what="every process killed")
+    except TimeoutError:
+        return sorted(find())
     return []
 
 
@@ -49,14 +54,12 @@ def terminate(pid: int, proc: subprocess.Popen[bytes] | None, grace: float = 10.
     """SIGTERM the process group `pid` leads, SIGKILL it after `grace` seconds, reap `proc` if ours."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if proc is not None:
-            if proc.poll() is not None:
-                return
-        elif not pid_alive(pid):
-            return
-        time.sleep(0.05)
+    gone: Callable[[], bool] = (lambda: proc.poll() is not None) if proc is not None else (lambda: not pid_alive(pid))
+    try:
+        wait_for(gone, grace, 0.05, what=f"process {pid} to exit after SIGTERM")
+        return
+    except TimeoutError:
+        pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     if proc is not None:
