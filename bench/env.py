@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import procstat, prom
 from harness import VENV
 from harness.addon import Addon
 from harness.cluster import ControlPlane
+from harness.polling import wait_for
 from tcr_assistant import api
 from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SERVICEACCOUNTS, Kube, KubeError, make_api_client
 
 BENCH_LABEL = "tcr-bench"
 EXTRA_SA = "builder"
 KCM_QPS = 500
+T = TypeVar("T")
 
 
 class BenchControlPlane(ControlPlane):
@@ -115,24 +118,31 @@ class Env:
         self.addon.extra_args = [a for a in self.addon.extra_args if not a.startswith("--drift-mode=")]
         self.addon.extra_args.append(f"--drift-mode={mode}")
 
-    def wait_metric(self, predicate: Any, timeout: float, what: str) -> prom.Samples:
-        deadline = time.monotonic() + timeout
-        while True:
+    def _wait_on_controller(self, probe: Callable[[], T | None], timeout: float, interval: float, what: str,
+                            timeout_message: str) -> T:
+        """`wait_for` on the controller: it fails at once, with the log's tail, when the controller exits."""
+        return wait_for(probe, timeout, interval, what=what, process=self.addon.process, name="tcr-assistant",
+                        log=self.addon.controller_log, timeout_message=timeout_message)
+
+    def wait_metric(self, predicate: Callable[[prom.Samples], bool], timeout: float, what: str) -> prom.Samples:
+        def matching() -> prom.Samples | None:
             with contextlib.suppress(OSError):
                 samples = self.controller()
                 if predicate(samples):
                     return samples
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"controller: no {what} within {timeout:.0f} s")
-            time.sleep(0.2)
+            return None
+
+        return self._wait_on_controller(matching, timeout, 0.2, f"controller: {what}",
+                                        f"controller: no {what} within {timeout:.0f} s")
 
     def wait_quiet(self, quiet: float = 2.5, timeout: float = 900) -> float:
         """Wait until the work queue is empty and no work item ran for ``quiet`` seconds; returns when
         the last work ended (monotonic, approximate to the polling interval)."""
-        deadline = time.monotonic() + timeout
         last_total = -1.0
         last_change = time.monotonic()
-        while time.monotonic() < deadline:
+
+        def quiet_since() -> float | None:
+            nonlocal last_total, last_change
             samples = self.controller()
             total = prom.value(samples, "tcr_assistant_reconcile_total") + prom.value(
                 samples, "tcr_assistant_reconcile_errors_total")
@@ -141,9 +151,11 @@ class Env:
             if total != last_total or depth > 0:
                 last_total, last_change = total, now
             elif now - last_change >= quiet:
-                return last_change
-            time.sleep(0.25)
-        raise TimeoutError("controller did not become idle")
+                return last_change  # a monotonic reading: seconds since boot, never 0
+            return None
+
+        return self._wait_on_controller(quiet_since, timeout, 0.25, "the controller idle",
+                                        "controller did not become idle")
 
     # -- objects --------------------------------------------------------------------------------
 
@@ -181,16 +193,17 @@ class Env:
                 "until_default_sas_s": round(time.monotonic() - started, 1)}
 
     def wait_default_service_accounts(self, namespaces: set[str], timeout: float = 1200) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        missing = set(namespaces)
+
+        def all_present() -> bool:
             have = {sa["metadata"]["namespace"] for sa in self.kube.list_all(
                 SERVICEACCOUNTS.path(), {"fieldSelector": "metadata.name=default"})["items"]}
-            missing = namespaces - have
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(missing)} namespaces have no `default` ServiceAccount")
-            time.sleep(1.0)
+            missing.clear()
+            missing.update(namespaces - have)
+            return not missing
+
+        wait_for(all_present, timeout, 1.0, what="every bench namespace's `default` ServiceAccount",
+                 timeout_message=lambda: f"{len(missing)} namespaces have no `default` ServiceAccount")
 
     def create_ips(self, name: str, password: str, selector: dict[str, Any] | None = None) -> None:
         """One ImagePullSecret for every namespace (or those ``selector`` matches) and its `default`

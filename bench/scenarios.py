@@ -492,19 +492,24 @@ def hosts_updater(intervals: int, interval: float = 1.0) -> dict[str, Any]:
             {"domain": "c.tencentcloudcr.com", "ip": "10.0.0.12", "disabled": True},
         ]}))
         hosts.write_text("127.0.0.1 localhost\n::1 localhost\n")
-        proc = subprocess.Popen([str(VENV / "bin" / "hosts-updater"), "--config", str(config), "--hosts-file",
-                                 str(hosts), "--interval", str(interval)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        log = Path(tmp) / "hosts-updater.log"
+        with log.open("wb") as log_file:
+            proc = subprocess.Popen([str(VENV / "bin" / "hosts-updater"), "--config", str(config), "--hosts-file",
+                                     str(hosts), "--interval", str(interval)], stdout=subprocess.DEVNULL,
+                                    stderr=log_file, start_new_session=True)
         samples: list[float] = []
         cpu = peak = 0.0
         try:
-            deadline = time.monotonic() + intervals * interval + 0.5
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    err = proc.stderr.read() if proc.stderr else b""
-                    raise RuntimeError(f"hosts-updater exited {proc.returncode}: {err!r}")
+            window = intervals * interval + 0.5
+            window_end = time.monotonic() + window
+
+            def sampled_to_the_end() -> bool:
                 samples.append(procstat.rss_mib(proc.pid))
-                time.sleep(0.1)
+                return time.monotonic() >= window_end
+
+            # The window is the wait: one RSS sample every 0.1 s, failing at once if hosts-updater exits.
+            wait_for(sampled_to_the_end, window + 30, 0.1, what=f"{window:g} s of RSS samples",
+                     process=proc, name="hosts-updater", log=log, error=RuntimeError)
             peak = procstat.peak_rss_mib(proc.pid)
             cpu = procstat.cpu_seconds(proc.pid)
         finally:

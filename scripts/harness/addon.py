@@ -37,6 +37,7 @@ from harness.cluster import (
     plane_class,
 )
 from harness.node import NodeCluster
+from harness.polling import wait_for
 from harness.processes import die_with_parent, terminate
 
 CHART_DIR = REPO_ROOT / "chart"
@@ -103,6 +104,10 @@ class Addon:
     @property
     def cert_dir(self) -> Path:
         return self.directory / "webhook-certs"
+
+    @property
+    def controller_log(self) -> Path:
+        return self.directory / "controller.log"
 
     @property
     def health_url(self) -> str:
@@ -177,7 +182,7 @@ class Addon:
 
     def start_controller(self, timeout: float = 60) -> None:
         argv = self.controller_argv(self.controller_kubeconfig())
-        log = (self.directory / "controller.log").open("ab")
+        log = self.controller_log.open("ab")
         self.process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent if self.tie_to_parent else None, env=self._env(),
@@ -187,19 +192,17 @@ class Addon:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                tail = (self.directory / "controller.log").read_text(errors="replace")[-3000:]
-                raise AddonError(f"tcr-assistant exited with {self.process.returncode}; log tail:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{self.health_url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise AddonError(f"tcr-assistant was not ready within {timeout:.0f} s; see {self.directory / 'controller.log'}")
+        """Until /readyz answers 200; fails at once (with the log's tail) when the controller exits."""
+        wait_for(self._ready, timeout, 0.1, what="tcr-assistant to be ready", process=self.process,
+                 name="tcr-assistant", log=self.controller_log, error=AddonError,
+                 timeout_message=f"tcr-assistant was not ready within {timeout:.0f} s; see {self.controller_log}")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.health_url}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def stop_controller(self) -> None:
         pid = self.process.pid if self.process else self._state().get("pid")

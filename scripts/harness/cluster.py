@@ -20,12 +20,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
 
 from harness import pki, tools
+from harness.polling import wait_for
 from harness.processes import die_with_parent, terminate
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".local" / "cluster"
@@ -189,11 +190,6 @@ class ControlPlane:
         )
         log.close()
 
-    def _check_alive(self, name: str) -> None:
-        if self.processes[name].poll() is not None:
-            tail = (self.directory / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise ClusterError(f"{name} exited with {self.processes[name].returncode}; log tail:\n{tail}")
-
     def _start_etcd(self, timeout: float) -> str:
         shm = Path("/dev/shm")
         self.etcd_data = Path(tempfile.mkdtemp(prefix="tcr-addon-etcd-", dir=shm if shm.is_dir() else None))
@@ -275,14 +271,11 @@ class ControlPlane:
         context.load_cert_chain(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key"))
         return context
 
-    def _wait(self, name: str, ready: object, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive(name)
-            if callable(ready) and ready():
-                return
-            time.sleep(0.1)
-        raise ClusterError(f"{name} was not ready within {timeout:.0f} s; see {self.directory / (name + '.log')}")
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
+        """Until `ready()`; fails at once (with the log's tail) when component `name` exits."""
+        log = self.directory / f"{name}.log"
+        wait_for(ready, timeout, 0.1, what=f"{name} to be ready", process=self.processes[name], name=name,
+                 log=log, error=ClusterError, timeout_message=f"{name} was not ready within {timeout:.0f} s; see {log}")
 
     def _wait_for_default_service_account(self, timeout: float) -> None:
         context = self._admin_ssl_context()

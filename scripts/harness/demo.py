@@ -21,6 +21,7 @@ from harness.addon import DEFAULT_DIR as ADDON_DIR
 from harness.addon import Addon, AddonError
 from harness.cluster import DEFAULT_DIR as CLUSTER_DIR
 from harness.cluster import ClusterError, ControlPlane
+from harness.polling import wait_for
 
 DEMO_NAMESPACES = ("team-a", "team-b", "team-c")
 DEMO_PASSWORD = "demo-token-not-a-real-secret"
@@ -46,17 +47,22 @@ def write_values(path: Path) -> None:
         raise AddonError(f"scripts/values failed: {proc.stderr.strip()}")
 
 
-def wait_synced(plane: ControlPlane, timeout: float = 60) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_synced(plane: ControlPlane, addon: Addon, timeout: float = 60) -> dict[str, object]:
+    """Until every ImagePullSecret reports all its Secrets and ServiceAccounts done (the first one's
+    status); fails at once when the controller that does the work exits."""
+    statuses: list[dict[str, object]] = []
+
+    def synced() -> dict[str, object] | None:
         items = json.loads(kubectl(plane, "get", "ipss", "-o", "json"))["items"]
-        statuses = [item.get("status") or {} for item in items]
+        statuses[:] = [item.get("status") or {} for item in items]
         if items and all(s.get("secretsDesired") and s.get("secretsDesired") == s.get("secretsSuccess")
                          and s.get("sAsDesired") == s.get("sAsSuccess") for s in statuses):
             return statuses[0]
-        if time.monotonic() > deadline:
-            raise AddonError(f"ImagePullSecrets not synced within {timeout:.0f} s: {statuses}")
-        time.sleep(0.2)
+        return None
+
+    return wait_for(synced, timeout, 0.2, what="the ImagePullSecrets synced", process=addon.process,
+                    name="tcr-assistant", log=addon.controller_log, error=AddonError,
+                    timeout_message=lambda: f"ImagePullSecrets not synced within {timeout:.0f} s: {statuses}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for namespace in DEMO_NAMESPACES:
             kubectl(plane, "create", "namespace", namespace)
             kubectl(plane, "-n", namespace, "create", "serviceaccount", "builder")
-        wait_synced(plane)
+        wait_synced(plane, addon)
         print(f"[demo] ready in {time.monotonic() - started:.1f} s\n")
         print("$ kubectl get ipss")
         print(kubectl(plane, "get", "ipss"))

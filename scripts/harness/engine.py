@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness import REPO_ROOT, namespaces
 from harness.namespaces import RUN_NETNS, cgroup_dirs, mount_points, netns_names, ns_inode, processes_in
+from harness.polling import log_tail, wait_for
 from harness.processes import die_with_parent, kill_until_gone, pid_alive
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -201,18 +202,10 @@ class DockerEngine:
                 argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={"PATH": ENGINE_PATH, "HOME": str(self.state)}, preexec_fn=_die_with_parent_in_own_session,
             )
-        deadline = time.monotonic() + timeout
-        while not self._ping():
-            if self.dockerd.poll() is not None:
-                raise EngineError(f"dockerd exited with {self.dockerd.returncode}; log tail:\n{self._log_tail()}")
-            if time.monotonic() > deadline:
-                raise EngineError(f"dockerd was not ready within {timeout:.0f} s; log tail:\n{self._log_tail()}")
-            time.sleep(0.1)
-
-    def _log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-3000:]
-        return ""
+        wait_for(self._ping, timeout, 0.1, what=f"dockerd {self.name} to answer", process=self.dockerd,
+                 name="dockerd", log=self.log_path, error=EngineError,
+                 timeout_message=lambda: f"dockerd was not ready within {timeout:.0f} s; log tail:\n"
+                 f"{log_tail(self.log_path)}")
 
     def _ping(self) -> bool:
         try:
@@ -294,17 +287,20 @@ def _kill_all(name: str, state_dir: Path, ns_inodes: set[int], grace: float = 10
 
 
 def _remove_cgroups(name: str, grace: float = 10.0) -> None:
-    deadline = time.monotonic() + grace
-    while remaining := cgroup_dirs(name):
+    remaining: list[Path] = []
+
+    def removed_all() -> bool:
+        remaining[:] = cgroup_dirs(name)
         for top in remaining:
             for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 with contextlib.suppress(OSError):
                     directory.rmdir()
             with contextlib.suppress(OSError):
                 top.rmdir()
-        if time.monotonic() > deadline:
-            raise EngineError(f"cannot remove cgroups of {name}: {remaining}")
-        time.sleep(0.1)
+        return not remaining
+
+    wait_for(removed_all, grace, 0.1, what=f"the cgroups of {name} removed", error=EngineError,
+             timeout_message=lambda: f"cannot remove cgroups of {name}: {remaining}")
 
 
 def teardown(name: str, state_dir: Path) -> None:

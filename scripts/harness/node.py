@@ -36,6 +36,7 @@ import yaml
 
 from harness import namespaces, oci, pki, tools
 from harness.cluster import ClusterError, ControlPlane, binary, kubeconfig_yaml
+from harness.polling import wait_for
 from harness.processes import kill_until_gone, pid_alive
 
 NODE_NAME = "tcr-node"
@@ -241,15 +242,21 @@ class NodeNamespaces:
     def destroy(self) -> None:
         """Kill what runs in the node, then remove its cgroups, mounts and namespaces."""
         self.kill_all()
-        deadline = time.monotonic() + 20
-        for directory in self.cgroup_dirs():
-            while directory.exists():
-                try:
-                    directory.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise ClusterError(f"cannot remove cgroup {directory}") from None
-                    time.sleep(0.1)
+        directories = self.cgroup_dirs()  # deepest first: a cgroup goes once its children have
+        stuck: list[Path] = []
+
+        def removed_all() -> bool:
+            for directory in directories:
+                if directory.exists():
+                    try:
+                        directory.rmdir()
+                    except OSError:  # busy until the kernel has let go of its last process
+                        stuck[:] = [directory]
+                        return False
+            return True
+
+        wait_for(removed_all, 20, 0.1, what=f"the cgroups of node {self.name} removed", error=ClusterError,
+                 timeout_message=lambda: f"cannot remove cgroup {stuck[0] if stuck else '?'}")
         namespaces.unpin_mount_namespace(self.mount_file)
         if self.pin_dir.exists():
             self.record.unlink(missing_ok=True)

@@ -36,6 +36,7 @@ from types import TracebackType
 import yaml
 
 from harness import pki
+from harness.polling import wait_for
 from harness.processes import die_with_parent
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -217,13 +218,6 @@ class PrivateRegistry:
                 start_new_session=True, preexec_fn=die_with_parent if self.tie_to_parent else None,
             )
 
-    def _check_alive(self) -> None:
-        if self.process is None:
-            raise RegistryError("the registry was not started")
-        if self.process.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise RegistryError(f"docker-registry exited with {self.process.returncode}; log tail:\n{tail}")
-
     def _answers_401(self) -> bool:
         url = f"https://{self.listen}/v2/"
         if self.command_prefix:
@@ -239,14 +233,14 @@ class PrivateRegistry:
         return False
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until `GET https://LISTEN/v2/` answers 401 (TLS verified with the CA)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if self._answers_401():
-                return
-            time.sleep(0.1)
-        raise RegistryError(f"the registry on {self.listen} was not ready within {timeout:.0f} s; see {self.log_path}")
+        """Until `GET https://LISTEN/v2/` answers 401 (TLS verified with the CA); fails at once (with
+        the log's tail) when the registry exits."""
+        if self.process is None:
+            raise RegistryError("the registry was not started")
+        wait_for(self._answers_401, timeout, 0.1, what=f"the registry on {self.listen} to answer 401",
+                 process=self.process, name="docker-registry", log=self.log_path, error=RegistryError,
+                 timeout_message=f"the registry on {self.listen} was not ready within {timeout:.0f} s; "
+                 f"see {self.log_path}")
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the registry's process group, SIGKILL after `grace`, reap it: no process is left."""
