@@ -29,14 +29,8 @@ import yaml
 
 from harness import REPO_ROOT, VENV, images, tools
 from harness.cluster import DEFAULT_DIR as DEFAULT_CLUSTER_DIR
-from harness.cluster import (
-    ClusterError,
-    ControlPlane,
-    free_port,
-    kubeconfig_yaml,
-    plane_class,
-)
-from harness.node import NodeCluster
+from harness.cluster import ClusterError, ControlPlane, free_port, kubeconfig_yaml
+from harness.node import NodeCluster, plane_class
 from harness.polling import wait_for
 from harness.processes import die_with_parent, terminate
 

@@ -7,7 +7,6 @@ No kubelet runs: Pods are stored but never start.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -15,9 +14,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -349,72 +346,3 @@ def running(directory: Path, kind: type[ControlPlane] = ControlPlane) -> Iterato
         yield plane
     finally:
         plane.down()
-
-
-def plane_class(directory: Path) -> type[ControlPlane]:
-    """The class that runs (or ran) the plane in `directory`: a node cluster records its node."""
-    state_file = directory / STATE_FILE
-    if state_file.exists() and json.loads(state_file.read_text()).get("node"):
-        from harness.node import NodeCluster  # a node needs more tools; import it only then
-
-        return NodeCluster
-    return ControlPlane
-
-
-def main(argv: list[str] | None = None) -> int:
-    # Options are accepted before and after the subcommand (`--dir D up` and `up --dir D`).
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", type=Path, default=argparse.SUPPRESS,
-                        help=f"state, kubeconfig and component logs (default: {DEFAULT_DIR})")
-    common.add_argument("--node", action="store_true", default=argparse.SUPPRESS,
-                        help="with 'up': also run a real node (kube-scheduler, containerd, kubelet, kube-proxy) "
-                        "inside a network and mount namespace of its own, so Pods run; needs root")
-    common.add_argument("--kubernetes", metavar="MINOR", default=argparse.SUPPRESS,
-                        choices=list(tools.KUBERNETES_RELEASES),
-                        help="with 'up': the Kubernetes minor to run, one of "
-                        f"{', '.join(tools.KUBERNETES_RELEASES)} (default: $TCR_ADDON_KUBERNETES, else "
-                        f"{tools.KUBERNETES_NEWEST}); a minor not built yet is built first (minutes, once)")
-    parser = argparse.ArgumentParser(
-        prog="scripts/cluster", parents=[common],
-        description="A real local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on "
-        "loopback, with its own PKI. Without --node, Pods are stored but never run; with --node, one real "
-        "node runs them, and the host reaches the API through a loopback port.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", parents=[common], help="start the control plane (and with --node the node); returns "
-                   "once the API is ready, namespace 'default' has its 'default' ServiceAccount and the node "
-                   "is Ready")
-    sub.add_parser("down", parents=[common], help="stop every process 'up' started and remove its state, and a "
-                   "node's namespaces, mounts, cgroups and containers (logs stay)")
-    sub.add_parser("env", parents=[common], help="print 'export KUBECONFIG=…' and PATH for the running plane")
-    args = parser.parse_args(argv)
-    directory: Path = getattr(args, "dir", DEFAULT_DIR)
-    node: bool = getattr(args, "node", False)
-    kubernetes: str | None = getattr(args, "kubernetes", None)
-    try:
-        if args.command == "up":
-            started = time.monotonic()
-            if node:
-                from harness.node import NodeCluster
-
-                plane: ControlPlane = NodeCluster(directory, kubernetes=kubernetes)
-            else:
-                plane = ControlPlane(directory, kubernetes=kubernetes)
-            plane.up()
-            what = "control plane and node" if node else "control plane"
-            print(f"Kubernetes {tools.kubernetes_release(plane.kubernetes)}: {what} "
-                  f"ready at {plane.server} "
-                  f"in {time.monotonic() - started:.1f} s")
-            print(f"export KUBECONFIG={plane.kubeconfig}")
-            print(f"logs: {directory}/*.log")
-        elif args.command == "down":
-            plane_class(directory)(directory).down()
-            print("control plane stopped")
-        else:
-            plane = plane_class(directory).attach(directory)
-            print(f"export KUBECONFIG={plane.kubeconfig}")
-            print(f'export PATH="{":".join(map(str, tools.path_dirs()))}:$PATH"')
-    except ClusterError as error:
-        print(f"scripts/cluster: error: {error}", file=sys.stderr)
-        return 1
-    return 0

@@ -681,8 +681,7 @@ def _built(spec: ImageSpec, tag: str, *, cached: bool) -> BuiltImage:
 
 def load_into_node(cluster_dir: Path, built: Sequence[BuiltImage]) -> None:
     """Import the archives into the node running from `cluster_dir` (none running: say so, do nothing)."""
-    from harness.cluster import plane_class  # the node needs the .venv; the build does not
-    from harness.node import NodeCluster
+    from harness.node import NodeCluster, plane_class  # the node needs the .venv; the build does not
 
     if not (cluster_dir / "state.json").exists() or plane_class(cluster_dir) is not NodeCluster:
         log(f"no node runs from {cluster_dir} ('scripts/cluster --node up'): images built, not loaded")

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import yaml
 
 from harness import namespaces, oci, pki, tools
-from harness.cluster import ClusterError, ControlPlane, binary, kubeconfig_yaml
+from harness.cluster import STATE_FILE, ClusterError, ControlPlane, binary, kubeconfig_yaml
 from harness.polling import wait_for
 from harness.processes import kill_until_gone, pid_alive
 
@@ -566,6 +566,14 @@ class NodeCluster(ControlPlane):
         name = json.loads((directory / "state.json").read_text()).get("node")
         plane.namespaces = NodeNamespaces(name) if name else None
         return plane
+
+
+def plane_class(directory: Path) -> type[ControlPlane]:
+    """The class that runs (or ran) the plane in `directory`: a node cluster records its node."""
+    state_file = directory / STATE_FILE
+    if state_file.exists() and json.loads(state_file.read_text()).get("node"):
+        return NodeCluster
+    return ControlPlane
 
 
 def containerd_config(node: Path, cni_bin: Path) -> str:
