@@ -10,10 +10,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..kube import Kube, KubeError, Resource
+from .clock import REAL_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Any, Any], None]  # (event type, old reduced value | None, new reduced value | None)
+
+FIRST_BACKOFF = 0.8  # seconds before retrying after a first failure in a row
+MAX_BACKOFF = 30.0
+
+
+def next_backoff(backoff: float) -> float:
+    """The wait after one more failure in a row: doubled, at most MAX_BACKOFF."""
+    return min(MAX_BACKOFF, backoff * 2)
 
 
 class Reflector:
@@ -40,8 +49,10 @@ class Reflector:
         watch_timeout: int = 300,
         read_timeout: float = 330.0,
         stop: threading.Event,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.kube = kube
+        self.clock = clock  # times the backoff between failed attempts
         self.resource = resource
         self.reduce = reduce
         self.handler = handler
@@ -165,22 +176,22 @@ class Reflector:
             self._response = None
 
     def _run(self) -> None:
-        backoff = 0.8
+        backoff = FIRST_BACKOFF
         while not self.stop_event.is_set():
             self._connected = False
             try:
                 if self.resource_version is None:
                     self._list()
                 self._watch_once()
-                backoff = 0.8
+                backoff = FIRST_BACKOFF
             except KubeError as exc:
                 if exc.status == 410:
                     log.info("watch %s: 410 Gone, re-listing", self.name)
                     self.resource_version = None
                     continue
                 log.warning("watch %s: %s; retrying in %.1fs", self.name, exc, backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(30.0, backoff * 2)
+                self.clock.wait_event(self.stop_event, backoff)
+                backoff = next_backoff(backoff)
             except Exception as exc:
                 if self.stop_event.is_set():
                     return
@@ -189,10 +200,10 @@ class Reflector:
                     # reset): resume at once from the last resourceVersion
                     self.broken_streams += 1
                     log.info("watch %s: stream ended (%s); resuming", self.name, type(exc).__name__)
-                    backoff = 0.8
-                    self.stop_event.wait(0.05)
+                    backoff = FIRST_BACKOFF
+                    self.clock.wait_event(self.stop_event, 0.05)
                     continue
                 # cannot connect (API server down or restarting): back off 0.8 s -> 30 s
                 log.warning("watch %s: cannot connect (%s); retrying in %.1fs", self.name, type(exc).__name__, backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(30.0, backoff * 2)
+                self.clock.wait_event(self.stop_event, backoff)
+                backoff = next_backoff(backoff)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import heapq
 import threading
-import time
 from collections import deque
 from collections.abc import Hashable
 from typing import Generic, NamedTuple, TypeVar
+
+from .clock import REAL_CLOCK, Clock
 
 K = TypeVar("K", bound=Hashable)
 
@@ -22,17 +23,23 @@ class Pending(NamedTuple):
 
 class WorkQueue(Generic[K]):
     """client-go's rate-limited work queue, in small: dedup, never the same key in two workers,
-    per-key exponential backoff, delayed adds."""
+    per-key exponential backoff, delayed adds. All its times come from ``clock``."""
 
     def __init__(
-        self, base_delay: float = 0.005, max_delay: float = 1000.0, qps: float = 10.0, burst: int = 100
+        self,
+        base_delay: float = 0.005,
+        max_delay: float = 1000.0,
+        qps: float = 10.0,
+        burst: int = 100,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
+        self.clock = clock
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.qps = qps
         self.burst = burst
         self._tokens = float(burst)
-        self._tokens_at = time.monotonic()
+        self._tokens_at = self.clock.monotonic()
         self._cond = threading.Condition()
         self._queue: deque[K] = deque()
         self._urgent: deque[K] = deque()  # handed out before _queue, in their own order
@@ -75,7 +82,7 @@ class WorkQueue(Generic[K]):
         with self._cond:
             if self._shutdown:
                 return
-            at = time.monotonic() + delay
+            at = self.clock.monotonic() + delay
             if key in self._waiting_at and self._waiting_at[key] <= at:
                 return
             self._waiting_at[key] = at
@@ -89,7 +96,7 @@ class WorkQueue(Generic[K]):
         with self._cond:
             n = self._failures.get(key, 0)
             self._failures[key] = n + 1
-            now = time.monotonic()
+            now = self.clock.monotonic()
             self._tokens = min(float(self.burst), self._tokens + (now - self._tokens_at) * self.qps)
             self._tokens_at = now
             self._tokens -= 1.0
@@ -117,12 +124,12 @@ class WorkQueue(Generic[K]):
 
     def get(self, timeout: float | None = None) -> K | None:
         """Next key (the caller must call done(key)), or None on shutdown/timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self.clock.monotonic() + timeout
         with self._cond:
             while True:
                 if self._shutdown:
                     return None
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 self._promote(now)
                 if self._urgent or self._queue:
                     key = self._urgent.popleft() if self._urgent else self._queue.popleft()
@@ -138,7 +145,7 @@ class WorkQueue(Generic[K]):
                     if deadline is not None and now >= deadline:
                         return None
                     continue
-                self._cond.wait(wait)
+                self.clock.wait(self._cond, wait)
 
     def done(self, key: K) -> None:
         with self._cond:
