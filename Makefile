@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-matrix test-long lint demo demo-down e2e e2e-kind images package publish bench bench-quick clean
+.PHONY: setup test test-unit test-matrix test-long lint demo demo-down e2e e2e-kind images package publish bench bench-quick clean
 HARNESS := PYTHONPATH=scripts $(PY) -m
 
 setup: $(STAMP) ## Install everything the tests need: .venv, Debian packages, Go-built tools, the images' base.
@@ -22,16 +22,20 @@ $(STAMP): requirements-dev.txt controller/pyproject.toml hosts-updater/pyproject
 	@$(PIP) install --quiet --disable-pip-version-check -e controller -e hosts-updater
 	@touch $(STAMP)
 
-test: ## The whole suite on the newest Kubernetes with Helm 4, then the compatibility suite and the node promise on the oldest with Helm 3.
+test: ## The whole suite: the unit tier first, then the cluster tier on the newest Kubernetes with Helm 4, then the compatibility suite and the node promise on the oldest with Helm 3.
 	@$(MAKE) --no-print-directory lint
-	@$(PY) -m pytest -m "not long"
+	@$(MAKE) --no-print-directory test-unit
+	@$(PY) -m pytest -m "cluster and not long"
 	@$(HARNESS) harness.matrix run --oldest-node
+
+test-unit: ## The unit tier: every test that needs no control plane, node or Docker engine (no cluster is started; under a minute).
+	@$(PY) -m pytest -m "not cluster and not long"
 
 test-matrix: setup ## The compatibility suite on every pinned Kubernetes minor under Helm 3 and 4, the node promise on the oldest and newest; writes docs/support/ and the README tables.
 	@$(HARNESS) harness.matrix run --record
 
-test-long: ## The long property runs (>= 10,000 examples each).
-	@$(PY) -m pytest -m long
+test-long: ## The long runs: the properties with >= 10,000 examples each (hypothesis profile "long"), the long crash and rebuild tests.
+	@$(PY) -m pytest -m "long or many_examples" --hypothesis-profile=long
 
 lint: ## ruff and mypy over every Python file we ship.
 	@$(VENV)/bin/ruff check scripts controller hosts-updater tests bench

@@ -1,17 +1,28 @@
-"""Session-wide fixtures: one real local control plane per test session, isolation by namespace."""
+"""Session-wide fixtures: one real local control plane per test session, isolation by namespace.
+
+Also the test tiers: every test that uses a cluster fixture (support.CLUSTER_FIXTURES) is marked
+`cluster` here, and a test that is not marked so fails if it starts a control plane or a Docker
+engine anyway; and the hypothesis profiles (`long`: 10,000 examples, `make test-long`).
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import settings
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from harness import cluster, node
-from support import pointed_at
+from harness import cluster, engine, node
+from support import LONG_PROFILE, mark_tiers, pointed_at
+
+# The properties written with support.property_settings run their own count of examples by default
+# and this profile's under `--hypothesis-profile=long` (make test-long).
+settings.register_profile(LONG_PROFILE, max_examples=10_000)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,11 +33,37 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that needs the local node is marked `node`, so a run on a minor whose node is not
-    built (make test-matrix) can leave it out with `-m "not node"`."""
-    for item in items:
-        if "node_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.node)
+    """Every test that uses a cluster fixture is marked `cluster` (`make test-unit` leaves it out), one
+    on the local node also `node`, so a run on a minor whose node is not built (make test-matrix) can
+    leave it out with `-m "not node"`."""
+    mark_tiers(items)
+
+
+_running: list[pytest.Item] = []  # the test being run, for the guard below
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
+
+
+def _cluster_tier_only(start: Callable[..., Any], what: str) -> Callable[..., Any]:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if _running and _running[-1].get_closest_marker("cluster") is None:
+            raise AssertionError(
+                f"{_running[-1].nodeid} is in the unit tier but starts {what}: use one of the cluster fixtures "
+                f"(support.CLUSTER_FIXTURES) or mark it `cluster`")
+        return start(*args, **kwargs)
+    return guarded
+
+
+# Whatever fixture name or test body starts them, in this process.
+cluster.ControlPlane.up = _cluster_tier_only(cluster.ControlPlane.up, "a control plane")  # type: ignore[method-assign]
+engine.DockerEngine.start = _cluster_tier_only(engine.DockerEngine.start, "a Docker engine")  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

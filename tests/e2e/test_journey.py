@@ -145,6 +145,7 @@ class TestJourney:
                  what=f"the entry removed from default in {OTHER}")
         assert f"tcr.ips{SAMPLE}" in pull_secrets(core, OTHER)
 
+    @pytest.mark.usefixtures("e2e_plane")  # kubectl against the journey's cluster, in each mode
     def test_bad_object_is_refused(self) -> None:
         bad = SEED_SAMPLE.replace("name: imagepullsecret-sample", "name: e2e-bad").replace(
             "server: fanjiankong-bj", "server: https://fanjiankong-bj")

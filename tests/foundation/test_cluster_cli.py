@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from support import REPO_ROOT, kubectl, wait_for
 
 
@@ -23,6 +25,7 @@ def _cluster(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=180, check=False)
 
 
+@pytest.mark.cluster  # `scripts/cluster up` starts a control plane in a process of its own
 def test_cluster_up_env_down_leaves_no_process(tmp_path: Path) -> None:
     directory = tmp_path / "plane"
     up = _cluster("--dir", str(directory), "up")
@@ -58,6 +61,7 @@ def test_cluster_up_env_down_leaves_no_process(tmp_path: Path) -> None:
     assert env_after.returncode == 1 and "no control plane runs" in env_after.stderr
 
 
+@pytest.mark.cluster
 def test_cluster_up_runs_the_chosen_minor(tmp_path: Path) -> None:
     from harness import tools
 

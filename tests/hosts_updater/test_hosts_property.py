@@ -1,7 +1,7 @@
 """Property tests (hypothesis) of render/remove and of the in-place writer on random hosts files.
 
 Default runs use a modest number of examples (the whole directory stays well under a minute);
-the `long` marker runs the same properties with many more (`make test-long`).
+`make test-long` runs the round trip and the one-answer property with 10,000 (hypothesis profile `long`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,9 +30,10 @@ from hosts_updater.core import (
     render,
 )
 from hosts_updater.fileio import HostsFile
+from support import property_settings
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-LONG = settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+OPTIONS: dict[str, Any] = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
+FAST = settings(max_examples=150, **OPTIONS)
 
 realistic_lines = st.sampled_from(
     [
@@ -115,16 +116,9 @@ def check_round_trip(original: bytes, first: list[Entry], second: list[Entry]) -
         assert applied == original
 
 
-@FAST
+@property_settings(150, **OPTIONS)
 @given(original=hosts_files(), first=entry_lists, second=entry_lists)
 def test_round_trip(original: bytes, first: list[Entry], second: list[Entry]) -> None:
-    check_round_trip(original, first, second)
-
-
-@pytest.mark.long
-@LONG
-@given(original=hosts_files(), first=entry_lists, second=entry_lists)
-def test_round_trip_long(original: bytes, first: list[Entry], second: list[Entry]) -> None:
     check_round_trip(original, first, second)
 
 
@@ -294,16 +288,9 @@ def check_one_answer_per_name(data: st.DataObject, entries: list[Entry]) -> None
     assert reconcile(updated, entries) == (updated, findings)  # stable: the next pass writes nothing
 
 
-@FAST
+@property_settings(150, **OPTIONS)
 @given(data=st.data(), entries=entry_sets)
 def test_each_configured_name_gets_one_answer(data: st.DataObject, entries: list[Entry]) -> None:
-    check_one_answer_per_name(data, entries)
-
-
-@pytest.mark.long
-@LONG
-@given(data=st.data(), entries=entry_sets)
-def test_each_configured_name_gets_one_answer_long(data: st.DataObject, entries: list[Entry]) -> None:
     check_one_answer_per_name(data, entries)
 
 

@@ -39,6 +39,8 @@ def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.cluster  # `scripts/cluster --node up` starts the node in a process of its own
+@pytest.mark.node
 def test_node_up_addon_logs_exec_uninstall_down_leaves_the_host_as_it_was(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     # Short: the kubelet's Unix sockets live under it (tmp_path holds this test's long name).

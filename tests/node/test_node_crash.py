@@ -52,6 +52,8 @@ def in_mount_namespace(inode: int) -> list[int]:
     return found
 
 
+@pytest.mark.cluster  # the owner process starts the node
+@pytest.mark.node
 def test_a_killed_owner_leaves_nothing_after_the_next_sweep(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Short: the kubelet's Unix sockets live under it (tmp_path holds this test's long name).
     directory = tmp_path_factory.mktemp("crash") / "cluster"

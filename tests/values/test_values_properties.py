@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from values_support import run
 
+from support import property_settings
 from tcr_assistant.validation import validate_spec
 from values_wizard import check, helm
 from values_wizard.cli import build_parser
@@ -35,8 +35,9 @@ def accepted(username: str, password: str) -> bool:
     return validate_spec(spec) == []
 
 
-@FAST
-@given(value=ANY_TEXT)
+# Longer texts than ANY_TEXT's: 10,000 examples in `make test-long`.
+@property_settings(150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=st.text(st.characters(codec="utf-8"), max_size=400))
 def test_yaml_quote_round_trips_any_text(value: str) -> None:
     quoted = yaml_quote(value)
     assert quoted.isascii() and "\n" not in quoted
@@ -102,10 +103,3 @@ def test_wizard_refuses_exactly_what_the_webhook_refuses(username: str) -> None:
     assert (result.status == 0) == accepted(username, "pw"), result.stderr
     if result.status != 0:
         assert result.errors and all(": error: --username: " in line for line in result.errors), result.stderr
-
-
-@pytest.mark.long
-@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
-@given(value=st.text(st.characters(codec="utf-8"), max_size=400))
-def test_yaml_quote_round_trips_long(value: str) -> None:
-    assert yaml.safe_load(f"key: {yaml_quote(value)}\n") == {"key": value}

@@ -1,4 +1,4 @@
-"""Fixtures for the webhook suite: serving certificates, a running WebhookServer, hypothesis profiles.
+"""Fixtures for the webhook suite: its own control plane, serving certificates, a running WebhookServer.
 
 Shared helpers (the seed sample, certificate files, the CRD and webhook configuration through
 the real API server) are in ``webhook_support.py``.
@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 from kubernetes import client, config
 from webhook_support import loopback_pair, write_pair
 
@@ -31,20 +30,6 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
 @pytest.fixture(scope="package")
 def kube(control_plane: cluster.ControlPlane) -> client.ApiClient:
     return config.new_client_from_config(str(control_plane.kubeconfig))
-
-# Default runs: ~200 examples per property; `pytest -m long` tests use the "long" profile explicitly.
-settings.register_profile(
-    "webhook-default",
-    max_examples=200,
-    deadline=2000,  # ms per example: a generous bound that still catches pathological (e.g. regex) blow-ups
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "webhook-long",
-    max_examples=10_000,
-    deadline=2000,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@
 Properties: ``handle``/``review`` never raise; the answer is always a well-formed, serialisable
 AdmissionReview v1; when the body holds a readable ``request.uid`` the answer is HTTP 200 with
 that uid, else HTTP 400 (413 when too big); every example finishes within the hypothesis
-deadline (profile ``webhook-default``: 200 examples, 2 s each). The ``long`` variants run the
-same properties with 10,000 examples (``pytest -m long``).
+deadline (200 examples, 2 s each). ``make test-long`` runs the first two with 10,000 examples (the
+hypothesis profile ``long``).
 """
 
 from __future__ import annotations
@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from webhook_support import sample
 
+from support import property_settings
 from tcr_assistant.admission import handle
 from tcr_assistant.validation import parse_name_list_strict, validate_image_pull_secret, validate_server
 
-DEFAULT = settings.get_profile("webhook-default")
-LONG = settings.get_profile("webhook-long")
+# A generous bound per example (ms) that still catches pathological (e.g. regex) blow-ups.
+OPTIONS: dict[str, Any] = {"deadline": 2000,
+                           "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+DEFAULT = settings(max_examples=200, **OPTIONS)
 
 # ---- strategies ------------------------------------------------------------------------------
 
@@ -163,16 +165,9 @@ def check_body(body: bytes) -> None:
         assert all(isinstance(w, str) for w in response["warnings"])
 
 
-@DEFAULT
+@property_settings(200, **OPTIONS)
 @given(bodies)
 def test_any_body_is_answered(body: bytes) -> None:
-    check_body(body)
-
-
-@pytest.mark.long
-@LONG
-@given(bodies)
-def test_any_body_is_answered_long(body: bytes) -> None:
     check_body(body)
 
 
@@ -209,16 +204,9 @@ def check_password_hidden(case: tuple[Any, str]) -> None:
     assert PASSWORD_MARK not in json.dumps(doc, ensure_ascii=False)
 
 
-@DEFAULT
+@property_settings(200, **OPTIONS)
 @given(objects_with_password())
 def test_password_never_in_answers(case: tuple[Any, str]) -> None:
-    check_password_hidden(case)
-
-
-@pytest.mark.long
-@LONG
-@given(objects_with_password())
-def test_password_never_in_answers_long(case: tuple[Any, str]) -> None:
     check_password_hidden(case)
 
 
