@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from harness import tools
+from support import CHART_DIR, CRD_FILE, REPO_ROOT, helm, load_crd
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART_DIR = REPO_ROOT / "chart"
+__all__ = ["CHART_DIR", "CRD_FILE", "REPO_ROOT", "load_crd"]  # the chart suite imports them from here
+
 CI_DIR = CHART_DIR / "ci"
-CRD_FILE = CHART_DIR / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
 RELEASE = "tcr-addon"
 NAMESPACE = "tcr-assistant-system"
 #: The oldest and the newest Kubernetes the chart supports: built-in objects are validated against both.
@@ -28,19 +26,9 @@ CASES: dict[str, Path | None] = {"defaults": None, **{path.stem: path for path i
 Manifest = dict[str, Any]
 
 
-def helm_binary() -> str:
-    return str(tools.helm_path())
-
-
 def run_helm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run helm (no cluster needed unless the arguments say so); never raises on failure."""
-    env = os.environ.copy()
-    env.setdefault("HELM_CACHE_HOME", str(REPO_ROOT / ".local" / "helm-cache"))
-    env.setdefault("HELM_CONFIG_HOME", str(REPO_ROOT / ".local" / "helm-config"))
-    env.setdefault("HELM_DATA_HOME", str(REPO_ROOT / ".local" / "helm-data"))
-    return subprocess.run(
-        [helm_binary(), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+    return helm(*args, timeout=timeout, check=False)
 
 
 def template_args(values: Path | None = None, *extra: str) -> list[str]:
@@ -159,12 +147,6 @@ def schema_property_paths(schema: dict[str, Any], prefix: str = "") -> dict[str,
         out[path] = sub
         out.update(schema_property_paths(sub, path + "."))
     return out
-
-
-def load_crd() -> Manifest:
-    data = yaml.safe_load(CRD_FILE.read_text())
-    assert isinstance(data, dict)
-    return data
 
 
 def openapi_to_jsonschema(node: Any) -> Any:

@@ -10,11 +10,9 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 from chart_support import (
     CASES,
     CHART_DIR,
-    CRD_FILE,
     KUBE_VERSIONS,
     NAMESPACE,
     RELEASE,
@@ -574,7 +572,7 @@ def test_crd_template_on_upgrade_is_the_crds_file() -> None:
     upgrade = render(None, "--is-upgrade")
     crds = by_kind(upgrade, "CustomResourceDefinition")
     assert len(crds) == 2, "upgrade: crds/ (ignored by helm upgrade) and the template"
-    static = yaml.safe_load(CRD_FILE.read_text())
+    static = load_crd()
     templated = next(c for c in crds if "helm.sh/chart" in c["metadata"]["labels"])
     assert templated["spec"] == static["spec"]
     assert templated["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from chart_support import CHART_DIR, CRD_FILE, REPO_ROOT
+from chart_support import CHART_DIR, CRD_FILE, REPO_ROOT, load_crd
 
 from harness import gen_rules
 from tcr_assistant import rules, validation
@@ -132,7 +131,7 @@ def _crd_node(crd: dict[str, Any], *path: str | int) -> Any:
 
 def test_hand_written_messages_name_the_generated_limits() -> None:
     """Messages are not generated: they must still say the numbers the rules enforce."""
-    crd = yaml.safe_load(CRD_FILE.read_text())
+    crd = load_crd()
     spec = ("properties", "spec", "properties")
     server = (*spec, "docker", "properties", "server")
     expectations: list[tuple[tuple[str | int, ...], list[int]]] = [

@@ -8,19 +8,14 @@ import select
 import socket
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from support import seed_sample, wait_for
+from support import load_crd, seed_sample, wait_for
 from tcr_assistant import api
 from tcr_assistant.controller import Controller
 from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube
 from tcr_assistant.options import Options
 
-REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "chart" / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
 ADDON_NS = "tcr-test-controller"  # not the chart's namespace: chart tests install there
 SAMPLE: dict[str, Any] = seed_sample()
 
@@ -120,7 +115,7 @@ class K:
 
 
 def apply_crd(kube: Kube) -> None:
-    crd = yaml.safe_load(CRD_FILE.read_text())
+    crd = load_crd()
     path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     existing = kube.get(f"{path}/{api.CRD_NAME}")
     if existing is None:

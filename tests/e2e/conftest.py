@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -28,9 +27,9 @@ from typing import Protocol
 import pytest
 from kubernetes import client, config
 
-from harness import addon, node, tools
+from harness import addon, node
 from harness.cluster import ControlPlane
-from support import pointed_at
+from support import helm, pointed_at
 
 NAMESPACE = "tcr-assistant-system"
 RELEASE = "tcr-addon"
@@ -72,12 +71,11 @@ class LocalRelease:
 class ClusterRelease:
     def __init__(self, extra: list[str] | None = None, kubeconfig: Path | None = None) -> None:
         self.extra = shlex.split(os.environ.get("TCR_E2E_HELM_ARGS", "")) if extra is None else extra
-        self.env = {**os.environ, **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {})}
+        self.env = {"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}
         self.installed = False
 
     def _helm(self, *args: str) -> str:
-        proc = subprocess.run([str(tools.helm_path()), *args], timeout=600, env=self.env,
-                              capture_output=True, text=True)
+        proc = helm(*args, timeout=600, env=self.env, check=False)
         print(proc.stdout, proc.stderr, sep="\n")
         assert proc.returncode == 0, f"helm {' '.join(args[:2])} failed ({proc.returncode}):\n{proc.stderr}"
         return proc.stdout
@@ -101,8 +99,7 @@ class ClusterRelease:
 
     def close(self) -> None:
         if self.installed:
-            subprocess.run([str(tools.helm_path()), "uninstall", RELEASE, "-n", NAMESPACE], check=False,
-                           env=self.env)
+            helm("uninstall", RELEASE, "-n", NAMESPACE, env=self.env, check=False)
 
 
 def node_release(cluster: node.NodeCluster) -> ClusterRelease:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import tools
+from support import helm
 
 GOMOD_EXCERPT = """
 module k8s.io/kubernetes
@@ -70,8 +71,7 @@ def test_helm_targets_the_kubernetes_of_its_own_client(tmp_path: Path, major: st
     (chart / "templates" / "cm.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\n"
         "data:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n")
-    rendered = subprocess.run([str(tools.helm_path(major)), "template", "probe", str(chart)],
-                              capture_output=True, text=True, check=True).stdout
+    rendered = helm("template", "probe", str(chart), major=major).stdout
     _, minor = tools.helm_client_go_minor(major)
     assert f'kube: "v1.{minor}.0"' in rendered, rendered
     assert int(minor) >= int(tools.KUBERNETES_OLDEST.split(".")[1])

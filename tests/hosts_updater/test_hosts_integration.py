@@ -5,8 +5,6 @@ back from the local API server, drives `hosts-updater --once` on a temp hosts fi
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import yaml
 from hosts_helpers import REPO_ROOT, run_cli
 from kubernetes import client
 
-from harness import tools
+import support
 from hosts_updater.cli import build_parser
 from hosts_updater.core import Entry, remove, render
 
@@ -60,16 +58,7 @@ TKE_VALUES: dict[str, Any] = {
 def helm_template(tmp_path: Path, namespace: str, values: dict[str, Any], *extra: str) -> list[dict[str, Any]]:
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    env = os.environ.copy()
-    for key, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")):
-        env.setdefault(key, str(tmp_path / "helm" / sub))
-    proc = subprocess.run(
-        [str(tools.helm_path()), "template", "tcr-addon", str(CHART), "--namespace", namespace,
-         "-f", str(values_file), *extra],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    return support.helm_template("tcr-addon", str(CHART), "--namespace", namespace, "-f", str(values_file), *extra)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

@@ -10,20 +10,17 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from harness import registry as registries
-from harness import release, tools
+from harness import release
+from support import helm
 
 RegistryFactory = Callable[..., registries.PrivateRegistry]
 
 
-def helm(*args: str) -> str:
-    proc = subprocess.run([str(tools.helm_path()), *args], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
+@pytest.mark.cluster  # release.package builds the images with a Docker engine
 def test_package_then_publish_to_a_registry_and_install_from_it(tmp_path: Path,
                                                                  make_registry: RegistryFactory) -> None:
     registry = make_registry()
@@ -58,7 +55,7 @@ def test_package_then_publish_to_a_registry_and_install_from_it(tmp_path: Path,
     assert command.startswith(f"helm install tcr-addon oci://{target}/tcr-addon --version {version} ")
     sets = [part for part in command.split() if "=" in part and part.count(".image.") == 1]
     rendered = helm("template", "tcr-addon", str(pulled), "-n", "tcr-assistant-system",
-                    *[arg for s in sets for arg in ("--set", s)], "--set", "hostsUpdater.enabled=true")
+                    *[arg for s in sets for arg in ("--set", s)], "--set", "hostsUpdater.enabled=true").stdout
     images = {line.split("image:", 1)[1].strip().strip('"') for line in rendered.splitlines()
               if line.strip().startswith("image:")}
     assert {f"{target}/tcr-assistant:{app_version}", f"{target}/hosts-updater:{app_version}"} <= images

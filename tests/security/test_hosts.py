@@ -18,7 +18,6 @@ The chart's schema, the updater and the values wizard apply one rule
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -27,11 +26,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from harness import addon, node, tools
+from harness import addon, node
 from harness.cluster import ControlPlane
 from hosts_updater.config import ConfigError, parse_config
 from hosts_updater.core import Entry, remove, render
-from support import REPO_ROOT, kubectl, pointed_at, wait_for
+from support import REPO_ROOT, helm, kubectl, pointed_at, wait_for
 
 CHART = REPO_ROOT / "chart"
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
@@ -59,9 +58,8 @@ CHART_ATTACKS = [
 
 
 def helm_template(*set_values: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(tools.helm_path()), "template", "tcr-addon", str(CHART), "-n", "tcr-system",
-                           *[arg for value in set_values for arg in ("--set-string", value)]],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return helm("template", "tcr-addon", str(CHART), "-n", "tcr-system",
+                *[arg for value in set_values for arg in ("--set-string", value)], check=False)
 
 
 @pytest.mark.parametrize(("field", "value", "words"), CHART_ATTACKS, ids=[f"{a[0]}={a[1]}" for a in CHART_ATTACKS])
@@ -77,21 +75,18 @@ def test_helm_template_refuses_a_dangerous_hosts_entry(field: str, value: str, w
 
 
 def test_a_disabled_dangerous_entry_is_refused_too() -> None:
-    disabled = subprocess.run([str(tools.helm_path()), "template", "tcr-addon", str(CHART), "--set-string",
-                               "global.hosts[0].domain=localhost", "--set-string", "global.hosts[0].ip=10.0.0.10",
-                               "--set", "global.hosts[0].disabled=true"],
-                              capture_output=True, text=True, timeout=120, check=False)
+    disabled = helm("template", "tcr-addon", str(CHART), "--set-string", "global.hosts[0].domain=localhost",
+                    "--set-string", "global.hosts[0].ip=10.0.0.10", "--set", "global.hosts[0].disabled=true",
+                    check=False)
     assert disabled.returncode != 0
     assert "at '/global/hosts/0/domain'" in disabled.stderr and "loopback names" in disabled.stderr
 
 
 def test_helm_install_with_a_metadata_redirect_creates_nothing(control_plane: ControlPlane) -> None:
     namespace = f"hosts-{uuid.uuid4().hex[:6]}"
-    result = subprocess.run(
-        [str(tools.helm_path()), "install", "evil", str(CHART), "-n", namespace, "--create-namespace",
-         "--set-string", "global.hosts[0].domain=metadata.tencentyun.com",
-         "--set-string", "global.hosts[0].ip=10.0.0.66"],
-        capture_output=True, text=True, timeout=120, check=False, env={**os.environ})
+    result = helm("install", "evil", str(CHART), "-n", namespace, "--create-namespace",
+                  "--set-string", "global.hosts[0].domain=metadata.tencentyun.com",
+                  "--set-string", "global.hosts[0].ip=10.0.0.66", check=False)
     assert result.returncode != 0
     assert "at '/global/hosts/0/domain'" in result.stderr and "cloud metadata service name" in result.stderr
     assert kubectl("get", "namespace", namespace, check=False).returncode != 0, "nothing was created"

@@ -20,10 +20,10 @@ from kubernetes.client.exceptions import ApiException
 from values_support import Result, helm_template, run
 
 from harness.cluster import ControlPlane
-from values_wizard import CHART, PROG
+from support import load_crd
+from values_wizard import PROG
 
 GROUP, VERSION, PLURAL = "tcr.tencentcloudcr.com", "v1", "imagepullsecrets"
-CRD_FILE = CHART / "crds" / "imagepullsecrets.tcr.tencentcloudcr.com.yaml"
 CRD_NAME = f"{PLURAL}.{GROUP}"
 PASSWORD = 'Pa"ss:w0rd\'#{{x}} second\\ \t&*! é'
 OTHER_PASSWORD = "another-long-term-token-0123456789"
@@ -39,7 +39,7 @@ def crd(kube: client.ApiClient) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
-        extensions.create_custom_resource_definition(yaml.safe_load(CRD_FILE.read_text()))
+        extensions.create_custom_resource_definition(cast(Any, load_crd()))  # the client sends a dict as is
     custom = client.CustomObjectsApi(kube)
     deadline = time.monotonic() + 60
     while True:

@@ -17,7 +17,6 @@ import hmac
 import io
 import json
 import re
-import subprocess
 import threading
 import time
 import uuid
@@ -29,9 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness import tools
+import support
 from values_wizard import CHART
 from values_wizard.cli import main as wizard_main
 
@@ -276,13 +273,6 @@ def api_env(fake: FakeTcr, **extra: str) -> dict[str, str]:
 
 # -------------------------------------------------------------------------------------- helm
 
-HELM = tools.helm_path()
-
-
 def helm_template(values_file: Path) -> list[dict[str, Any]]:
     """The chart's manifests as `helm template` renders them with ``values_file``."""
-    assert HELM.exists(), f"helm is not built ({HELM}): run `make setup`"
-    proc = subprocess.run([str(HELM), "template", "tcr-addon", str(CHART), "-n", "tcr-system",
-                           "-f", str(values_file)], capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    return support.helm_template("tcr-addon", str(CHART), "-n", "tcr-system", "-f", str(values_file))

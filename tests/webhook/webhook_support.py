@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.pki import CertificateAuthority, KeyPair
-from support import helm, kubectl, seed_sample, wait_for
+from support import helm, kubectl, load_crd, seed_sample, wait_for
 from tcr_assistant.webhook import WEBHOOK_PATH, WebhookServer
 
 SEED_SAMPLE: dict[str, Any] = seed_sample()
@@ -192,7 +192,6 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
 # ---- through the real API server --------------------------------------------------------------
 
 CRD_NAME = "imagepullsecrets.tcr.tencentcloudcr.com"
-CHART_CRD_FILE = Path(__file__).resolve().parents[2] / "chart" / "crds" / f"{CRD_NAME}.yaml"
 TEST_LABEL = "tcr-addon.test/owner"
 
 
@@ -201,9 +200,7 @@ def chart_crd() -> dict[str, Any]:
 
     Helm ownership metadata is replaced by a test label so no release adopts what a test created.
     """
-    import yaml
-
-    crd: dict[str, Any] = yaml.safe_load(CHART_CRD_FILE.read_text())
+    crd = load_crd()
     crd["metadata"] = {"name": CRD_NAME, "labels": {TEST_LABEL: "webhook-tests"}}
     return crd
 
