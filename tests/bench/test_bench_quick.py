@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import REPO_ROOT, tools
 
 
@@ -17,6 +19,7 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and value > 0
 
 
+@pytest.mark.cluster  # bench.run starts its own control plane
 def test_quick_bench_writes_results(tmp_path: Path) -> None:
     for tool in ("kube-apiserver", "helm"):
         assert (tools.bin_dir() / tool).exists(), f"{tool} is not built: run 'make setup'"
@@ -65,8 +68,8 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
         stats = latency[group]["namespace_created_to_linked_ms"]
         assert stats["n"] > 0 and _positive(stats["max"]) and stats["p50"] <= stats["p99"] <= stats["max"]
 
-    for key in ("restart_resync", "idle"):
-        assert phase[key]["writes_reconciled_resources"] >= 0
+    for key in ("restart_resync", "idle"):  # a restart's resync and an idle spell write nothing
+        assert phase[key]["writes_reconciled_resources"] == 0, (key, phase[key])
     assert _positive(phase["idle"]["controller_requests_per_min"])
     watch = phase["drift_watch"]
     assert watch["repair_ms"]["n"] == 3 and _positive(watch["repair_ms"]["max"])

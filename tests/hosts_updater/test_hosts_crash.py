@@ -98,7 +98,9 @@ def test_kill_9_leaves_old_or_new_content(tmp_path: Path) -> None:
     seen = kill_loop(tmp_path, prefix, rounds)
     print(f"states after SIGKILL over {rounds} rounds: {dict(seen)}")
     assert seen["torn"] == 0
-    assert sum(seen.values()) == rounds
+    # The kills landed at different points of the writer's cycle, with and without our block in the
+    # file: the rounds tested the moments the guarantee is about, not one state over and over.
+    assert seen["original"] > 0 and seen["small"] + seen["small+slack"] + seen["big"] > 0, dict(seen)
 
 
 @pytest.mark.long
