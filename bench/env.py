@@ -17,7 +17,8 @@ from harness.addon import Addon
 from harness.cluster import ControlPlane
 from harness.polling import wait_for
 from tcr_assistant import api
-from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SERVICEACCOUNTS, Kube, KubeError, make_api_client
+from tcr_assistant.kube import NAMESPACES, SERVICEACCOUNTS, Kube, KubeError, make_api_client
+from tcr_assistant.writes import IMAGEPULLSECRETS
 
 BENCH_LABEL = "tcr-bench"
 EXTRA_SA = "builder"

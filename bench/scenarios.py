@@ -21,7 +21,8 @@ from bench.watch import Watcher
 from harness import VENV
 from harness.polling import wait_for
 from tcr_assistant import api
-from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError, Resource
+from tcr_assistant.kube import NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError, Resource
+from tcr_assistant.writes import IMAGEPULLSECRETS
 
 # Writes that a resync must not make (leader-election Lease renewals and the harness's TokenRequest are not resync).
 RECONCILED_RESOURCES = ("secrets", "serviceaccounts", "imagepullsecrets", "imagepullsecrets/status", "events")

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
-from . import api
+from . import api, writes
 from .hosts_cleanup import remove_hosts_lines
-from .kube import IMAGEPULLSECRETS, SERVICEACCOUNTS, Kube, KubeError, make_api_client
-from .options import DEFAULTS, DRIFT_MODES, WATCH_READ_MARGIN, Options, default_namespace
-from .webhook import ServerLimits
+from .kube import SERVICEACCOUNTS, Kube, KubeError, connect
+from .options import DEFAULTS, DRIFT_MODES, WATCH_READ_MARGIN, user_agent
+from .runtime.connections import ServerLimits
 
 log = logging.getLogger("tcr_assistant")
 
@@ -267,137 +263,16 @@ def _setup_logging(level: str) -> None:
 
 # -- run ------------------------------------------------------------------------------------------
 
-#: The 404 message of the Pod route when the Pod webhook is off: a caller learns why, and what turns it on.
-POD_WEBHOOK_OFF = (
-    "the Pod webhook is switched off here (chart value podWebhook.enabled=false, or tcr-assistant run "
-    "without --pod-webhook): this server does not serve " + api.POD_WEBHOOK_PATH
-)
-
-
-def pod_webhook_enabled(args: argparse.Namespace) -> bool:
-    """--pod-webhook / --no-pod-webhook, else on exactly when the Pod webhook's configuration is kept."""
-    if args.pod_webhook is not None:
-        return bool(args.pod_webhook)
-    return bool(args.mutating_webhook_configuration)
-
-
-def server_limits(args: argparse.Namespace) -> ServerLimits:
-    """The limits of every server from the --server-* flags; ValueError names the flag that is wrong."""
-    flags = {
-        "--server-request-timeout": args.server_request_timeout,
-        "--server-max-connections": args.server_max_connections,
-        "--server-max-connections-per-client": args.server_max_connections_per_client,
-    }
-    for flag, value in flags.items():
-        if not value > 0:
-            raise ValueError(f"{flag} must be positive, got {value:g}")
-    if args.server_max_connections_per_client > args.server_max_connections:
-        raise ValueError(
-            f"--server-max-connections-per-client ({args.server_max_connections_per_client}) must not exceed "
-            f"--server-max-connections ({args.server_max_connections}): lower the one or raise the other"
-        )
-    return ServerLimits(
-        request_timeout=args.server_request_timeout,
-        max_connections=args.server_max_connections,
-        max_connections_per_client=args.server_max_connections_per_client,
-    )
-
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .controller import Controller
-    from .metrics import health_routes, metrics_routes
-    from .runtime.httpserver import parse_bind
-    from .webhook import BoundedServer
+    from .app import build
 
-    namespace = args.namespace or default_namespace()
-    if not namespace:
-        log.error("--namespace not given and neither $POD_NAMESPACE nor the in-cluster namespace file is set")
-        return 2
     try:
-        limits = server_limits(args)
+        app = build(args)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    kube = Kube(make_api_client(args.kubeconfig, pool_size=args.workers + 12))
-    opts = Options(
-        namespace=namespace,
-        workers=args.workers,
-        drift_mode=args.drift_mode,
-        drift_period=args.drift_check_period,
-        watch_timeout=args.watch_timeout,
-        read_timeout=args.watch_timeout + WATCH_READ_MARGIN,
-        leader_elect=args.leader_elect,
-        lease_name=args.lease_name,
-    )
-    controller = Controller(kube, opts)
-    keeper: Any = None
-    checks = {"caches synced": controller.synced}
-    if args.webhook_port and args.webhook_cert_secret:
-        from .servingcert import CertSettings, ServingCertKeeper, service_names
-
-        settings = CertSettings(
-            namespace=namespace,
-            secret=args.webhook_cert_secret,
-            webhook_configuration=args.webhook_configuration,
-            names=[*service_names(args.webhook_service, namespace), *args.webhook_cert_name],
-            validity=args.webhook_cert_validity,
-            cert_dir=Path(args.webhook_cert_dir),
-            mutating_configuration=args.mutating_webhook_configuration,
-            existing=args.webhook_cert_existing,
-        )
-        keeper = ServingCertKeeper(kube, settings, controller.stop_event, watch_timeout=args.watch_timeout,
-                                   read_timeout=args.watch_timeout + WATCH_READ_MARGIN)
-        checks["webhook certificate published"] = keeper.ready
-    servers: list[BoundedServer] = []
-    for name, addr, pages in (
-        ("health", args.health_probe_bind_address, health_routes(checks)),
-        ("metrics", args.metrics_bind_address, metrics_routes(controller.metrics, lambda: len(controller.queue))),
-    ):
-        bind = parse_bind(addr)
-        if bind is not None:
-            server = BoundedServer(*bind, name=name, limits=limits, pages=pages,
-                                   on_drop=controller.metrics.connection_dropped(name))
-            server.start()
-            servers.append(server)
-    webhook: Any = None
-    pods: Any = None
-    if args.webhook_port:
-        from .podwebhook import PodWebhook
-        from .webhook import Review, WebhookServer
-
-        routes: dict[str, Review] = {api.WEBHOOK_PATH: controller.image_pull_secret_review}
-        if pod_webhook_enabled(args):
-            pods = PodWebhook(controller.state, kube)
-            routes[api.POD_WEBHOOK_PATH] = pods.handle
-        webhook = WebhookServer(
-            args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir), limits=limits, routes=routes,
-            switched_off={api.POD_WEBHOOK_PATH: POD_WEBHOOK_OFF},
-            on_drop=controller.metrics.connection_dropped("webhook"),
-        )
-        webhook.start()
-    if keeper is not None:
-        keeper.start()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: shutting down", signum)
-        controller.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info(
-        "tcr-assistant starting (namespace %s, leader election %s)", namespace, "on" if args.leader_elect else "off"
-    )
-    try:
-        code = controller.run()
-    finally:
-        if keeper is not None:
-            keeper.stop()
-        if webhook is not None:
-            webhook.stop()
-        if pods is not None:
-            pods.stop()
-        for server in servers:
-            server.stop()
+    code = app.run()
     log.info("tcr-assistant stopped (exit %d)", code)
     return code
 
@@ -427,7 +302,7 @@ def check_problems(kube: Kube, namespace: str, service_account: str, names: Sequ
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    kube = Kube(make_api_client(args.kubeconfig))
+    kube = connect(args.kubeconfig, user_agent=user_agent())
     deadline = time.monotonic() + args.timeout
     while True:
         try:
@@ -453,7 +328,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    kube = Kube(make_api_client(args.kubeconfig))
+    kube = connect(args.kubeconfig, user_agent=user_agent())
     if args.hosts_daemonset:
         namespace, _, name = args.hosts_daemonset.partition("/")
         if not namespace or not name:
@@ -461,7 +336,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             return 2
         # At most half of the overall --timeout, so the ImagePullSecret cleanup keeps its share.
         remove_hosts_lines(kube, namespace, name, args.timeout / 2, say=print)
-    path = IMAGEPULLSECRETS.path()
+    path = writes.IMAGEPULLSECRETS.path()
     try:
         items = kube.list_all(path, {"labelSelector": args.selector})["items"]
     except KubeError as exc:
@@ -471,12 +346,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         raise
     names = [i["metadata"]["name"] for i in items]
     for name in names:
-        kube.delete(IMAGEPULLSECRETS.path(name=name))
+        kube.delete(writes.IMAGEPULLSECRETS.path(name=name))
         print(f"deleting ImagePullSecret {name}")
     deadline = started + args.timeout
     remaining = list(names)
     while remaining and time.monotonic() < deadline:
-        remaining = [n for n in remaining if kube.get(IMAGEPULLSECRETS.path(name=n)) is not None]
+        remaining = [n for n in remaining if kube.get(writes.IMAGEPULLSECRETS.path(name=n)) is not None]
         if remaining:
             time.sleep(0.5)
     if remaining:

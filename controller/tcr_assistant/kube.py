@@ -1,16 +1,14 @@
-"""Thin API layer: raw JSON requests on the official client's transport, and the handful of
-writes the controller makes, each mapping API errors explicitly.
+"""Thin API layer: raw JSON requests over our own urllib3 transport (`apiclient`), for any
+resource; it knows nothing of ImagePullSecrets and decides nothing (the controller's write steps
+are in `writes`).
 
 Objects travel as plain dicts (no pydantic models): less memory, no (de)serialisation cost,
 and the caches keep only a few fields anyway. Every request has a client-side timeout; watch
 streams have a read timeout so a half-open connection is noticed.
 
-Errors mapped explicitly:
-* 404 NotFound: object or namespace gone -> nothing to do;
-* 409 AlreadyExists on create -> read and update instead;
-* 409 Conflict on update -> re-read and retry (about 5 tries, 10 ms apart);
-  both counted in ``retries`` (and the metric ``tcr_assistant_api_retries_total``);
-* 403 Forbidden when the namespace is being terminated -> skip that namespace.
+API errors become `KubeError` (status, reason, message) with the cases callers act on named:
+not_found, already_exists, conflict, terminating (403 in a namespace being deleted). A write
+retried after a 409 is reported through `retried` (the metric ``tcr_assistant_api_retries_total``).
 """
 
 from __future__ import annotations
@@ -18,10 +16,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,15 +25,12 @@ from urllib.parse import quote
 
 import urllib3
 
-from . import api, apiclient, reconcile
+from . import apiclient
 from .apiclient import ApiClient
-from .observed import ServiceAccountInfo, pull_secret_names, service_account_info
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
-CONFLICT_RETRIES = 5
-CONFLICT_DELAY = 0.01
 LIST_READ_CHUNK = 1 << 16
 
 
@@ -69,18 +61,15 @@ class KubeError(Exception):
         return self.status == 403 and "being terminated" in self.message
 
 
-def make_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> ApiClient:
+def make_api_client(kubeconfig: str | None = None, pool_size: int = 16, user_agent: str = "tcr-assistant"
+                    ) -> ApiClient:
     """``--kubeconfig`` when given; in-cluster when running in a Pod; else $KUBECONFIG/~/.kube/config."""
-    return ApiClient(apiclient.load(kubeconfig), pool_size, user_agent=f"{api.COMPONENT}/{_version()}")
+    return ApiClient(apiclient.load(kubeconfig), pool_size, user_agent=user_agent)
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("tcr-assistant")
-    except Exception:
-        return "dev"
+def connect(kubeconfig: str | None, pool_size: int = 16, user_agent: str = "tcr-assistant") -> Kube:
+    """``--kubeconfig`` when given; in-cluster when running in a Pod; else $KUBECONFIG/~/.kube/config."""
+    return Kube(make_api_client(kubeconfig, pool_size, user_agent=user_agent))
 
 
 def now_rfc3339() -> str:
@@ -112,7 +101,6 @@ SERVICEACCOUNTS = Resource("/api/v1", "serviceaccounts", True)
 SECRETS = Resource("/api/v1", "secrets", True)
 EVENTS = Resource("/api/v1", "events", True)
 LEASES = Resource("/apis/coordination.k8s.io/v1", "leases", True)
-IMAGEPULLSECRETS = Resource(f"/apis/{api.GROUP}/{api.VERSION}", api.PLURAL, False)
 
 
 class Kube:
@@ -121,16 +109,10 @@ class Kube:
     def __init__(self, api_client: ApiClient, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.api_client = api_client
         self.timeout = timeout
-        self.writes: Counter[str] = Counter()  # "POST secrets" -> n (tests assert zero writes)
-        self.requests: Counter[str] = Counter()  # "GET secrets" (one object), "LIST secrets", "WATCH secrets"
-        self.retries: Counter[str] = Counter()  # "serviceaccounts conflict" -> n
         self.on_retry: Callable[[str, str], None] | None = None  # (resource, "conflict" | "already_exists")
-        self._lock = threading.Lock()
 
-    def _retried(self, resource: str, reason: str, what: str) -> None:
+    def retried(self, resource: str, reason: str, what: str) -> None:
         """A write answered 409 and is retried after a read."""
-        with self._lock:
-            self.retries[f"{resource} {reason}"] += 1
         (log.info if reason == "conflict" else log.debug)("%s: 409 %s, reading it again", what, reason)
         if self.on_retry is not None:
             self.on_retry(resource, reason)
@@ -154,14 +136,6 @@ class Kube:
             method, path, params, data, {"Accept": accept, "Content-Type": content_type},
             timeout=timeout or self.timeout, stream=stream,
         )
-        kind = _kind_of(path)
-        verb = method
-        if method == "GET" and _is_collection(path):
-            verb = "WATCH" if (query or {}).get("watch") else "LIST"
-        with self._lock:
-            self.requests[f"{verb} {kind}"] += 1
-            if method != "GET":
-                self.writes[f"{method} {kind}"] += 1
         return resp
 
     def request(
@@ -256,48 +230,6 @@ class Kube:
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(SECRETS.path(namespace, name))
 
-    def ensure_secret(
-        self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None = None, create_first: bool = False
-    ) -> str:
-        """Carry out `reconcile.secret_step` until the Secret matches ``desired``, re-reading on
-        409/AlreadyExists. Returns "unchanged", "created", "updated" or "skipped" (namespace gone
-        or terminating). ``observed``: a fresh read, if the caller has one; ``create_first``:
-        create before reading (a new namespace), read only on AlreadyExists."""
-        ns = desired["metadata"]["namespace"]
-        name = desired["metadata"]["name"]
-        current = observed
-        read = not create_first or observed is not None
-        for _attempt in range(CONFLICT_RETRIES):
-            if current is None and read:
-                current = self.get_secret(ns, name)
-            read = True
-            step = reconcile.secret_step(current, desired)
-            try:
-                if step is reconcile.SecretStep.CREATE:
-                    self.request("POST", SECRETS.path(ns), body=dict(desired))
-                    return "created"
-                if step is reconcile.SecretStep.UNCHANGED:
-                    return "unchanged"
-                assert current is not None
-                if step is reconcile.SecretStep.REPLACE:
-                    self.delete(SECRETS.path(ns, name), uid=(current.get("metadata") or {}).get("uid"))
-                    current = None
-                    continue
-                self.request("PUT", SECRETS.path(ns, name), body=reconcile.secret_for_update(current, desired))
-                return "updated"
-            except KubeError as exc:
-                if exc.already_exists or exc.conflict:
-                    reason = "already_exists" if exc.already_exists else "conflict"
-                    self._retried("secrets", reason, f"Secret {ns}/{name}")
-                    current = None
-                    if exc.conflict:
-                        time.sleep(CONFLICT_DELAY)
-                    continue
-                if exc.not_found or exc.terminating:
-                    return "skipped"
-                raise
-        raise KubeError(409, "Conflict", f"Secret {ns}/{name}: still conflicting after {CONFLICT_RETRIES} tries")
-
     def delete(self, path: str, uid: str | None = None) -> bool:
         """DELETE; False when already gone. ``uid`` makes it a precondition."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}} if uid else None
@@ -309,186 +241,10 @@ class Kube:
                 return False
             raise
 
-    def delete_secret(self, namespace: str, name: str) -> bool:
-        return self.delete(SECRETS.path(namespace, name))
-
-    # -- ServiceAccounts ----------------------------------------------------------------------
-
-    def update_pull_secrets(
-        self,
-        sa: ServiceAccountInfo,
-        compute: Callable[[Sequence[str | None]], list[str | None]],
-    ) -> tuple[bool, ServiceAccountInfo | None]:
-        """Read-modify-write of ``imagePullSecrets``, guarded by resourceVersion.
-
-        Starts from the cached ``sa`` (no read when the cache is current); on 409 Conflict
-        re-reads and recomputes, up to CONFLICT_RETRIES times. Returns (written, latest info);
-        latest is None when the ServiceAccount is gone.
-        """
-        info: ServiceAccountInfo | None = sa
-        if not sa.all_kept:
-            # Only our entries are cached. ``compute`` keeps every other entry in place (and appends
-            # missing ones at the end), so our entries alone tell what it would change.
-            if sa.ours_kept:
-                ours = list(sa.ours)
-                new = compute(ours)
-                if new == ours:
-                    return False, sa
-                if new[: len(ours)] == ours:
-                    appended = self._append_pull_secrets(sa, [n for n in new[len(ours):] if n is not None])
-                    if appended is not None:
-                        return appended
-            info = None  # read the list whole
-        for _attempt in range(CONFLICT_RETRIES):
-            if info is None:
-                obj = self.get(SERVICEACCOUNTS.path(sa.namespace, sa.name))
-                if obj is None:
-                    return False, None
-                names = pull_secret_names(obj)
-                info = service_account_info(obj)
-            else:
-                names = list(info.pull_secrets)
-            new = compute(names)
-            if names == new:
-                return False, info
-            patch = {
-                "metadata": {"resourceVersion": info.resource_version},
-                "imagePullSecrets": [{"name": n} if n is not None else {} for n in new],
-            }
-            try:
-                obj = self.request(
-                    "PATCH",
-                    SERVICEACCOUNTS.path(sa.namespace, sa.name),
-                    body=patch,
-                    content_type="application/merge-patch+json",
-                )
-                return True, service_account_info(obj)
-            except KubeError as exc:
-                if exc.not_found:
-                    return False, None
-                if exc.conflict:
-                    self._retried("serviceaccounts", "conflict", f"ServiceAccount {sa.key}")
-                    info = None
-                    time.sleep(CONFLICT_DELAY)
-                    continue
-                raise
-        raise KubeError(409, "Conflict", f"ServiceAccount {sa.key}: still conflicting after {CONFLICT_RETRIES} tries")
-
-    def _append_pull_secrets(self, sa: ServiceAccountInfo, names: Sequence[str]
-                             ) -> tuple[bool, ServiceAccountInfo | None] | None:
-        """Append ``names`` to a long ``imagePullSecrets`` list without reading it: a JSON patch,
-        guarded by the cached resourceVersion. None on 409 Conflict (the caller reads and retries)."""
-        ops: list[dict[str, Any]] = [
-            {"op": "replace", "path": "/metadata/resourceVersion", "value": sa.resource_version},
-            *({"op": "add", "path": "/imagePullSecrets/-", "value": {"name": n}} for n in names),
-        ]
-        try:
-            obj = self.request("PATCH", SERVICEACCOUNTS.path(sa.namespace, sa.name), body=ops,
-                               content_type="application/json-patch+json")
-        except KubeError as exc:
-            if exc.not_found:
-                return False, None
-            if exc.conflict:
-                self._retried("serviceaccounts", "conflict", f"ServiceAccount {sa.key}")
-                return None
-            raise
-        return True, service_account_info(obj)
-
-    # -- ImagePullSecrets ---------------------------------------------------------------------
-
-    def patch_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
-        try:
-            return self.request(
-                "PATCH",
-                IMAGEPULLSECRETS.path(name=name, sub="status"),
-                body={"status": dict(status)},
-                content_type="application/merge-patch+json",
-            )
-        except KubeError as exc:
-            if exc.not_found:
-                return None
-            raise
-
-    def set_finalizer(self, obj: Mapping[str, Any], present: bool) -> dict[str, Any] | None:
-        """Add or remove our finalizer (merge patch guarded by resourceVersion). None if gone."""
-        meta = obj.get("metadata") or {}
-        finalizers = list(meta.get("finalizers") or [])
-        if present == (api.FINALIZER in finalizers):
-            return dict(obj)
-        finalizers = [*finalizers, api.FINALIZER] if present else [f for f in finalizers if f != api.FINALIZER]
-        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta.get("resourceVersion")}}
-        try:
-            return self.request(
-                "PATCH",
-                IMAGEPULLSECRETS.path(name=meta.get("name")),
-                body=patch,
-                content_type="application/merge-patch+json",
-            )
-        except KubeError as exc:
-            if exc.not_found:
-                return None
-            raise
-
-    # -- Events -------------------------------------------------------------------------------
-
-    def event(
-        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str, namespace: str = "default"
-    ) -> None:
-        """Record a core/v1 Event about ``obj`` (cluster-scoped objects: in namespace "default",
-        where kubectl describe finds them). Failures are logged, never raised."""
-        meta = obj.get("metadata") or {}
-        ts = now_rfc3339()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion", api.API_VERSION),
-                "kind": obj.get("kind", api.KIND),
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": api.COMPONENT},
-            "reportingComponent": api.COMPONENT,
-            "reportingInstance": api.COMPONENT,
-            "firstTimestamp": ts,
-            "lastTimestamp": ts,
-            "count": 1,
-        }
-        try:
-            self.request("POST", EVENTS.path(namespace), body=body)
-        except Exception as exc:
-            log.warning("could not record event %s on %s: %s", reason, meta.get("name"), exc)
-
-
 def _qv(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
-
-
-def _kind_of(path: str) -> str:
-    parts = [p for p in path.split("/") if p]
-    known = ("secrets", "serviceaccounts", "events", "leases", api.PLURAL)
-    for part in reversed(parts):
-        if part in known:
-            return part + ("/status" if parts[-1] == "status" else "")
-    return "namespaces" if "namespaces" in parts else (parts[-1] if parts else "")
-
-
-def _is_collection(path: str) -> bool:
-    """A collection path ends in a plural (``…/namespaces/x/secrets``), an object path in a name."""
-    parts = [p for p in path.split("/") if p]
-    start = 2 if parts[:1] == ["api"] else 3  # /api/v1/… or /apis/group/version/…
-    rest = parts[start:]
-    if rest[:1] == ["namespaces"] and len(rest) >= 3:
-        rest = rest[2:]  # …/namespaces/NS/plural[/name]
-    return len(rest) == 1
 
 
 def _error(status: int, raw: bytes | None) -> KubeError:

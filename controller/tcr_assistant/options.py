@@ -41,3 +41,13 @@ def default_namespace() -> str | None:
     from .kube import namespace_file
 
     return os.environ.get("POD_NAMESPACE") or namespace_file()
+
+
+def user_agent() -> str:
+    """``tcr-assistant/<version>``: what every request of this process says it comes from."""
+    try:
+        from importlib.metadata import version
+
+        return f"{api.COMPONENT}/{version('tcr-assistant')}"
+    except Exception:
+        return f"{api.COMPONENT}/dev"

@@ -22,7 +22,7 @@ import threading
 from http import HTTPStatus
 from typing import Any
 
-from . import admission, podadmission, reconcile
+from . import admission, podadmission, reconcile, writes
 from .kube import NAMESPACES, SERVICEACCOUNTS, Kube, KubeError
 from .observed import NamespaceInfo, ServiceAccountInfo, namespace_info, service_account_info
 from .state import ControllerState
@@ -165,7 +165,7 @@ class PodWebhook:
             account = {"apiVersion": "v1", "kind": "ServiceAccount",
                        "metadata": {"name": facts.service_account, "namespace": facts.namespace}}
             try:
-                self.kube.event(account, "Normal", EVENT_REASON, podadmission.why(facts, add),
+                writes.event(self.kube, account, "Normal", EVENT_REASON, podadmission.why(facts, add),
                                 namespace=facts.namespace)
             except Exception as exc:  # the thread must outlive a failed write
                 log.warning("pod webhook: Event not recorded (%s)", type(exc).__name__)

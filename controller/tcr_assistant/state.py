@@ -60,7 +60,8 @@ class ControllerState:
     # lists they feed; kept after a status write, so a failed one loses nothing.
     secret_writes: dict[str, dict[str, str]] = field(default_factory=dict)
     sa_writes: dict[str, dict[str, str]] = field(default_factory=dict)
-    recent_events: dict[tuple[str, str, str], float] = field(default_factory=dict)  # -> last sent (monotonic)
+    # ImagePullSecret being deleted -> namespaces whose key has not yet run since (its clean-up)
+    cleanup_pending: dict[str, set[str]] = field(default_factory=dict)
 
     # -- helpers (callers hold the lock) -------------------------------------------------------
 
@@ -75,6 +76,7 @@ class ControllerState:
         self.status_deferred_since.pop(name, None)
         self.secret_writes.pop(name, None)
         self.sa_writes.pop(name, None)
+        self.cleanup_pending.pop(name, None)
         for key in [k for k in self.secret_records if k[1] == name]:
             del self.secret_records[key]
 
@@ -86,6 +88,18 @@ class ControllerState:
             if record is not None:
                 out[plan.name] = record
         return out
+
+    def namespace_cleaned(self, namespace: str, cleanups: Iterable[str]) -> list[str]:
+        """``namespace`` is clean of the ImagePullSecrets ``cleanups`` (its key ran with their
+        plans deleting, or it is gone): those whose clean-up that completed."""
+        completed = []
+        for ips in cleanups:
+            pending = self.cleanup_pending.get(ips)
+            if pending is not None and namespace in pending:
+                pending.discard(namespace)
+                if not pending:
+                    completed.append(ips)
+        return completed
 
     def namespaces_with_record(self, name: str) -> set[str]:
         return {ns for ns, ips in self.secret_records if ips == name}

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class NamespaceKey:
-    """Every ImagePullSecret's Secret in one namespace, then its ServiceAccounts."""
+    """Every write in one namespace: every ImagePullSecret's Secret there, then its
+    ServiceAccounts (a new or changed account queues its namespace's key)."""
 
     name: str
 
@@ -16,19 +17,8 @@ class NamespaceKey:
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceAccountKey:
-    """One ServiceAccount (the fast path for a new account)."""
-
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"serviceaccount {self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
 class ImagePullSecretKey:
-    """Its plan, finalizer, clean-up on deletion, fan-out to namespaces."""
+    """Its plan, finalizer, fan-out to namespaces (whose keys also do its clean-up)."""
 
     name: str
 
@@ -46,12 +36,12 @@ class StatusKey:
         return f"status {self.name}"
 
 
-WorkKey = NamespaceKey | ServiceAccountKey | ImagePullSecretKey | StatusKey
+WorkKey = NamespaceKey | ImagePullSecretKey | StatusKey
 
 
 def kind_of(key: WorkKey) -> str:
     """The metrics label of a key."""
-    labels = {NamespaceKey: "ns", ServiceAccountKey: "sa", ImagePullSecretKey: "ips", StatusKey: "status"}
+    labels = {NamespaceKey: "ns", ImagePullSecretKey: "ips", StatusKey: "status"}
     return labels.get(type(key), "unknown")
 
 

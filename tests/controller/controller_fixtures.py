@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from controller_support import ADDON_NS, K, Proxy, RunningController, apply_crd, fast_options
+from recording_kube import RecordingKube
 
 from harness.cluster import ControlPlane
 from tcr_assistant.controller import Controller
@@ -23,7 +24,7 @@ from tcr_assistant.kube import NAMESPACES, Kube, make_api_client
 
 @pytest.fixture(scope="session")
 def admin_kube(control_plane: ControlPlane) -> Kube:
-    return Kube(make_api_client(str(control_plane.kubeconfig), pool_size=32))
+    return RecordingKube(make_api_client(str(control_plane.kubeconfig), pool_size=32))
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +50,8 @@ def start_controller(control_plane: ControlPlane, crd: None) -> Iterator[Callabl
     def start(
         kubeconfig: str | None = None, wait_leading: bool = True, request_timeout: float = 30.0, **over: Any
     ) -> RunningController:
-        kube = Kube(make_api_client(kubeconfig or str(control_plane.kubeconfig), pool_size=16), timeout=request_timeout)
+        kube = RecordingKube(make_api_client(kubeconfig or str(control_plane.kubeconfig), pool_size=16),
+                             timeout=request_timeout)
         rc = RunningController(Controller(kube, fast_options(**over)))
         running.append(rc)
         return rc.start(wait_leading=wait_leading)

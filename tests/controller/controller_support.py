@@ -13,8 +13,9 @@ from typing import Any
 from support import load_crd, seed_sample, wait_for
 from tcr_assistant import api
 from tcr_assistant.controller import Controller
-from tcr_assistant.kube import IMAGEPULLSECRETS, NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube
+from tcr_assistant.kube import NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube
 from tcr_assistant.options import Options
+from tcr_assistant.writes import IMAGEPULLSECRETS
 
 ADDON_NS = "tcr-test-controller"  # not the chart's namespace: chart tests install there
 SAMPLE: dict[str, Any] = seed_sample()
@@ -146,22 +147,22 @@ class RunningController:
         self.exit_code: int | None = None
 
     def _run(self) -> None:
-        self.exit_code = self.controller.run()
+        self.exit_code = self.controller.manager.run()
 
     def start(self, wait_leading: bool = True) -> RunningController:
         self.thread.start()
-        wait_for(self.controller.synced, 30, what="controller caches synced")
+        wait_for(self.controller.manager.synced, 30, what="controller caches synced")
         if wait_leading:
-            wait_for(self.controller.leading.is_set, 30, what="controller leading")
+            wait_for(self.controller.manager.leading.is_set, 30, what="controller leading")
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        self.controller.manager.stop()
         self.thread.join(30)
 
     def settle(self, timeout: float = 30.0) -> None:
         """Wait until the controller is quiescent: nothing queued, running or delayed."""
-        wait_for(self.controller.quiescent, timeout, interval=0.02, what="the controller to be quiescent")
+        wait_for(self.controller.manager.quiescent, timeout, interval=0.02, what="the controller to be quiescent")
 
     def settle_after_service_accounts(self, k: K, namespace: str, timeout: float = 30.0) -> None:
         """Settle once the controller has seen every ServiceAccount change made so far: a watch

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from controller_support import ADDON_NS, SAMPLE, K, RunningController
+from recording_kube import recorded
 
 from support import wait_for
-from tcr_assistant import api
+from tcr_assistant import api, writes
 from tcr_assistant.kube import SECRETS
 from tcr_assistant.observed import service_account_info
-from tcr_assistant.work import ImagePullSecretKey, NamespaceKey, ServiceAccountKey, StatusKey
+from tcr_assistant.work import ImagePullSecretKey, NamespaceKey, StatusKey
 
 
 def uid() -> str:
@@ -237,7 +238,7 @@ def test_drift_secret_and_service_account_repaired(k: K, controller: RunningCont
     secret = api.secret_name(name)
     wait_for(lambda: linked(k, ns, "default", secret) and linked(k, ns, "keep-out", secret))
     # Secret deleted by hand comes back
-    k.kube.delete_secret(ns, secret)
+    k.kube.delete(SECRETS.path(ns, secret))
     wait_for(lambda: k.secret(ns, secret), timeout=20, what="deleted Secret restored")
     # Secret edited by hand comes back
     k.kube.request(
@@ -362,17 +363,16 @@ def test_zero_writes_when_nothing_changed(k: K, controller: RunningController, i
     wait_for(lambda: (((k.ips(name) or {}).get("status") or {}).get("conditions") or [{}])[0].get("status") == "True")
     controller.settle()
     c = controller.controller
-    before = dict(c.kube.writes)
+    before = dict(recorded(c.kube).writes)
     # a second full reconcile of everything
     with c.state.lock:
         c.state.fanned_out.clear()
     c.queue.add(ImagePullSecretKey(name))
     for ns in nss:
         c.queue.add(NamespaceKey(ns))
-        c.queue.add(ServiceAccountKey(ns, "default"))
     c.queue.add(StatusKey(name))
     controller.settle()
-    assert dict(c.kube.writes) == before
+    assert dict(recorded(c.kube).writes) == before
 
 
 def test_restart_writes_nothing_and_keeps_a_complete_status(
@@ -399,7 +399,7 @@ def test_restart_writes_nothing_and_keeps_a_complete_status(
         second = start_controller(workers=16, status_delay=0.0)
         c = second.controller
         second.settle(60)  # every namespace re-checked, and the status keys they queued done
-        ours = {kind: n for kind, n in c.kube.writes.items()
+        ours = {kind: n for kind, n in recorded(c.kube).writes.items()
                 if kind.split()[-1] in ("secrets", "serviceaccounts", f"{api.PLURAL}/status")}
         assert ours == {}, f"a restart with nothing changed wrote {ours}"
         assert complete() == stored
@@ -414,7 +414,7 @@ def test_conflict_already_exists_and_terminating(k: K, controller: RunningContro
     # 409 Conflict: the cached resourceVersion is stale -> re-read and retry
     stale = service_account_info(k.sa(ns) or {})
     k.patch_sa(ns, "default", {"imagePullSecrets": [{"name": "someone-else"}]})
-    written, latest = kube.update_pull_secrets(stale, lambda cur: [*cur, "tcr.ipsx"])
+    written, latest = writes.update_pull_secrets(kube, stale, lambda cur: [*cur, "tcr.ipsx"])
     assert written and latest is not None
     assert k.pull_secrets(ns) == ["someone-else", "tcr.ipsx"]
     # AlreadyExists: a Secret of ours that exists with stale content is updated
@@ -424,18 +424,18 @@ def test_conflict_already_exists_and_terminating(k: K, controller: RunningContro
     stale_secret = copy.deepcopy(desired)
     stale_secret["data"] = {".dockerconfigjson": base64.b64encode(b'{"auths":{}}').decode()}
     k.kube.request("POST", SECRETS.path(ns), body=stale_secret)
-    assert kube.ensure_secret(desired, observed=None) == "updated"
-    assert kube.ensure_secret(desired) == "unchanged"
+    assert writes.ensure_secret(kube, desired, observed=None) == "updated"
+    assert writes.ensure_secret(kube, desired) == "unchanged"
     # creating via a stale "absent" view hits AlreadyExists and still converges
-    assert kube.ensure_secret(desired, observed=None) == "unchanged"
+    assert writes.ensure_secret(kube, desired, observed=None) == "unchanged"
     # a new namespace: create without reading first; a wrong guess falls back to read-and-update
     k.kube.request("PUT", SECRETS.path(ns, desired["metadata"]["name"]),
                    body={**stale_secret, "metadata": (k.secret(ns, desired["metadata"]["name"]) or {})["metadata"]})
-    assert kube.ensure_secret(desired, create_first=True) == "updated"
+    assert writes.ensure_secret(kube, desired, create_first=True) == "updated"
     fresh = reconcile.desired_secret("y", ns, reconcile.Credentials("r.example.com", "u", "p"))
-    posts = kube.writes["POST secrets"]
-    assert kube.ensure_secret(fresh, create_first=True) == "created"
-    assert kube.writes["POST secrets"] == posts + 1
+    posts = recorded(kube).writes["POST secrets"]
+    assert writes.ensure_secret(kube, fresh, create_first=True) == "created"
+    assert recorded(kube).writes["POST secrets"] == posts + 1
     # Forbidden in a terminating namespace: skipped, not an error
     term = k.create_namespace()
     k.kube.request(
@@ -446,7 +446,7 @@ def test_conflict_already_exists_and_terminating(k: K, controller: RunningContro
     k.delete_namespace(term)
     wait_for(lambda: (k.kube.get(f"/api/v1/namespaces/{term}") or {}).get("status", {}).get("phase") == "Terminating")
     other = reconcile.desired_secret("x", term, reconcile.Credentials("r.example.com", "u", "p"))
-    assert kube.ensure_secret(other) == "skipped"
+    assert writes.ensure_secret(kube, other) == "skipped"
     k.kube.request(
         "PATCH",
         f"/api/v1/namespaces/{term}/configmaps/hold",
@@ -455,4 +455,4 @@ def test_conflict_already_exists_and_terminating(k: K, controller: RunningContro
     )
     # NotFound: namespace does not exist at all
     gone = reconcile.desired_secret("x", f"nope-{uid()}", reconcile.Credentials("r.example.com", "u", "p"))
-    assert kube.ensure_secret(gone) == "skipped"
+    assert writes.ensure_secret(kube, gone) == "skipped"

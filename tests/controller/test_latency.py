@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller_support import K, RunningController
+from recording_kube import recorded
 
 from support import wait_for
 from tcr_assistant import api
@@ -80,7 +81,7 @@ def test_new_namespaces_linked_with_one_secret_write_and_no_read(
     )
     wait_for(lambda: (controller.controller.state.plans.get(name) or None), what="the ImagePullSecret's plan")
     controller.settle(60)
-    requests_before = dict(controller.controller.kube.requests)
+    requests_before = dict(recorded(controller.controller.kube).requests)
     watcher = SAWatcher(k.kube, secret, prefix)
     created: dict[str, float] = {}
     for i in range(N_LATENCY):
@@ -93,7 +94,7 @@ def test_new_namespaces_linked_with_one_secret_write_and_no_read(
     finally:
         watcher.stop = True
     controller.settle(60)
-    requests = Counter(controller.controller.kube.requests)
+    requests = Counter(recorded(controller.controller.kube).requests)
     requests.subtract(requests_before)
     ns_to_link = [watcher.linked[ns] - created[ns] for ns in created]
     sa_to_link = [watcher.linked[ns] - watcher.appeared[ns] for ns in created]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from controller_support import K, RunningController
+from recording_kube import recorded
 from test_requests import counted
 
 from support import wait_for
@@ -123,5 +124,5 @@ def test_a_label_added_changed_and_removed_moves_one_namespace_at_a_constant_cos
         k.label_namespace(ns, {"unrelated": "y"})
         rc.settle()
     assert dict(delta) == {}
-    lists = {key: n for key, n in rc.controller.kube.requests.items() if key.startswith("LIST")}
+    lists = {key: n for key, n in recorded(rc.controller.kube).requests.items() if key.startswith("LIST")}
     assert all(n == 1 for n in lists.values()), f"a re-list happened: {lists}"

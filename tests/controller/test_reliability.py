@@ -81,7 +81,7 @@ def test_watch_410_gone_relists_without_losing_events(
     doomed = k.create_namespace()
     controller.settle()
     c = controller.controller
-    reflectors = {r.name: r for r in c.reflectors}
+    reflectors = {r.name: r for r in c.manager.reflectors}
     before = {n: r.relists for n, r in reflectors.items()}
     created: list[str] = []
 
@@ -115,7 +115,7 @@ def test_stalled_watch_connection_is_detected(
     rc = start_controller(kubeconfig, read_timeout=5.0, watch_timeout=120, request_timeout=5.0)
     secret = serve_new_namespaces(k, "stall", ips_cleanup)
     rc.settle()
-    ns_reflector = next(r for r in rc.controller.reflectors if r.name == "namespaces")
+    ns_reflector = next(r for r in rc.controller.manager.reflectors if r.name == "namespaces")
     broken = ns_reflector.broken_streams
     proxy.stall()  # every open connection goes silent, like a half-open TCP connection
     ns = k.create_namespace()
@@ -192,17 +192,17 @@ def test_leader_election_failover(
     a = start_controller(leader_elect=True, lease_name=lease, identity="replica-a", **timing)
     b = start_controller(leader_elect=True, lease_name=lease, identity="replica-b", wait_leading=False, **timing)
     assert _holder(k, lease) == "replica-a"
-    b_elector = wait_for(lambda: b.controller.elector, what="the standby's elector")
+    b_elector = wait_for(lambda: b.controller.manager.elector, what="the standby's elector")
     b_tries = record_tries(b_elector)
     wait_for(lambda: len(b_tries) >= 3, what="the standby to try for the held lease three times")
     assert not any(b_tries), "the standby took a held lease"
-    assert not b.controller.leading.is_set(), "two replicas act at once"
+    assert not b.controller.manager.leading.is_set(), "two replicas act at once"
     # the leader dies without releasing the lease (crash)
-    assert a.controller.elector is not None
-    a.controller.elector.leading.clear()  # so shutdown does not release: a crash
+    assert a.controller.manager.elector is not None
+    a.controller.manager.elector.leading.clear()  # so shutdown does not release: a crash
     crashed = time.monotonic()
     a.stop()
-    wait_for(b.controller.leading.is_set, timeout=15, what="standby takes over")
+    wait_for(b.controller.manager.leading.is_set, timeout=15, what="standby takes over")
     took = time.monotonic() - crashed
     print(f"\nleader failover after a crash: {took:.1f}s (lease duration 4s)")
     assert took <= 4.0 + 2.0  # lease duration + one retry period with jitter, plus slack

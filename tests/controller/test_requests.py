@@ -12,10 +12,11 @@ from contextlib import contextmanager
 
 import pytest
 from controller_support import K, RunningController
+from recording_kube import recorded
 
 from support import wait_for
 from tcr_assistant import api
-from tcr_assistant.kube import Kube
+from tcr_assistant.kube import SECRETS, Kube
 
 OURS = ("secrets", "serviceaccounts")
 
@@ -33,10 +34,10 @@ def linked(k: K, ns: str, secret: str) -> bool:
 def counted(kube: Kube) -> Iterator[Counter[str]]:
     """Requests ("POST secrets") and 409 retries ("serviceaccounts conflict") on Secrets and
     ServiceAccounts made inside the block."""
-    before = Counter(kube.requests) + Counter(kube.retries)
+    before = Counter(recorded(kube).requests) + Counter(recorded(kube).retries)
     delta: Counter[str] = Counter()
     yield delta
-    after = Counter(kube.requests) + Counter(kube.retries)
+    after = Counter(recorded(kube).requests) + Counter(recorded(kube).retries)
     delta.update({key: n - before[key] for key, n in after.items()
                   if any(word in OURS for word in key.split()) and n != before[key]})
 
@@ -103,13 +104,13 @@ def test_a_hand_deleted_secret_comes_back(
     k.create_ips(name, spec([ns]))
     wait_for(lambda: linked(k, ns, secret), what="linked")
     rc.settle()
-    k.kube.delete_secret(ns, secret)
+    k.kube.delete(SECRETS.path(ns, secret))
     deleted = time.monotonic()
     wait_for(lambda: k.secret(ns, secret), timeout=30, interval=0.01, what="the deleted Secret restored")
     print(f"\n{mode} mode: Secret back {time.monotonic() - deleted:.3f} s after its deletion")
     wait_for(lambda: any(e["reason"] == "SecretRepaired" for e in k.events_for(name)), what="SecretRepaired event")
     if mode == "watch":
-        assert rc.controller.kube.requests["GET secrets"] == 0  # the watch told it what exists
+        assert recorded(rc.controller.kube).requests["GET secrets"] == 0  # the watch told it what exists
 
 
 def test_a_restart_in_watch_mode_reads_and_writes_nothing(
@@ -126,6 +127,6 @@ def test_a_restart_in_watch_mode_reads_and_writes_nothing(
     first.stop()
     second = start_controller(drift_mode="watch")
     second.settle()
-    ours = {key: n for key, n in second.controller.kube.requests.items()
+    ours = {key: n for key, n in recorded(second.controller.kube).requests.items()
             if key.split()[1] in OURS and key.split()[0] not in ("LIST", "WATCH")}
     assert ours == {}, f"a restart in watch mode made {ours}"

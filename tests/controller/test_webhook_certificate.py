@@ -27,7 +27,8 @@ from harness import addon
 from harness.cluster import ControlPlane
 from support import wait_for
 from tcr_assistant import api, certificates, servingcert
-from tcr_assistant.kube import IMAGEPULLSECRETS, Kube, KubeError, make_api_client
+from tcr_assistant.kube import Kube, KubeError, make_api_client
+from tcr_assistant.writes import IMAGEPULLSECRETS
 
 SECRET = "tcr-assistant-webhook-server-cert"
 CONFIGURATION = "tcr-assistant-validating-webhook-configuration"

@@ -254,8 +254,8 @@ def test_unknown_key_is_an_error_and_never_retried() -> None:
     c.queue.add(("ns", "default"))  # type: ignore[arg-type]
     key = c.queue.get(0.1)
     assert key is not None
-    c._process_one(key)
+    c.manager.workers.process_one(key)
     c.queue.done(key)
-    assert c.pending() == (0, 0, 0)  # dropped, not retried with backoff
+    assert c.manager.pending() == (0, 0, 0)  # dropped, not retried with backoff
     assert c.queue.failures(key) == 0
     assert c.metrics.errors.labels("unknown")._value.get() == 1

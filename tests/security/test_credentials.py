@@ -26,6 +26,7 @@ from webhook_support import labelled, loopback_pair, registered_webhook, sample,
 from harness.pki import CertificateAuthority
 from support import REPO_ROOT, helm, kubectl, wait_for
 from tcr_assistant import api
+from tcr_assistant.credentials import CredentialLookup
 from tcr_assistant.kube import SECRETS
 from tcr_assistant.webhook import WEBHOOK_PATH, WebhookServer
 
@@ -42,7 +43,8 @@ def credential_checking_webhook(controller: RunningController, tmp_path: Path) -
     """The controller's ImagePullSecret webhook (with its passwordSecretRef check), registered."""
     ca = CertificateAuthority("tcr-addon-security-credentials-ca")
     write_pair(tmp_path, loopback_pair(ca))
-    routes = {WEBHOOK_PATH: controller.controller.image_pull_secret_review}
+    routes = {WEBHOOK_PATH: CredentialLookup(controller.controller.kube, controller.controller.state,
+                                             controller.controller.opts.namespace).review}
     with WebhookServer("127.0.0.1", 0, tmp_path, routes=routes) as server, \
             registered_webhook(f"tcr-security-credentials-{uid()}", server.port, ca.cert_pem):
         wait_until_consulted(server, labelled(sample(f"probe-{uid()}")))

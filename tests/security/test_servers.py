@@ -53,7 +53,8 @@ from harness.cluster import ControlPlane, free_port
 from harness.pki import CertificateAuthority
 from support import kubectl, pointed_at, wait_for
 from tcr_assistant import api
-from tcr_assistant.webhook import ServerLimits, WebhookServer
+from tcr_assistant.runtime.connections import ServerLimits
+from tcr_assistant.webhook import WebhookServer
 
 # The servers' default limits, what the chart runs (ServerLimits(); test 1 checks they are these).
 DEADLINE = 10.0  # request_timeout

@@ -17,7 +17,9 @@ from webhook_support import loopback_pair, sample, write_pair
 
 from harness.pki import CertificateAuthority
 from tcr_assistant import admission
-from tcr_assistant.webhook import WEBHOOK_PATH, BoundedServer, ServerLimits, SlotDecision, WebhookServer, slot_decision
+from tcr_assistant.runtime.connections import ServerLimits, SlotDecision, slot_decision
+from tcr_assistant.runtime.httpserver import BoundedServer
+from tcr_assistant.webhook import WEBHOOK_PATH, WebhookServer
 
 CLIENT_TIMEOUT = 30  # a bound so a broken server fails the test instead of hanging it; never asserted on
 
