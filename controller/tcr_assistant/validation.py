@@ -68,10 +68,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from . import rules, selectors
 from .api import DEFAULT_PASSWORD_KEY, SECRET_PREFIX
+from .names import ListKind, dns_problem, is_dns1123_label, is_dns1123_subdomain, parse_name_list_strict, show
 from .rules import (
     DNS1123_LABEL_MAX,
     DNS1123_SUBDOMAIN_MAX,
@@ -103,18 +104,9 @@ SECRET_NAME_PREFIX = SECRET_PREFIX  # one home: api.py
 #: Characters the API server appends to ``metadata.generateName``.
 GENERATED_SUFFIX_LENGTH = 5
 
-# Same expressions as Kubernetes' apimachinery (validation.IsDNS1123Label / IsDNS1123Subdomain
-# and IsConfigMapKey). The length checks run before the expressions, so matching is linear.
-DNS1123_LABEL_RE = re.compile(rules.non_capturing(rules.DNS1123_LABEL_SHAPE))
-DNS1123_SUBDOMAIN_RE = re.compile(rules.non_capturing(rules.subdomain()))
 SECRET_KEY_RE = re.compile(rules.SECRET_KEY)
 _PORT_RE = re.compile(rules.PORT)
 _SCHEME_RE = re.compile("^" + rules.SCHEME)
-
-ListKind = Literal["namespace", "serviceaccount"]
-
-_SHOWN_MAX = 64
-
 
 @dataclass(frozen=True)
 class FieldError:
@@ -125,106 +117,6 @@ class FieldError:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
-
-
-def _show(value: str) -> str:
-    """Quote a user-supplied value for a message, shortened (never used for passwords)."""
-    if len(value) > _SHOWN_MAX:
-        value = value[: _SHOWN_MAX - 1] + "…"
-    return repr(value) if any(not c.isprintable() for c in value) else f'"{value}"'
-
-
-def is_dns1123_label(value: str) -> bool:
-    return 0 < len(value) <= DNS1123_LABEL_MAX and DNS1123_LABEL_RE.fullmatch(value) is not None
-
-
-def is_dns1123_subdomain(value: str) -> bool:
-    """Kubernetes' IsDNS1123Subdomain: at most 253 characters; no limit per dot-separated part."""
-    return 0 < len(value) <= DNS1123_SUBDOMAIN_MAX and DNS1123_SUBDOMAIN_RE.fullmatch(value) is not None
-
-
-def _dns_problem(value: str, what: str, *, subdomain: bool, dns_labels: bool = False) -> str | None:
-    """Why ``value`` is not a DNS-1123 label/subdomain, or None when it is.
-
-    ``dns_labels``: also limit each dot-separated part to 63 characters (real DNS host names;
-    Kubernetes object names have no such limit).
-    """
-    limit = DNS1123_SUBDOMAIN_MAX if subdomain else DNS1123_LABEL_MAX
-    kind = "DNS-1123 subdomain" if subdomain else "DNS-1123 label"
-    shape = (
-        "lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
-        if subdomain
-        else "lower-case letters, digits and '-', starting and ending with a letter or digit"
-    )
-    if value == "":
-        return f"{what} must not be empty"
-    if len(value) > limit:
-        return f"{what} {_show(value)} is {len(value)} characters long; a {kind} has at most {limit}"
-    if subdomain:
-        if dns_labels and any(len(label) > DNS1123_LABEL_MAX for label in value.split(".")):
-            return f"{what} {_show(value)}: each dot-separated part has at most {DNS1123_LABEL_MAX} characters"
-        ok = DNS1123_SUBDOMAIN_RE.fullmatch(value) is not None
-    else:
-        ok = DNS1123_LABEL_RE.fullmatch(value) is not None
-    if not ok:
-        hint = ""
-        if any(c.isupper() for c in value):
-            hint = " (upper case is not allowed)"
-        elif "_" in value:
-            hint = " (underscores are not allowed)"
-        elif any(c.isspace() for c in value):
-            hint = " (spaces are not allowed)"
-        return f"{what} {_show(value)} is not a valid {kind}: use {shape}{hint}"
-    return None
-
-
-def parse_name_list_strict(
-    value: str | None,
-    kind: ListKind = "namespace",
-    *,
-    allow_all: bool = True,
-) -> list[str] | None:
-    """Parse a ``namespaces`` / ``serviceAccounts`` / ``excludedNamespaces`` list.
-
-    Returns None for "all" (``*``, the empty string, or None), else the list of exact names
-    in order, with spaces around items trimmed. With ``allow_all=False`` (for
-    ``excludedNamespaces``) empty/None give ``[]`` and ``*`` is refused. ``kind`` chooses
-    the item rule: ``namespace`` items are DNS-1123 labels, ``serviceaccount`` items
-    DNS-1123 subdomains. Raises ValueError with a message saying what is expected.
-    """
-    if kind not in ("namespace", "serviceaccount"):
-        raise ValueError(f"unknown list kind {kind!r}")
-    if value is None:
-        return None if allow_all else []
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {type(value).__name__}")
-    what = "namespace" if kind == "namespace" else "ServiceAccount name"
-    expected = (
-        '"*" or empty for all, or a comma-separated list of exact names'
-        if allow_all
-        else "empty for none, or a comma-separated list of exact names"
-    )
-    stripped = value.strip(" ")
-    if stripped == "":
-        return None if allow_all else []
-    if stripped == "*":
-        if allow_all:
-            return None
-        raise ValueError(f'"*" is not allowed here; expected {expected}')
-    names: list[str] = []
-    for position, raw in enumerate(value.split(","), start=1):
-        item = raw.strip(" ")
-        if item == "":
-            raise ValueError(f"item {position} is empty (stray comma?); expected {expected}")
-        if item == "*":
-            if allow_all:
-                raise ValueError(f'"*" must stand alone, not mixed with names; expected {expected}')
-            raise ValueError(f'"*" is not allowed here; expected {expected}')
-        problem = _dns_problem(item, what, subdomain=kind == "serviceaccount")
-        if problem is not None:
-            raise ValueError(f"{problem}; expected {expected}")
-        names.append(item)
-    return names
 
 
 def validate_server(server: str) -> str | None:
@@ -240,7 +132,7 @@ def validate_server(server: str) -> str | None:
     scheme = _SCHEME_RE.match(server)
     if scheme is not None:
         return (
-            f"must be a bare host name without a scheme: remove {_show(scheme.group(0))} "
+            f"must be a bare host name without a scheme: remove {show(scheme.group(0))} "
             "(e.g. example.tencentcloudcr.com)"
         )
     if "/" in server:
@@ -258,16 +150,16 @@ def validate_server(server: str) -> str | None:
         if port == "":
             return f"has an empty port after ':': remove the ':' or give a port from 1 to {PORT_MAX}"
         if _PORT_RE.fullmatch(port) is None or int(port) > PORT_MAX:
-            return f"has an invalid port {_show(port)}: a port is a number from 1 to {PORT_MAX} without leading zeros"
+            return f"has an invalid port {show(port)}: a port is a number from 1 to {PORT_MAX} without leading zeros"
     if host == "":
         return "must start with a host name before ':port'"
     if host.endswith("."):
-        return f"host {_show(host)} must not end with '.'"
+        return f"host {show(host)} must not end with '.'"
     if "*" in host:
-        return f"host {_show(host)} must be an exact host name (no wildcards)"
+        return f"host {show(host)} must be an exact host name (no wildcards)"
     if any(c.isupper() for c in host):
-        return f"host {_show(host)} must be lower case (e.g. {_show(host.lower())})"
-    problem = _dns_problem(host, "host", subdomain=True, dns_labels=True)
+        return f"host {show(host)} must be lower case (e.g. {show(host.lower())})"
+    problem = dns_problem(host, "host", subdomain=True, dns_labels=True)
     if problem is not None:
         return f"must be a valid DNS host name: {problem}"
     return None
@@ -292,16 +184,16 @@ def validate_name(name: Any, *, generated: bool = False) -> list[FieldError]:
     # The object's own name must be a DNS-1123 subdomain (the API server's rule for every custom
     # resource); then "tcr.ips<name>" is one too, as long as it fits 253 characters.
     own = name + ("a" * GENERATED_SUFFIX_LENGTH if generated else "")
-    own_problem = _dns_problem(own, "name", subdomain=True)
+    own_problem = dns_problem(own, "name", subdomain=True)
     if own_problem is not None:
         return [FieldError(field, f"{own_problem} (the distributed Secret is named \"{SECRET_NAME_PREFIX}<name>\")")]
     candidate = SECRET_NAME_PREFIX + own
     if not is_dns1123_subdomain(candidate):
-        problem = _dns_problem(candidate, "Secret name", subdomain=True) or "is not a valid DNS-1123 subdomain"
+        problem = dns_problem(candidate, "Secret name", subdomain=True) or "is not a valid DNS-1123 subdomain"
         return [
             FieldError(
                 field,
-                f"{_show(name)} gives a distributed Secret name that is not valid: {problem}",
+                f"{show(name)} gives a distributed Secret name that is not valid: {problem}",
             )
         ]
     return []
@@ -391,7 +283,7 @@ def _validate_secret_ref(ref: Any) -> list[FieldError]:
     elif not isinstance(name, str):
         errors.append(FieldError(f"{base}.name", f"must be a string, not {type(name).__name__}"))
     else:
-        problem = _dns_problem(name, "Secret name", subdomain=True)
+        problem = dns_problem(name, "Secret name", subdomain=True)
         if problem is not None:
             errors.append(FieldError(f"{base}.name", problem))
     if "key" in ref and ref["key"] is not None:
@@ -406,7 +298,7 @@ def _validate_secret_ref(ref: Any) -> list[FieldError]:
             errors.append(
                 FieldError(
                     f"{base}.key",
-                    f"{_show(key)} is not a valid Secret data key: use letters, digits, '-', '_' and '.' "
+                    f"{show(key)} is not a valid Secret data key: use letters, digits, '-', '_' and '.' "
                     f"(at most {SECRET_KEY_MAX} characters, not '.' or '..')",
                 )
             )
