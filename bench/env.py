@@ -16,9 +16,9 @@ from harness import VENV
 from harness.addon import Addon
 from harness.cluster import ControlPlane
 from harness.polling import wait_for
-from tcr_assistant import api
-from tcr_assistant.kube import NAMESPACES, SERVICEACCOUNTS, Kube, KubeError, make_api_client
-from tcr_assistant.writes import IMAGEPULLSECRETS
+from tcr_assistant.k8s.client import NAMESPACES, SERVICEACCOUNTS, Kube, KubeError, make_api_client
+from tcr_assistant.reconciler.writes import IMAGEPULLSECRETS
+from tcr_assistant.spec import api
 
 BENCH_LABEL = "tcr-bench"
 EXTRA_SA = "builder"

@@ -28,7 +28,7 @@ import yaml
 
 from harness import REPO_ROOT, addon, cluster, node, oci, tools
 from harness.polling import wait_for
-from tcr_assistant import api
+from tcr_assistant.spec import api
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 IPS_NAME = "race"

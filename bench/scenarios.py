@@ -20,9 +20,9 @@ from bench.env import SERVER, Env
 from bench.watch import Watcher
 from harness import VENV
 from harness.polling import wait_for
-from tcr_assistant import api
-from tcr_assistant.kube import NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError, Resource
-from tcr_assistant.writes import IMAGEPULLSECRETS
+from tcr_assistant.k8s.client import NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError, Resource
+from tcr_assistant.reconciler.writes import IMAGEPULLSECRETS
+from tcr_assistant.spec import api
 
 # Writes that a resync must not make (leader-election Lease renewals and the harness's TokenRequest are not resync).
 RECONCILED_RESOURCES = ("secrets", "serviceaccounts", "imagepullsecrets", "imagepullsecrets/status", "events")

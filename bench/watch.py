@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tcr_assistant.kube import Kube
+from tcr_assistant.k8s.client import Kube
 
 OnEvent = Callable[[str, dict[str, Any], float], None]
 

@@ -1,5 +1,5 @@
 """The composition root of `tcr-assistant run`: builds every part of the process from the command
-line, as a typed list, and hands them to `runtime.app.App`, which starts them in order and stops
+line, as a typed list, and hands them to `k8s.app.App`, which starts them in order and stops
 them in reverse. The controller's own loop (caches, leadership, workers) is the main loop."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import signal
 from pathlib import Path
 from types import FrameType
 
-from . import api
-from .controller import Controller
-from .credentials import CredentialLookup
-from .kube import connect
-from .metrics import health_routes, metrics_routes
-from .options import WATCH_READ_MARGIN, Options, default_namespace, user_agent
-from .runtime.app import App, Part
-from .runtime.connections import ServerLimits
-from .runtime.httpserver import BoundedServer, parse_bind
-from .webhook import Review, WebhookServer
+from tcr_assistant.admission.credentials import CredentialLookup
+from tcr_assistant.admission.server import Review, WebhookServer
+from tcr_assistant.k8s.app import App, Part
+from tcr_assistant.k8s.client import connect
+from tcr_assistant.k8s.connections import ServerLimits
+from tcr_assistant.k8s.httpserver import BoundedServer, parse_bind
+from tcr_assistant.reconciler.controller import Controller
+from tcr_assistant.reconciler.metrics import health_routes, metrics_routes
+from tcr_assistant.reconciler.options import WATCH_READ_MARGIN, Options, default_namespace, user_agent
+from tcr_assistant.spec import api
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def build(args: argparse.Namespace) -> App:
     checks = {"caches synced": manager.synced}
     keeper_part: Part | None = None
     if args.webhook_port and args.webhook_cert_secret:
-        from .servingcert import CertSettings, service_names
-        from .servingcert_keeper import ServingCertKeeper
+        from tcr_assistant.servingcert.decision import CertSettings, service_names
+        from tcr_assistant.servingcert.keeper import ServingCertKeeper
 
         keeper = ServingCertKeeper(kube, CertSettings(
             namespace=namespace,
@@ -109,7 +109,7 @@ def build(args: argparse.Namespace) -> App:
         routes: dict[str, Review] = {
             api.WEBHOOK_PATH: CredentialLookup(kube, controller.state, namespace).review}
         if pod_webhook_enabled(args):
-            from .podwebhook import PodWebhook
+            from tcr_assistant.admission.pods import PodWebhook
 
             pods = PodWebhook(controller.state, kube)
             routes[api.POD_WEBHOOK_PATH] = pods.handle

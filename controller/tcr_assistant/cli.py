@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 
-from . import api, writes
-from .hosts_cleanup import remove_hosts_lines
-from .kube import SERVICEACCOUNTS, Kube, KubeError, connect
-from .options import DEFAULTS, DRIFT_MODES, WATCH_READ_MARGIN, user_agent
-from .runtime.connections import ServerLimits
+from tcr_assistant.hooks import check, cleanup
+from tcr_assistant.k8s.client import KubeError
+from tcr_assistant.k8s.connections import ServerLimits
+from tcr_assistant.reconciler.options import DEFAULTS, DRIFT_MODES, WATCH_READ_MARGIN
+from tcr_assistant.spec import api
 
 log = logging.getLogger("tcr_assistant")
 
@@ -265,7 +264,7 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .app import build
+    from tcr_assistant.app import build
 
     try:
         app = build(args)
@@ -277,97 +276,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-# -- check ----------------------------------------------------------------------------------------
-
-
-def check_problems(kube: Kube, namespace: str, service_account: str, names: Sequence[str]) -> list[str]:
-    problems: list[str] = []
-    sa = kube.get(SERVICEACCOUNTS.path(namespace, service_account))
-    listed = {(e or {}).get("name") for e in (sa or {}).get("imagePullSecrets") or []}
-    if sa is None:
-        problems.append(f"ServiceAccount {namespace}/{service_account} does not exist")
-    for name in names:
-        secret = api.secret_name(name)
-        obj = kube.get_secret(namespace, secret)
-        if obj is None:
-            problems.append(
-                f"Secret {namespace}/{secret} does not exist (ImagePullSecret {name!r} does not "
-                f"select namespace {namespace!r}, or the controller is not running)"
-            )
-        elif obj.get("type") != api.SECRET_TYPE or api.SECRET_KEY not in (obj.get("data") or {}):
-            problems.append(f"Secret {namespace}/{secret} is not of type {api.SECRET_TYPE} with key {api.SECRET_KEY}")
-        if sa is not None and secret not in listed:
-            problems.append(f"ServiceAccount {namespace}/{service_account} does not list {secret} in imagePullSecrets")
-    return problems
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    kube = connect(args.kubeconfig, user_agent=user_agent())
-    deadline = time.monotonic() + args.timeout
-    while True:
-        try:
-            problems = check_problems(kube, args.namespace, args.service_account, args.names)
-        except KubeError as exc:
-            problems = [f"API error: {exc}"]
-        if not problems:
-            print(
-                f"ok: ServiceAccount {args.namespace}/{args.service_account} lists "
-                + ", ".join(api.secret_name(n) for n in args.names)
-                + " and the Secrets exist"
-            )
-            return 0
-        if time.monotonic() >= deadline:
-            for p in problems:
-                print(f"FAIL: {p}", file=sys.stderr)
-            return 1
-        time.sleep(1.0)
-
-
-# -- cleanup --------------------------------------------------------------------------------------
-
-
-def cmd_cleanup(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    kube = connect(args.kubeconfig, user_agent=user_agent())
-    if args.hosts_daemonset:
-        namespace, _, name = args.hosts_daemonset.partition("/")
-        if not namespace or not name:
-            print(f"error: --hosts-daemonset must be NS/NAME, got {args.hosts_daemonset!r}", file=sys.stderr)
-            return 2
-        # At most half of the overall --timeout, so the ImagePullSecret cleanup keeps its share.
-        remove_hosts_lines(kube, namespace, name, args.timeout / 2, say=print)
-    path = writes.IMAGEPULLSECRETS.path()
-    try:
-        items = kube.list_all(path, {"labelSelector": args.selector})["items"]
-    except KubeError as exc:
-        if exc.not_found:  # CRD already gone
-            print("no ImagePullSecret resource type; nothing to clean up")
-            return 0
-        raise
-    names = [i["metadata"]["name"] for i in items]
-    for name in names:
-        kube.delete(writes.IMAGEPULLSECRETS.path(name=name))
-        print(f"deleting ImagePullSecret {name}")
-    deadline = started + args.timeout
-    remaining = list(names)
-    while remaining and time.monotonic() < deadline:
-        remaining = [n for n in remaining if kube.get(writes.IMAGEPULLSECRETS.path(name=n)) is not None]
-        if remaining:
-            time.sleep(0.5)
-    if remaining:
-        print(
-            f"FAIL: still present after {args.timeout:.0f}s (is the controller running?): " + ", ".join(remaining),
-            file=sys.stderr,
-        )
-        return 1
-    print(f"cleaned up {len(names)} ImagePullSecret(s)")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    handlers = {"run": cmd_run, "check": cmd_check, "cleanup": cmd_cleanup}
+    handlers = {"run": cmd_run, "check": check.run, "cleanup": cleanup.run}
     try:
         return handlers[args.command](args)
     except KubeError as exc:

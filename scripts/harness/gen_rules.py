@@ -32,8 +32,8 @@ from typing import Any
 import yaml
 
 from harness import REPO_ROOT
-from tcr_assistant import rules
-from tcr_assistant.rules import BRACKETED, ESCAPED
+from tcr_assistant.spec import rules
+from tcr_assistant.spec.rules import BRACKETED, ESCAPED
 
 CHART_DIR = REPO_ROOT / "chart"
 SCHEMA_FILE = "values.schema.json"

@@ -2,7 +2,7 @@
 
 The values are rendered by the real chart (``helm template``, see ``helm``) and each
 ImagePullSecret it makes is checked with the webhook's rules
-(``tcr_assistant.validation.validate_image_pull_secret``); the values are also checked against the
+(``tcr_assistant.spec.validation.validate_image_pull_secret``); the values are also checked against the
 values schema (``--schema``, by default the chart's ``values.schema.json``), and helm checks them
 against the chart's schema. Every problem is reported as ``--option: message``: the webhook's
 messages first (they say most), then one schema message for each option they did not name. No
@@ -131,7 +131,7 @@ def check_credentials_survive(ips: Sequence[Mapping[str, Any]], documents: Seque
 
 def webhook_problems(ips: Sequence[Mapping[str, Any]], plan: Plan, creds: Credentials) -> list[Problem]:
     """The webhook's verdict on each rendered ImagePullSecret (one per registry, in order), per option."""
-    from tcr_assistant.validation import validate_image_pull_secret
+    from tcr_assistant.spec.validation import validate_image_pull_secret
 
     problems: list[Problem] = []
     for (name, domain, name_option), obj in zip(plan.registries, ips, strict=True):

@@ -5,7 +5,7 @@ file, an existing Secret, or a token issued through TCR's ``CreateInstanceToken`
 namespaces and ServiceAccounts served, and the private-network hosts entries. The values are
 rendered from ``values.yaml.j2`` (the TKE add-on shape), read back, checked against the chart's
 ``values.schema.json`` and, on the ImagePullSecrets ``helm template`` makes of them, against the
-webhook's own rules (``tcr_assistant.validation.validate_image_pull_secret``), and only then
+webhook's own rules (``tcr_assistant.spec.validation.validate_image_pull_secret``), and only then
 written. A problem is reported as ``error: --option: what is wrong`` and the exit status is 2 (1
 for a failed API call, helm or output). No password or token is ever printed to the terminal or
 in a message.

@@ -49,7 +49,7 @@ RELEASE_NAME = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 #: kubectl apply's record of what it applied: no effect on the object, not carried over.
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-#: The controller's own finalizer (``tcr_assistant.api.FINALIZER``): the chart's objects get it too.
+#: The controller's own finalizer (``tcr_assistant.spec.api.FINALIZER``): the chart's objects get it too.
 CONTROLLER_FINALIZER = f"{GROUP}/cleanup"
 HOSTS_CONFIGMAP = "updater-config"
 HOSTS_KEY = "config.json"
@@ -469,7 +469,7 @@ def schema_problems(values: Mapping[str, Any], schema: Mapping[str, Any], crs: S
 
 def webhook_problems(documents: Sequence[Mapping[str, Any]], crs: Sequence[Mapping[str, Any]]) -> list[str]:
     """The webhook's rules on each ImagePullSecret the chart renders (as the chart's objects will meet them)."""
-    from tcr_assistant.validation import validate_image_pull_secret
+    from tcr_assistant.spec.validation import validate_image_pull_secret
 
     inline = {str(cr["name"]) for cr in crs if "dockerPassword" in cr}
     problems = []

@@ -134,7 +134,7 @@ def check_ip(option: str, ip: str, what: str) -> None:
 
 
 def check_host_domain(option: str, domain: str) -> None:
-    from tcr_assistant.validation import validate_server
+    from tcr_assistant.spec.validation import validate_server
 
     problem = validate_server(domain)
     if problem is not None:
@@ -289,7 +289,7 @@ def parse_namespace_selector(text: str | None) -> dict[str, Any] | None:
     """``--namespace-selector`` in kubectl's syntax -> a LabelSelector (None: every namespace)."""
     if text is None:
         return None
-    from tcr_assistant.selectors import parse
+    from tcr_assistant.spec.selectors import parse
 
     try:
         selector = parse(text)
@@ -304,7 +304,7 @@ def helm_test_namespace(plan: Plan) -> tuple[str | None, list[str]]:
     The chart's test checks namespace ``tests.namespace`` (default ``default``) and its
     ServiceAccount ``default``; with a limited scope, point it at a namespace that is served.
     """
-    from tcr_assistant.validation import parse_name_list_strict
+    from tcr_assistant.spec.validation import parse_name_list_strict
 
     try:
         served = parse_name_list_strict(plan.namespaces, "namespace")

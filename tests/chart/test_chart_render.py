@@ -29,7 +29,7 @@ from chart_support import (
     template_args,
 )
 
-from tcr_assistant import validation
+from tcr_assistant.spec import validation
 
 CASE_IDS = list(CASES)
 # Kinds served by CRDs, not built into Kubernetes: validated elsewhere (ImagePullSecret) or by

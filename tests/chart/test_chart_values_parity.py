@@ -18,7 +18,7 @@ from chart_support import CHART_DIR, run_helm, template_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcr_assistant.validation import validate_image_pull_secret
+from tcr_assistant.spec.validation import validate_image_pull_secret
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 ITEM = SCHEMA["properties"]["global"]["properties"]["imagePullSecretsCrs"]["items"]

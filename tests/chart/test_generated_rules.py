@@ -20,7 +20,8 @@ import pytest
 from chart_support import CHART_DIR, CRD_FILE, REPO_ROOT, load_crd
 
 from harness import gen_rules
-from tcr_assistant import rules, validation
+from tcr_assistant.spec import names as name_rules
+from tcr_assistant.spec import rules
 
 SCHEMA_FILE = CHART_DIR / gen_rules.SCHEMA_FILE
 
@@ -112,8 +113,8 @@ def test_port_number_matches_exactly_one_to_maximum(maximum: int) -> None:
 
 
 def test_python_expressions_are_unchanged_and_both_syntaxes_agree() -> None:
-    assert validation.DNS1123_LABEL_RE.pattern == r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-    assert validation.DNS1123_SUBDOMAIN_RE.pattern == (
+    assert name_rules.DNS1123_LABEL_RE.pattern == r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+    assert name_rules.DNS1123_SUBDOMAIN_RE.pattern == (
         r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
     for syntax in (rules.ESCAPED, rules.BRACKETED):
         host = re.compile(rules.host(syntax))

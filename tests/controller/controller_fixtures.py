@@ -18,8 +18,8 @@ from controller_support import ADDON_NS, K, Proxy, RunningController, apply_crd,
 from recording_kube import RecordingKube
 
 from harness.cluster import ControlPlane
-from tcr_assistant.controller import Controller
-from tcr_assistant.kube import NAMESPACES, Kube, make_api_client
+from tcr_assistant.k8s.client import NAMESPACES, Kube, make_api_client
+from tcr_assistant.reconciler.controller import Controller
 
 
 @pytest.fixture(scope="session")

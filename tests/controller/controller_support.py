@@ -11,11 +11,11 @@ import uuid
 from typing import Any
 
 from support import load_crd, seed_sample, wait_for
-from tcr_assistant import api
-from tcr_assistant.controller import Controller
-from tcr_assistant.kube import NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube
-from tcr_assistant.options import Options
-from tcr_assistant.writes import IMAGEPULLSECRETS
+from tcr_assistant.k8s.client import NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube
+from tcr_assistant.reconciler.controller import Controller
+from tcr_assistant.reconciler.options import Options
+from tcr_assistant.reconciler.writes import IMAGEPULLSECRETS
+from tcr_assistant.spec import api
 
 ADDON_NS = "tcr-test-controller"  # not the chart's namespace: chart tests install there
 SAMPLE: dict[str, Any] = seed_sample()

@@ -10,7 +10,7 @@ REAL_POLL = 0.01  # seconds: how often a fake wait_event looks at its Event (Eve
 
 
 class FakeClock:
-    """Implements tcr_assistant.runtime.clock.Clock. Waiters wake when the test advances the time
+    """Implements tcr_assistant.k8s.clock.Clock. Waiters wake when the test advances the time
     (and, on a Condition, when the code under test notifies it, as with a real clock).
 
     A test that advances the time while another thread waits first calls ``await_waiters``: it

@@ -10,7 +10,7 @@ from typing import Any
 
 import urllib3
 
-from tcr_assistant.kube import Kube
+from tcr_assistant.k8s.client import Kube
 
 
 def _resource_part(path: str) -> list[str]:

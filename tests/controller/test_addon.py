@@ -16,7 +16,7 @@ from controller_support import K
 from harness import addon, tools
 from harness.cluster import ControlPlane
 from support import wait_for
-from tcr_assistant import api
+from tcr_assistant.spec import api
 
 pytestmark = pytest.mark.compat
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tcr_assistant import apiclient
-from tcr_assistant.apiclient import ApiClient, ConfigError, Credentials
+from tcr_assistant.k8s import apiclient
+from tcr_assistant.k8s.apiclient import ApiClient, ConfigError, Credentials
 
 
 def kubeconfig(tmp_path: Path, user: dict[str, object], cluster: dict[str, object] | None = None,

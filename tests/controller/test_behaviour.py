@@ -16,10 +16,11 @@ from controller_support import ADDON_NS, SAMPLE, K, RunningController
 from recording_kube import recorded
 
 from support import wait_for
-from tcr_assistant import api, writes
-from tcr_assistant.kube import SECRETS
-from tcr_assistant.observed import service_account_info
-from tcr_assistant.work import ImagePullSecretKey, NamespaceKey, StatusKey
+from tcr_assistant.k8s.client import SECRETS
+from tcr_assistant.reconciler import writes
+from tcr_assistant.reconciler.keys import ImagePullSecretKey, NamespaceKey, StatusKey
+from tcr_assistant.reconciler.observed import service_account_info
+from tcr_assistant.spec import api
 
 
 def uid() -> str:
@@ -418,7 +419,7 @@ def test_conflict_already_exists_and_terminating(k: K, controller: RunningContro
     assert written and latest is not None
     assert k.pull_secrets(ns) == ["someone-else", "tcr.ipsx"]
     # AlreadyExists: a Secret of ours that exists with stale content is updated
-    from tcr_assistant import reconcile
+    from tcr_assistant.reconciler import decisions as reconcile
 
     desired = reconcile.desired_secret("x", ns, reconcile.Credentials("r.example.com", "u", "p"))
     stale_secret = copy.deepcopy(desired)

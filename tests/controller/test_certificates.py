@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support import REPO_ROOT, helm
-from tcr_assistant import api, certificates, servingcert
-from tcr_assistant.certificates import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, Step, decide, inspect
+from tcr_assistant.servingcert import certificates
+from tcr_assistant.servingcert import decision as servingcert
+from tcr_assistant.servingcert.certificates import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, Step, decide, inspect
+from tcr_assistant.spec import api
 
 NAMES = servingcert.service_names("tcr-assistant-webhook-service", "tcr-assistant-system")
 VALIDITY = 300.0

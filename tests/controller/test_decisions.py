@@ -9,16 +9,18 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcr_assistant import api, reconcile, status
-from tcr_assistant.observed import (
+from tcr_assistant.reconciler import decisions as reconcile
+from tcr_assistant.reconciler import status
+from tcr_assistant.reconciler.decisions import ABSENT, EnsureSecret, RemoveSecret, SecretStep
+from tcr_assistant.reconciler.observed import (
     NamespaceInfo,
     ServiceAccountInfo,
     distributed_secret_info,
     removed_pull_secrets,
     spec_or_metadata_changed,
 )
-from tcr_assistant.reconcile import ABSENT, EnsureSecret, RemoveSecret, SecretStep
-from tcr_assistant.state import ControllerState
+from tcr_assistant.reconciler.state import ControllerState
+from tcr_assistant.spec import api
 
 GOOD = {"server": "r.example.com", "username": "u", "password": "p"}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tcr_assistant.hosts_cleanup import remove_mode, rollout_state
+from tcr_assistant.hooks.hosts import remove_mode, rollout_state
 
 
 def daemonset(args: list[str], rolling: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from controller_support import K, RunningController
 from recording_kube import recorded
 
 from support import wait_for
-from tcr_assistant import api
-from tcr_assistant.kube import SERVICEACCOUNTS, Kube
+from tcr_assistant.k8s.client import SERVICEACCOUNTS, Kube
+from tcr_assistant.spec import api
 
 N_LATENCY = 100
 

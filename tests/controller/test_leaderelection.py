@@ -12,10 +12,9 @@ import pytest
 from controller_support import ADDON_NS, K
 from fake_clock import FakeClock
 
-from tcr_assistant.apiclient import ApiClient
-from tcr_assistant.kube import LEASES, Kube
-from tcr_assistant.options import DEFAULTS
-from tcr_assistant.runtime.leaderelection import (
+from tcr_assistant.k8s.apiclient import ApiClient
+from tcr_assistant.k8s.client import LEASES, Kube
+from tcr_assistant.k8s.leaderelection import (
     JITTER_FACTOR,
     LeaderElector,
     LeaseRecord,
@@ -25,6 +24,7 @@ from tcr_assistant.runtime.leaderelection import (
     micro_time,
     renew_deadline_passed,
 )
+from tcr_assistant.reconciler.options import DEFAULTS
 
 # -- the duration checks -------------------------------------------------------------------------
 

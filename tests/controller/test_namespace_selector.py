@@ -14,7 +14,7 @@ from recording_kube import recorded
 from test_requests import counted
 
 from support import wait_for
-from tcr_assistant import api
+from tcr_assistant.spec import api
 
 pytestmark = pytest.mark.compat
 

@@ -17,9 +17,9 @@ from controller_support import K
 from harness import addon
 from harness.cluster import ControlPlane
 from support import kubectl, pointed_at, wait_for
-from tcr_assistant import api
-from tcr_assistant.kube import KubeError
-from tcr_assistant.podadmission import ANNOTATION_ADDED
+from tcr_assistant.admission.podreview import ANNOTATION_ADDED
+from tcr_assistant.k8s.client import KubeError
+from tcr_assistant.spec import api
 
 pytestmark = pytest.mark.compat
 

@@ -1,4 +1,4 @@
-"""Unit and property tests of the pure desired-state logic (tcr_assistant.reconcile)."""
+"""Unit and property tests of the pure desired-state logic (tcr_assistant.reconciler.decisions)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcr_assistant import api, observed, reconcile, status
-from tcr_assistant.observed import NamespaceInfo, ServiceAccountInfo
+from tcr_assistant.reconciler import decisions as reconcile
+from tcr_assistant.reconciler import observed, status
+from tcr_assistant.reconciler.observed import NamespaceInfo, ServiceAccountInfo
+from tcr_assistant.spec import api
 
 SAMPLE_SPEC = {
     "namespaces": "*",

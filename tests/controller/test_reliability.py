@@ -19,9 +19,9 @@ from controller_support import ADDON_NS, K, Proxy, RunningController
 
 from harness.cluster import ControlPlane, free_port
 from support import wait_for
-from tcr_assistant import api
-from tcr_assistant.kube import LEASES, KubeError
-from tcr_assistant.runtime.leaderelection import LeaderElector
+from tcr_assistant.k8s.client import LEASES, KubeError
+from tcr_assistant.k8s.leaderelection import LeaderElector
+from tcr_assistant.spec import api
 
 
 def uid() -> str:

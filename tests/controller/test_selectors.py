@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcr_assistant import selectors
-from tcr_assistant.selectors import format_selector, from_object, parse, problems
+from tcr_assistant.spec import selectors
+from tcr_assistant.spec.selectors import format_selector, from_object, parse, problems
 
 
 @pytest.mark.parametrize(("text", "expected"), [

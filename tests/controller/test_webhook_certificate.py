@@ -26,9 +26,11 @@ from controller_support import K
 from harness import addon
 from harness.cluster import ControlPlane
 from support import wait_for
-from tcr_assistant import api, certificates, servingcert
-from tcr_assistant.kube import Kube, KubeError, make_api_client
-from tcr_assistant.writes import IMAGEPULLSECRETS
+from tcr_assistant.k8s.client import Kube, KubeError, make_api_client
+from tcr_assistant.reconciler.writes import IMAGEPULLSECRETS
+from tcr_assistant.servingcert import certificates
+from tcr_assistant.servingcert import decision as servingcert
+from tcr_assistant.spec import api
 
 SECRET = "tcr-assistant-webhook-server-cert"
 CONFIGURATION = "tcr-assistant-validating-webhook-configuration"

@@ -11,9 +11,9 @@ from fake_clock import FakeClock
 
 from support import wait_for
 from tcr_assistant import cli
-from tcr_assistant.runtime.httpserver import parse_bind
-from tcr_assistant.runtime.reflector import FIRST_BACKOFF, next_backoff
-from tcr_assistant.runtime.workqueue import WorkQueue
+from tcr_assistant.k8s.httpserver import parse_bind
+from tcr_assistant.k8s.reflector import FIRST_BACKOFF, next_backoff
+from tcr_assistant.k8s.workqueue import WorkQueue
 
 
 def test_dedup_and_order() -> None:
@@ -242,11 +242,11 @@ def test_cli_help_mentions_contract_flags() -> None:
 
 
 def test_unknown_key_is_an_error_and_never_retried() -> None:
-    from tcr_assistant.apiclient import ApiClient
-    from tcr_assistant.controller import Controller
-    from tcr_assistant.kube import Kube
-    from tcr_assistant.options import Options
-    from tcr_assistant.work import UnknownKey
+    from tcr_assistant.k8s.apiclient import ApiClient
+    from tcr_assistant.k8s.client import Kube
+    from tcr_assistant.reconciler.controller import Controller
+    from tcr_assistant.reconciler.keys import UnknownKey
+    from tcr_assistant.reconciler.options import Options
 
     c = Controller(Kube(ApiClient.for_server("http://127.0.0.1:9")), Options(namespace="x"))
     with pytest.raises(UnknownKey, match="unknown work key"):

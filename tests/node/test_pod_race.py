@@ -21,8 +21,8 @@ import yaml
 
 from harness import addon, node, oci
 from support import kubectl, pointed_at, wait_for
-from tcr_assistant import api
-from tcr_assistant.podadmission import ANNOTATION_ADDED
+from tcr_assistant.admission.podreview import ANNOTATION_ADDED
+from tcr_assistant.spec import api
 
 NAMESPACE = addon.NAMESPACE
 IPS_NAME = "race"

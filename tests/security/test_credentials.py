@@ -25,10 +25,10 @@ from webhook_support import labelled, loopback_pair, registered_webhook, sample,
 
 from harness.pki import CertificateAuthority
 from support import REPO_ROOT, helm, kubectl, wait_for
-from tcr_assistant import api
-from tcr_assistant.credentials import CredentialLookup
-from tcr_assistant.kube import SECRETS
-from tcr_assistant.webhook import WEBHOOK_PATH, WebhookServer
+from tcr_assistant.admission.credentials import CredentialLookup
+from tcr_assistant.admission.server import WEBHOOK_PATH, WebhookServer
+from tcr_assistant.k8s.client import SECRETS
+from tcr_assistant.spec import api
 
 # Version-dependent: metadata-only reads (PartialObjectMetadata), --dry-run=server lookups in the chart's notes.
 pytestmark = pytest.mark.compat

@@ -14,7 +14,7 @@ from controller_support import K, RunningController
 from security_support import as_user, uid
 
 from support import kubectl, wait_for
-from tcr_assistant import api
+from tcr_assistant.spec import api
 
 NAMESPACE_ADMIN = "namespace-admin"
 

@@ -35,12 +35,12 @@ from harness import addon
 from harness.cluster import ControlPlane
 from harness.pki import CertificateAuthority
 from support import pointed_at, wait_for
-from tcr_assistant import api
-from tcr_assistant.kube import NAMESPACES, SERVICEACCOUNTS, Kube, KubeError
-from tcr_assistant.podadmission import ANNOTATION_ADDED, PodFacts
-from tcr_assistant.podwebhook import PodWebhook
-from tcr_assistant.state import ControllerState
-from tcr_assistant.webhook import WebhookServer
+from tcr_assistant.admission.podreview import ANNOTATION_ADDED, PodFacts
+from tcr_assistant.admission.pods import PodWebhook
+from tcr_assistant.admission.server import WebhookServer
+from tcr_assistant.k8s.client import NAMESPACES, SERVICEACCOUNTS, Kube, KubeError
+from tcr_assistant.reconciler.state import ControllerState
+from tcr_assistant.spec import api
 
 NAME = "podsec"
 SECRET = api.secret_name(NAME)
@@ -348,7 +348,7 @@ def test_service_accounts_with_thousands_of_entries_do_not_grow_the_controller(
 
 def test_a_list_page_is_parsed_one_item_at_a_time() -> None:
     """The initial LIST never holds a page whole: an item is handed over before the next is read."""
-    from tcr_assistant.kube import list_members  # (here: the module's other tests run on older code too)
+    from tcr_assistant.k8s.client import list_members  # (here: the module's other tests run on older code too)
 
     entry = {"name": "x" * ENTRY_NAME_CHARS}
     item = json.dumps({"metadata": {"name": "heavy"}, "imagePullSecrets": [entry] * TENANT_ENTRIES}).encode()
@@ -377,7 +377,7 @@ def test_a_list_page_is_parsed_one_item_at_a_time() -> None:
 
 
 def test_pod_event_queue_and_event_memory_are_bounded() -> None:
-    from tcr_assistant.state import RECENT_EVENTS_KEPT, remember_event
+    from tcr_assistant.reconciler.state import RECENT_EVENTS_KEPT, remember_event
 
     class SlowEvents:
         """Event writes that do not finish until released (an API server that stopped answering)."""

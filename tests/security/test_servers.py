@@ -52,9 +52,9 @@ from harness import addon, node
 from harness.cluster import ControlPlane, free_port
 from harness.pki import CertificateAuthority
 from support import kubectl, pointed_at, wait_for
-from tcr_assistant import api
-from tcr_assistant.runtime.connections import ServerLimits
-from tcr_assistant.webhook import WebhookServer
+from tcr_assistant.admission.server import WebhookServer
+from tcr_assistant.k8s.connections import ServerLimits
+from tcr_assistant.spec import api
 
 # The servers' default limits, what the chart runs (ServerLimits(); test 1 checks they are these).
 DEADLINE = 10.0  # request_timeout

@@ -22,7 +22,9 @@ import pytest
 from harness import addon
 from harness.cluster import ControlPlane
 from support import kubectl, wait_for
-from tcr_assistant import api, certificates, servingcert
+from tcr_assistant.servingcert import certificates
+from tcr_assistant.servingcert import decision as servingcert
+from tcr_assistant.spec import api
 
 # Version-dependent: the ValidatingAdmissionPolicy's CEL on webhook configurations.
 pytestmark = pytest.mark.compat

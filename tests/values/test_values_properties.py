@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from values_support import run
 
 from support import property_settings
-from tcr_assistant.validation import validate_spec
+from tcr_assistant.spec.validation import validate_spec
 from values_wizard import check, helm
 from values_wizard.cli import build_parser
 from values_wizard.plan import Credentials, make_plan, make_values

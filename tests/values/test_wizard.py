@@ -14,7 +14,7 @@ import pytest
 import yaml
 from values_support import TerminalIO, helm_template, run
 
-from tcr_assistant.validation import validate_image_pull_secret
+from tcr_assistant.spec.validation import validate_image_pull_secret
 from values_wizard import PROG
 from values_wizard.render import yaml_quote
 

@@ -16,7 +16,7 @@ from webhook_support import loopback_pair, write_pair
 from harness import cluster
 from harness.pki import CertificateAuthority
 from support import pointed_at
-from tcr_assistant.webhook import WebhookServer
+from tcr_assistant.admission.server import WebhookServer
 
 
 @pytest.fixture(scope="package")

@@ -29,7 +29,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from webhook_support import BAD_CASES, chart_crd, installed_crd, sample
 
-from tcr_assistant.validation import validate_image_pull_secret
+from tcr_assistant.spec.validation import validate_image_pull_secret
 
 pytestmark = pytest.mark.compat
 

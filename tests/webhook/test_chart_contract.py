@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from webhook_support import chart_webhook_configuration
 
-from tcr_assistant.webhook import WEBHOOK_PATH
+from tcr_assistant.admission.server import WEBHOOK_PATH
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcr_assistant.observed import ServiceAccountInfo, service_account_info
-from tcr_assistant.podadmission import (
+from tcr_assistant.admission.podreview import (
     ANNOTATION_ADDED,
     ANNOTATIONS_LIMIT_BYTES,
     PodFacts,
@@ -21,6 +20,7 @@ from tcr_assistant.podadmission import (
     review_response,
     too_large_warning,
 )
+from tcr_assistant.reconciler.observed import ServiceAccountInfo, service_account_info
 
 OURS = "tcr.ipsreg"
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from webhook_support import sample
 
 from support import property_settings
-from tcr_assistant.admission import handle
-from tcr_assistant.validation import parse_name_list_strict, validate_image_pull_secret, validate_server
+from tcr_assistant.admission.review import handle
+from tcr_assistant.spec.validation import parse_name_list_strict, validate_image_pull_secret, validate_server
 
 # A generous bound per example (ms) that still catches pathological (e.g. regex) blow-ups.
 OPTIONS: dict[str, Any] = {"deadline": 2000,

@@ -1,4 +1,4 @@
-"""Unit tests of the pure decision functions tcr_assistant.admission.review / handle."""
+"""Unit tests of the pure decision functions tcr_assistant.admission.review.review / handle."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from webhook_support import sample
 
-from tcr_assistant.admission import MAX_BODY_BYTES, handle, review
+from tcr_assistant.admission.review import MAX_BODY_BYTES, handle, review
 
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
 RESOURCE = {"group": "tcr.tencentcloudcr.com", "version": "v1", "resource": "imagepullsecrets"}

@@ -16,10 +16,10 @@ import pytest
 from webhook_support import loopback_pair, sample, write_pair
 
 from harness.pki import CertificateAuthority
-from tcr_assistant import admission
-from tcr_assistant.runtime.connections import ServerLimits, SlotDecision, slot_decision
-from tcr_assistant.runtime.httpserver import BoundedServer
-from tcr_assistant.webhook import WEBHOOK_PATH, WebhookServer
+from tcr_assistant.admission import review as admission
+from tcr_assistant.admission.server import WEBHOOK_PATH, WebhookServer
+from tcr_assistant.k8s.connections import ServerLimits, SlotDecision, slot_decision
+from tcr_assistant.k8s.httpserver import BoundedServer
 
 CLIENT_TIMEOUT = 30  # a bound so a broken server fails the test instead of hanging it; never asserted on
 
@@ -258,7 +258,7 @@ def test_connection_limit_drops_extra_connections_and_recovers(
 def test_denials_are_logged_without_values(
     webhook_server: WebhookServer, webhook_ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("DEBUG", logger="tcr_assistant.admission")
+    caplog.set_level("DEBUG", logger="tcr_assistant.admission.review")
     obj = sample(docker__password="hunter2-very-secret", docker__passwordSecretRef={"name": "x"})
     status, doc = post(connect(webhook_server, webhook_ca), review_body("logged", obj))
     assert status == 200 and doc["response"]["allowed"] is False

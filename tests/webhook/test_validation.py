@@ -1,4 +1,4 @@
-"""Unit tests of tcr_assistant.validation: every rule, by field, with its message."""
+"""Unit tests of tcr_assistant.spec.validation: every rule, by field, with its message."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from webhook_support import BAD_CASES, SEED_SAMPLE, sample
 
-from tcr_assistant.validation import (
+from tcr_assistant.spec.validation import (
     MAX_NAME_LENGTH,
     FieldError,
     parse_name_list_strict,

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.pki import CertificateAuthority, KeyPair
 from support import helm, kubectl, load_crd, seed_sample, wait_for
-from tcr_assistant.webhook import WEBHOOK_PATH, WebhookServer
+from tcr_assistant.admission.server import WEBHOOK_PATH, WebhookServer
 
 SEED_SAMPLE: dict[str, Any] = seed_sample()
 

@@ -1,0 +1,1 @@
+"""The admission webhooks: the HTTPS server, the ImagePullSecret and Pod reviews."""

@@ -1,0 +1,1 @@
+"""What the chart's Helm hooks run: the check, the clean-up, the hosts clean-up."""

@@ -1,0 +1,1 @@
+"""The controller: decisions (pure), state, work keys, the write steps and drift."""

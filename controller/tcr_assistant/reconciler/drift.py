@@ -1,0 +1,88 @@
+"""Drift repair, "poll" mode: GET each distributed Secret by name, spread evenly over a period
+(docs/DESIGN.md "Drift repair"). The "watch" mode needs no code here: a reflector on our
+Secrets feeds the controller's handler."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from tcr_assistant.k8s.client import Kube
+from tcr_assistant.reconciler import decisions as reconcile
+from tcr_assistant.reconciler.decisions import ABSENT, STALE
+from tcr_assistant.reconciler.state import ControllerState
+
+log = logging.getLogger(__name__)
+
+IDLE_RECHECK = 10.0  # nothing distributed yet: look again this often
+RESYNC_WAIT = 120.0  # start checking at the latest this long after start-up
+
+
+class DriftPoller:
+    """Finds our Secrets deleted or changed outside the controller; ``repair(namespace)``
+    queues the namespace, whose worker restores them."""
+
+    def __init__(self, kube: Kube, state: ControllerState, period: float, stop: threading.Event,
+                 repair: Callable[[str], None]) -> None:
+        self.kube = kube
+        self.state = state
+        self.period = period
+        self.stop_event = stop
+        self.repair = repair
+
+    def check_secrets_once(self) -> int:
+        """One pass over every Secret believed up to date: its GETs spread evenly over the
+        period, which the pass lasts. Returns the number found deleted or changed
+        (their namespaces are queued for repair)."""
+        state = self.state
+        with state.lock:
+            items = [(k, v) for k, v in state.secret_records.items() if v != ABSENT]
+        found = 0
+        start = time.monotonic()
+        interval = self.period / max(1, len(items))
+        for i, ((namespace, ips), fp) in enumerate(items):
+            if self.stop_event.wait(max(0.0, start + i * interval - time.monotonic())):
+                break
+            with state.lock:
+                plan = state.plans.get(ips)
+                if plan is None or plan.creds is None or not plan.active or plan.fingerprint != fp \
+                        or state.secret_records.get((namespace, ips)) != fp:
+                    continue
+            try:
+                current = self.kube.get_secret(namespace, plan.secret_name)
+            except Exception as exc:
+                log.warning("drift check of %s/%s failed: %s", namespace, plan.secret_name, exc)
+                continue
+            desired = reconcile.desired_secret(ips, namespace, plan.creds)
+            if reconcile.secret_step(current, desired) is reconcile.SecretStep.UNCHANGED:
+                continue
+            what = "deleted" if current is None else "changed"
+            log.info("Secret %s/%s was %s outside the controller; repairing", namespace, plan.secret_name, what)
+            with state.lock:
+                if state.secret_records.get((namespace, ips)) == fp:
+                    state.secret_records[(namespace, ips)] = ABSENT if current is None else STALE
+                    state.secret_drift[(namespace, ips)] = what
+            self.repair(namespace)
+            found += 1
+        self.stop_event.wait(max(0.0, start + self.period - time.monotonic()))
+        return found
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self.stop_event.is_set():
+            with self.state.lock:
+                # Not before the start-up resync is done (a pass's pace is set by its count at
+                # the start), unless some namespace keeps failing it.
+                resyncing = bool(self.state.startup_unchecked) and time.monotonic() - started < RESYNC_WAIT
+                known = not resyncing and any(v != ABSENT for v in self.state.secret_records.values())
+            if not known:  # nothing to check yet (start-up, or nothing distributed)
+                self.stop_event.wait(min(self.period, IDLE_RECHECK))
+                continue
+            try:
+                self.check_secrets_once()  # takes one period: its GETs are spread over it
+            except Exception:
+                log.exception("drift check failed")
+                self.stop_event.wait(min(self.period, IDLE_RECHECK))
+

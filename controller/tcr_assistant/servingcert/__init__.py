@@ -1,0 +1,2 @@
+"""The webhook's serving certificate: the decision (cryptography, in a helper process) and
+the keeper."""

@@ -1,0 +1,1 @@
+"""What a valid ImagePullSecret is: its API constants, rules, validation and selectors (pure)."""
