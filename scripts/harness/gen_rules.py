@@ -1,4 +1,4 @@
-"""Write the value rules of controller/tcr_assistant/rules.py into the chart.
+"""Write the value rules of controller/tcr_assistant/spec/rules.py into the chart.
 
     PYTHONPATH=scripts .venv/bin/python -m harness.gen_rules [--check] [--chart DIR]
 
@@ -59,7 +59,7 @@ class Difference:
     generated: object
 
     def __str__(self) -> str:
-        return (f"chart/{self.file}: {self.field} differs from controller/tcr_assistant/rules.py\n"
+        return (f"chart/{self.file}: {self.field} differs from controller/tcr_assistant/spec/rules.py\n"
                 f"  committed: {self.committed!r}\n  generated: {self.generated!r}")
 
 
@@ -280,7 +280,7 @@ def generate(chart_dir: Path = CHART_DIR, *, check: bool = False) -> list[Differ
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.gen_rules",
-        description="Write the value rules of controller/tcr_assistant/rules.py into the chart's values.schema.json "
+        description="Write the value rules of controller/tcr_assistant/spec/rules.py into the chart's values.schema.json "
         "and CRD (only the generated fields; everything else stays).",
     )
     parser.add_argument("--check", action="store_true",

@@ -1,4 +1,4 @@
-"""The chart's copies of the value rules are generated from controller/tcr_assistant/rules.py.
+"""The chart's copies of the value rules are generated from controller/tcr_assistant/spec/rules.py.
 
 `python -m harness.gen_rules --check` must pass on the committed chart, and must fail (naming the
 file and the field) on a chart whose generated fields were edited by hand; writing them back
