@@ -40,7 +40,6 @@ __all__ = [
     "CredentialSources",
     "JSONDict",
     "handle",
-    "review",
     "review_response",
 ]
 
@@ -298,8 +297,3 @@ def handle(
             ", ".join(c["field"] for c in causes) or response["status"].get("reason", ""),
         )
     return HTTPStatus.OK, result
-
-
-def review(body: bytes) -> JSONDict:
-    """The AdmissionReview answer to ``body`` (see ``handle`` for the HTTP status too)."""
-    return handle(body)[1]
