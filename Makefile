@@ -28,8 +28,8 @@ test: ## The whole suite: the unit tier first, then the cluster tier on the newe
 	@$(PY) -m pytest -m "cluster and not long"
 	@$(HARNESS) harness.matrix run --oldest-node
 
-test-unit: ## The unit tier: every test that needs no control plane, node or Docker engine (no cluster is started; under a minute).
-	@$(PY) -m pytest -m "not cluster and not long"
+test-unit: ## The unit tier: every test that needs no control plane, node or Docker engine (no cluster is started; one worker per core).
+	@$(PY) -m pytest -m "not cluster and not long" -n auto --dist loadfile
 
 test-matrix: setup ## The compatibility suite on every pinned Kubernetes minor under Helm 3 and 4, the node promise on the oldest and newest; writes docs/support/ and the README tables.
 	@$(HARNESS) harness.matrix run --record
