@@ -280,8 +280,8 @@ def generate(chart_dir: Path = CHART_DIR, *, check: bool = False) -> list[Differ
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.gen_rules",
-        description="Write the value rules of controller/tcr_assistant/spec/rules.py into the chart's values.schema.json "
-        "and CRD (only the generated fields; everything else stays).",
+        description="Write the value rules of controller/tcr_assistant/spec/rules.py into the chart's "
+        "values.schema.json and CRD (only the generated fields; everything else stays).",
     )
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 and name each file and field that differs")
