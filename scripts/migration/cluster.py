@@ -302,7 +302,8 @@ class Cluster:
 
     def _adopt_service(self, wanted: p.Rendered, inv: p.Inventory, timeout: float) -> None:
         namespace = wanted.ref.namespace or inv.namespace
-        renamed = p.renamed_ports(self.get(wanted.ref) or {}, wanted.body)
+        live = inv.live.get(wanted.ref)
+        renamed = p.renamed_ports(live.body if live is not None else {}, wanted.body)
         bridges = p.bridge_slices(wanted.ref.name, namespace, renamed, self._endpoint_slices(namespace))
         slices = self._resource(ENDPOINT_SLICE)
         for bridge in bridges:
@@ -321,17 +322,17 @@ class Cluster:
             time.sleep(ENDPOINT_SETTLE_SECONDS)
             self._delete_bridges(namespace)
 
-    def _endpoint_slices(self, namespace: str) -> list[dict[str, Any]]:
-        found = self._resource(ENDPOINT_SLICE).get(namespace=namespace,
-                                                   label_selector=f"{p.SERVICE_NAME_LABEL}={p.WEBHOOK_SERVICE}")
+    def _endpoint_slices(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        """The webhook Service's EndpointSlices (``selector``: more label requirements)."""
+        found = self._resource(ENDPOINT_SLICE).get(
+            namespace=namespace, label_selector=",".join(filter(None, [f"{p.SERVICE_NAME_LABEL}={p.WEBHOOK_SERVICE}",
+                                                                       selector])))
         return [item.to_dict() for item in found.items]
 
     def _delete_bridges(self, namespace: str) -> None:
-        for found in self._endpoint_slices(namespace):
-            meta = found["metadata"]
-            if (meta.get("labels") or {}).get(p.SLICE_MANAGER_LABEL) == p.BRIDGE_MANAGER:
-                with contextlib.suppress(NotFoundError):
-                    self._resource(ENDPOINT_SLICE).delete(name=meta["name"], namespace=namespace)
+        for found in self._endpoint_slices(namespace, f"{p.SLICE_MANAGER_LABEL}={p.BRIDGE_MANAGER}"):
+            with contextlib.suppress(NotFoundError):
+                self._resource(ENDPOINT_SLICE).delete(name=found["metadata"]["name"], namespace=namespace)
 
     def _apply_as_helm(self, wanted: p.Rendered, inv: p.Inventory, annotations: Mapping[str, str] = {}) -> None:
         """Server-side apply of the rendered object as Helm's field manager, taking over the fields

@@ -418,8 +418,9 @@ def _ready(endpoint: Mapping[str, Any]) -> bool:
 
 def _controller_slices(service: str, slices: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Only the slices Kubernetes derived from the Service's selector: never one somebody else wrote."""
-    return [s for s in slices if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == service
-            and ((s.get("metadata") or {}).get("labels") or {}).get(SLICE_MANAGER_LABEL) == SLICE_CONTROLLER]
+    wanted = {SERVICE_NAME_LABEL: service, SLICE_MANAGER_LABEL: SLICE_CONTROLLER}
+    return [s for s in slices
+            if all(((s.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in wanted.items())]
 
 
 def bridge_slices(service: str, namespace: str, renamed: Mapping[str, str],

@@ -70,24 +70,18 @@ def test_the_elector_checks_its_durations_before_anything_else() -> None:
 # -- the timing decisions, on a fake clock -------------------------------------------------------
 
 
-def test_a_held_lease_is_kept_until_unchanged_for_its_duration_on_our_clock() -> None:
+@pytest.mark.parametrize(("record", "default_duration", "held_for"), [
+    (LeaseRecord("other", "2026-01-01T00:00:00.000000Z", 15), 60.0, 15.0),  # its own duration
+    (LeaseRecord("other", None, None), 30.0, 30.0),  # none given: ours
+], ids=["its-duration", "our-duration"])
+def test_a_held_lease_is_kept_until_unchanged_for_its_duration_on_our_clock(
+        record: LeaseRecord, default_duration: float, held_for: float) -> None:
     clock = FakeClock()
-    record = LeaseRecord("other", "2026-01-01T00:00:00.000000Z", 15)
     observed_at = clock.monotonic()
-    clock.advance(14.999)
-    assert held_by_another(record, "me", observed_at, clock.monotonic(), default_duration=60.0)
+    clock.advance(held_for - 0.001)
+    assert held_by_another(record, "me", observed_at, clock.monotonic(), default_duration=default_duration)
     clock.advance(0.001)
-    assert not held_by_another(record, "me", observed_at, clock.monotonic(), default_duration=60.0)
-
-
-def test_a_lease_without_its_duration_uses_ours() -> None:
-    clock = FakeClock()
-    record = LeaseRecord("other", None, None)
-    observed_at = clock.monotonic()
-    clock.advance(20)
-    assert held_by_another(record, "me", observed_at, clock.monotonic(), default_duration=30.0)
-    clock.advance(10)
-    assert not held_by_another(record, "me", observed_at, clock.monotonic(), default_duration=30.0)
+    assert not held_by_another(record, "me", observed_at, clock.monotonic(), default_duration=default_duration)
 
 
 def test_an_empty_or_own_lease_is_never_held_by_another() -> None:

@@ -308,25 +308,18 @@ class Controller:
 
     def sync_status(self, name: str) -> Requeue | None:
         state = self.state
-        # Counting walks every namespace and account: on a copy of the cache, outside the lock, so
-        # the link of a new account (a Pod may be waiting for it) never waits for a count.
         with state.lock:
             plan, obj = state.plans.get(name), state.image_pull_secrets.get(name)
             if plan is None or obj is None or plan.deleting:
                 return None
-            namespaces = list(state.namespaces.values())
-            accounts = {ns: dict(by_name) for ns, by_name in state.service_accounts.items()}
-            records = dict(state.secret_records)
+            if status.unchecked_namespaces(plan, state.namespaces.values(), state.secret_records):
+                since = state.status_deferred_since.setdefault(name, time.monotonic())
+                if status.status_wait(since, time.monotonic(), self.opts.status_settle_limit):
+                    return Requeue(max(self.opts.status_delay, 0.1))
+            state.status_deferred_since.pop(name, None)
+            counts = status.count(plan, state.namespaces.values(), state.service_accounts, state.secret_records)
             secrets_written = dict(state.secret_writes.get(name) or {})
             sas_written = dict(state.sa_writes.get(name) or {})
-        if status.unchecked_namespaces(plan, namespaces, records):
-            with state.lock:
-                since = state.status_deferred_since.setdefault(name, time.monotonic())
-            if status.status_wait(since, time.monotonic(), self.opts.status_settle_limit):
-                return Requeue(max(self.opts.status_delay, 0.1))
-        with state.lock:
-            state.status_deferred_since.pop(name, None)
-        counts = status.count(plan, namespaces, accounts, records)
         previous = obj.get("status") or {}
         new_status = status.compute_status(
             previous,
