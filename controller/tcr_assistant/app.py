@@ -47,6 +47,8 @@ def server_limits(args: argparse.Namespace) -> ServerLimits:
     for flag, value in flags.items():
         if not value > 0:
             raise ValueError(f"{flag} must be positive, got {value:g}")
+    if not args.webhook_drain >= 0:
+        raise ValueError(f"--webhook-drain must be 0 or more, got {args.webhook_drain:g}")
     if args.server_max_connections_per_client > args.server_max_connections:
         raise ValueError(
             f"--server-max-connections-per-client ({args.server_max_connections_per_client}) must not exceed "
@@ -117,6 +119,7 @@ def build(args: argparse.Namespace) -> App:
         webhook = WebhookServer(
             args.webhook_host, args.webhook_port, Path(args.webhook_cert_dir), limits=limits, routes=routes,
             switched_off={api.POD_WEBHOOK_PATH: POD_WEBHOOK_OFF}, on_drop=metrics.connection_dropped("webhook"),
+            drain=args.webhook_drain,
         )
         parts.append(Part("webhook server", webhook.start, webhook.stop))
     if keeper_part is not None:

@@ -16,6 +16,9 @@ from tcr_assistant.spec import api
 log = logging.getLogger("tcr_assistant")
 
 SERVER_DEFAULTS = ServerLimits()
+#: Seconds the webhook serves on at shutdown (after the Pod's preStop sleep has let kube-proxy take
+#: it out of the Service), so that reviews in flight on kept-alive connections are answered.
+DEFAULT_WEBHOOK_DRAIN = 5.0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -121,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="each of those servers keeps at most N connections open from one client address; more are "
         f"closed at once (default: {SERVER_DEFAULTS.max_connections_per_client})",
+    )
+    run.add_argument(
+        "--webhook-drain",
+        type=float,
+        default=DEFAULT_WEBHOOK_DRAIN,
+        metavar="S",
+        help="on shutdown the webhook answers for up to S more seconds, each answer closing its connection, "
+        "so that a review the API server has already sent is answered, not cut; connections still open "
+        f"then are closed; 0 = close them at once (default: {DEFAULT_WEBHOOK_DRAIN:g})",
     )
     run.add_argument(
         "--webhook-cert-dir",

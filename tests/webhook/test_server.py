@@ -8,6 +8,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from webhook_support import loopback_pair, sample, write_pair
 
 from harness.pki import CertificateAuthority
+from harness.polling import wait_for
 from tcr_assistant.admission import review as admission
 from tcr_assistant.admission.server import WEBHOOK_PATH, WebhookServer
 from tcr_assistant.k8s.connections import ServerLimits, SlotDecision, slot_decision
@@ -349,3 +351,85 @@ def test_plain_server_serves_pages_within_the_same_limits() -> None:
         conn.request("GET", "/nothing")
         response = conn.getresponse()
         assert (response.status, response.read()) == (404, b"not found\n")
+
+
+class SlowRoute:
+    """A POST route that answers only when released: a review still in flight while the server stops."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, body: bytes, max_body_bytes: int) -> tuple[int, dict[str, Any]]:
+        self.entered.set()
+        self.release.wait(CLIENT_TIMEOUT)
+        return 200, {"answered": True}
+
+
+def stop_in_background(server: BoundedServer) -> threading.Thread:
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    return stopper
+
+
+def test_a_draining_server_answers_what_is_in_flight_and_closes_each_connection_after_its_answer() -> None:
+    slow = SlowRoute()
+    pages = {"/healthz": lambda: (200, "text/plain", b"ok\n")}
+    # A drain far longer than the client bound: stop can only return in time because every connection closed.
+    server = BoundedServer("127.0.0.1", 0, name="drain", pages=pages, routes={"/slow": slow}, drain=600)
+    server.start()
+    busy = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT)
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT)
+    idle.request("GET", "/healthz")
+    first = idle.getresponse()
+    assert (first.status, first.read(), first.getheader("Connection")) == (200, b"ok\n", None)  # kept alive
+    busy.request("POST", "/slow", body=b"{}", headers={"Content-Type": "application/json"})
+    assert slow.entered.wait(CLIENT_TIMEOUT)
+    stopper = stop_in_background(server)
+    wait_for(lambda: server.draining, CLIENT_TIMEOUT, what="the server draining")
+
+    # The kept-alive connection is still served, and told to go.
+    idle.request("GET", "/healthz")
+    again = idle.getresponse()
+    assert (again.status, again.read(), again.getheader("Connection")) == (200, b"ok\n", "close")
+    # The review in flight gets its whole answer instead of a cut connection.
+    slow.release.set()
+    answer = busy.getresponse()
+    assert (answer.status, json.loads(answer.read()), answer.getheader("Connection")) == (
+        200, {"answered": True}, "close")
+    stopper.join(CLIENT_TIMEOUT)
+    assert not stopper.is_alive(), "stop waited for the drain although no connection was left"
+    assert server.open_connections == 0 and sum(server.drops.values()) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT).close()
+
+
+def test_without_a_drain_a_review_in_flight_is_cut() -> None:
+    # The failure the drain exists for: the client sent its POST, and the connection goes under it.
+    slow = SlowRoute()
+    server = BoundedServer("127.0.0.1", 0, name="nodrain", routes={"/slow": slow})
+    server.start()
+    busy = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT)
+    busy.request("POST", "/slow", body=b"{}", headers={"Content-Type": "application/json"})
+    assert slow.entered.wait(CLIENT_TIMEOUT)
+    server.stop()
+    slow.release.set()
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        busy.getresponse()
+
+
+def test_a_connection_idle_for_the_whole_drain_is_closed_when_it_ends() -> None:
+    pages = {"/healthz": lambda: (200, "text/plain", b"ok\n")}
+    server = BoundedServer("127.0.0.1", 0, name="idle", pages=pages, drain=0.5)
+    server.start()
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT)
+    idle.request("GET", "/healthz")
+    assert idle.getresponse().read() == b"ok\n"
+    server.stop()
+    assert server.open_connections == 0
+    assert idle.sock is not None and read_all(idle.sock) == b""  # closed by the server, nothing sent
+
+
+def test_a_negative_drain_is_refused() -> None:
+    with pytest.raises(ValueError, match="drain must not be negative"):
+        BoundedServer("127.0.0.1", 0, name="bad", drain=-1)

@@ -42,14 +42,15 @@ class WebhookServer(BoundedServer):
 
     def __init__(self, host: str, port: int, cert_dir: Path, *, limits: ServerLimits | None = None,
                  routes: Mapping[str, Review] | None = None, switched_off: Mapping[str, str] | None = None,
-                 on_drop: Callable[[str], None] | None = None) -> None:
-        """``routes``: more POST paths (e.g. the Pod webhook's) and what answers them."""
+                 on_drop: Callable[[str], None] | None = None, drain: float = 0.0) -> None:
+        """``routes``: more POST paths (e.g. the Pod webhook's) and what answers them; ``drain``: see
+        ``BoundedServer.stop``."""
         store = CertificateStore(Path(cert_dir))
         super().__init__(
             host, port, name="webhook", limits=limits or ServerLimits(max_body_bytes=admission.MAX_BODY_BYTES),
             certs=store, pages={HEALTH_PATH: _ok, "/readyz": _ok},
             routes={WEBHOOK_PATH: admission.handle, **(routes or {})}, switched_off=switched_off, on_drop=on_drop,
-            error_document=_review_error,
+            error_document=_review_error, drain=drain,
         )
         self.certs: CertificateStore = store
 

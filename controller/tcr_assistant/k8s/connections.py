@@ -120,6 +120,12 @@ class Connections:
         self._reaper: threading.Thread | None = None
         self._unlogged: Counter[str] = Counter()
         self._last_log = 0.0
+        self._draining = False
+
+    @property
+    def draining(self) -> bool:
+        """Set by ``drain``: every answer from now on closes its connection."""
+        return self._draining
 
     def open(self, sock: socket.socket, client_address: Any) -> Connection | None:
         """A slot for a new connection, or None (then the caller closes it at once)."""
@@ -135,7 +141,7 @@ class Connections:
                 victim = next(c for c in live if c.client == decision.evict)
                 self._cut(victim, DROP_EVICTED, now)
             self._open.append(conn)
-            self._cond.notify()
+            self._cond.notify_all()
         return conn
 
     def wrap(self, conn: Connection, context: ssl.SSLContext) -> ssl.SSLSocket:
@@ -153,8 +159,28 @@ class Connections:
             conn.deadline = time.monotonic() + self.limits.request_timeout
 
     def close(self, conn: Connection) -> None:
-        with self._cond, contextlib.suppress(ValueError):
-            self._open.remove(conn)
+        with self._cond:
+            with contextlib.suppress(ValueError):
+                self._open.remove(conn)
+            self._cond.notify_all()  # a drain may be waiting for the last one
+
+    def drain(self, timeout: float) -> int:
+        """Let clients finish: from now on each answer closes its connection; wait up to ``timeout``
+        seconds for every connection to close. Returns how many are still open (``shutdown_all`` cuts them).
+
+        A request that is being answered gets its answer, and a client that sends one more request
+        on a kept-alive connection gets it answered too: only a connection idle for the whole wait
+        is cut, which a client notices before it reuses it, unless it picks it in that very instant.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._draining = True
+            while True:
+                left = sum(1 for c in self._open if not c.doomed)
+                remaining = deadline - time.monotonic()
+                if not left or remaining <= 0:
+                    return left
+                self._cond.wait(timeout=remaining)
 
     def open_count(self) -> int:
         with self._cond:
@@ -168,13 +194,14 @@ class Connections:
 
     def start(self) -> None:
         self._stopped = False
+        self._draining = False
         self._reaper = threading.Thread(target=self._reap, name=f"{self.name}-deadlines", daemon=True)
         self._reaper.start()
 
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
-            self._cond.notify()
+            self._cond.notify_all()
         if self._reaper is not None:
             self._reaper.join(timeout=10)
             self._reaper = None

@@ -140,6 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        if self.server.connections.draining:
+            self.close_connection = True  # the server is stopping: the client opens its next connection elsewhere
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -311,14 +313,19 @@ class BoundedServer:
     ``certs``: serve HTTPS with them (else plain HTTP). ``pages``: GET routes. ``routes``: POST
     routes answering JSON documents. ``switched_off``: paths that are not served, with the
     404 message saying why. ``on_drop``: called with the reason of every connection the server
-    closes itself (one of ``DROP_REASONS``).
+    closes itself (one of ``DROP_REASONS``). ``drain``: on stop, how long clients may finish (see
+    ``stop``).
     """
 
     def __init__(self, host: str, port: int, *, name: str, limits: ServerLimits | None = None,
                  certs: CertificateStore | None = None, pages: Mapping[str, Page] | None = None,
                  routes: Mapping[str, PostRoute] | None = None, switched_off: Mapping[str, str] | None = None,
-                 on_drop: Callable[[str], None] | None = None, error_document: ErrorDocument = plain_error) -> None:
+                 on_drop: Callable[[str], None] | None = None, error_document: ErrorDocument = plain_error,
+                 drain: float = 0.0) -> None:
+        if drain < 0:
+            raise ValueError(f"drain must not be negative, got {drain!r}")
         self.name = name
+        self.drain = drain
         self.error_document = error_document
         self.host = host
         self.requested_port = port
@@ -350,6 +357,11 @@ class BoundedServer:
         return Counter(self._server.connections.drops) if self._server is not None else Counter(self._drops)
 
     @property
+    def draining(self) -> bool:
+        """Stopping: answers close their connections (see ``stop``)."""
+        return self._server is not None and self._server.connections.draining
+
+    @property
     def open_connections(self) -> int:
         return self._server.connections.open_count() if self._server is not None else 0
 
@@ -369,10 +381,20 @@ class BoundedServer:
         log.info("%s: serving %s://%s:%d", self.name, "https" if self.certs else "http", self.host or "*", self.port)
 
     def stop(self) -> None:
-        """Stop accepting, close every open connection, and wait for the serving thread."""
+        """Drain, stop accepting, close every open connection, and wait for the serving thread.
+
+        With ``drain`` > 0 the server first serves on for up to that many seconds while every
+        answer closes its connection, until no connection is left: a client's request in flight
+        gets its answer instead of a cut connection (HTTP clients do not resend a POST).
+        """
         server, thread = self._server, self._thread
         if server is None:
             return
+        if self.drain > 0:
+            left = server.connections.drain(self.drain)
+            if left:
+                log.info("%s: %d idle connection(s) still open after a %gs drain, closing them", self.name, left,
+                         self.drain)
         server.shutdown()
         server.server_close()
         server.connections.shutdown_all()
