@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -399,6 +400,30 @@ def restart_resync(env: Env, name: str) -> dict[str, Any]:
 # -- link latency --------------------------------------------------------------------------------------
 
 
+class DriverPauses:
+    """The driver's own garbage collections while it stamps events (a collection pauses every thread
+    of the driver, the watcher's too, and would be measured as link latency): counted, so that a
+    result shows they were not what it measured."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._started: float | None = None
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.pauses_ms.append((time.perf_counter() - self._started) * 1000.0)
+            self._started = None
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def summary(self) -> dict[str, Any]:
+        return {"collections": len(self.pauses_ms), "max_pause_ms": round(max(self.pauses_ms, default=0.0), 1)}
+
+
 def link_latency(env: Env, name: str, sequential: int, bursts: int, burst_size: int) -> dict[str, Any]:
     """New namespaces while the ImagePullSecret serves everything: namespace created (client side, when
     the create call returned) -> its `default` ServiceAccount lists our Secret (seen on a watch)."""
@@ -421,6 +446,7 @@ def link_latency(env: Env, name: str, sequential: int, bursts: int, burst_size: 
         created[ns] = (before, time.monotonic())
 
     watcher = Watcher(env.kube, SERVICEACCOUNTS.path(), on_sa, {"fieldSelector": "metadata.name=default"})
+    pauses = DriverPauses()
     ctl0 = env.controller()
     groups: dict[str, list[str]] = {"sequential": [], "burst": []}
     try:
@@ -440,6 +466,7 @@ def link_latency(env: Env, name: str, sequential: int, bursts: int, burst_size: 
             time.sleep(1.0)
     finally:
         watcher.stop()
+        pauses.stop()
     ctl1 = env.controller()
     out: dict[str, Any] = {"namespaces_present": len(env.namespaces), "timestamp": (
         "client side: time.monotonic() right after the namespace create call returned; link seen on an "
@@ -451,6 +478,7 @@ def link_latency(env: Env, name: str, sequential: int, bursts: int, burst_size: 
             "namespace_created_to_default_sa_ms": percentiles(appeared[n] - created[n][1] for n in names),
             "default_sa_to_linked_ms": percentiles(linked[n] - appeared[n] for n in names),
         }
+    out["driver_gc"] = pauses.summary()
     out["controller_histogram_delta"] = {dict(labels).get("le", name): round(v) for (name, labels), v in
                                          prom.diff(ctl1, ctl0).items() if name.startswith("tcr_assistant_link")}
     # tidy up: the namespaces go, so later phases see exactly their N

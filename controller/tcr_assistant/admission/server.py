@@ -17,8 +17,9 @@ from pathlib import Path
 
 from tcr_assistant.admission import review as admission
 from tcr_assistant.admission.review import JSONDict
+from tcr_assistant.k8s.certstore import CertificateStore
 from tcr_assistant.k8s.connections import ServerLimits
-from tcr_assistant.k8s.httpserver import HEALTH_PATH, BoundedServer, CertificateStore
+from tcr_assistant.k8s.httpserver import HEALTH_PATH, BoundedServer
 from tcr_assistant.spec.api import WEBHOOK_PATH
 
 #: Answers one AdmissionReview body: (body, max body bytes) -> (HTTP status, response document).

@@ -4,11 +4,8 @@ process (the admission webhook, the health and metrics pages), which knows no ro
 - ``ServerLimits`` bounds every server the same way (``connections``).
 - GET pages answer (status, content type, body); POST routes answer a JSON document; a path
   that is switched off answers 404 saying why; other paths get 404, other methods 405.
-- With a ``CertificateStore`` it serves HTTPS: ``tls.crt`` / ``tls.key`` are read from
-  ``cert_dir``; every new connection checks their inode, size and mtime (one ``stat`` each)
-  and, when they changed, loads a new ``SSLContext`` (a half-written pair that fails to load
-  keeps the previous context until the next try). Kubernetes' atomic Secret-volume updates
-  (the ``..data`` symlink swap) and in-place rewrites are both picked up, without a restart.
+- With a ``CertificateStore`` (``certstore``) it serves HTTPS, with the certificate files'
+  current content.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import socket
 import socketserver
 import ssl
@@ -25,10 +21,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tcr_assistant.k8s.certstore import CertificateStore
 from tcr_assistant.k8s.connections import Connection, Connections, ServerLimits
 
 JSONDict = dict[str, Any]
@@ -55,63 +51,6 @@ def parse_bind(addr: str) -> tuple[str, int] | None:
 
 
 HEALTH_PATH = "/healthz"
-
-# --------------------------------------------------------------------------------------------
-# Certificates
-# --------------------------------------------------------------------------------------------
-
-
-class CertificateStore:
-    """An SSLContext for ``cert_dir/tls.crt`` + ``tls.key``, rebuilt when either file changes."""
-
-    def __init__(self, cert_dir: Path) -> None:
-        self.cert_dir = Path(cert_dir)
-        self._lock = threading.Lock()
-        self._stamp: tuple[Any, ...] | None = None
-        self._context: ssl.SSLContext | None = None
-        self.loads = 0
-
-    @property
-    def cert_file(self) -> Path:
-        return self.cert_dir / "tls.crt"
-
-    @property
-    def key_file(self) -> Path:
-        return self.cert_dir / "tls.key"
-
-    def _current_stamp(self) -> tuple[Any, ...] | None:
-        stamps: list[Any] = []
-        for path in (self.cert_file, self.key_file):
-            try:
-                st = os.stat(path)  # follows symlinks (Secret volumes swap a ..data symlink)
-            except OSError:
-                return None
-            stamps.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-        return tuple(stamps)
-
-    def context(self) -> ssl.SSLContext | None:
-        """The current context (reloaded if the files changed), or None if none could ever be loaded."""
-        stamp = self._current_stamp()
-        with self._lock:
-            if stamp is not None and stamp != self._stamp:
-                try:
-                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-                    ctx.load_cert_chain(self.cert_file, self.key_file)
-                except (OSError, ssl.SSLError, ValueError) as exc:
-                    log.warning(
-                        "webhook: cannot load %s / %s (keeping the previous certificate): %s",
-                        self.cert_file,
-                        self.key_file,
-                        exc,
-                    )
-                else:
-                    self._context = ctx
-                    self._stamp = stamp
-                    self.loads += 1
-                    log.info("webhook: serving certificate loaded from %s", self.cert_dir)
-            return self._context
-
 
 # --------------------------------------------------------------------------------------------
 # HTTP(S) server
