@@ -1,4 +1,4 @@
-"""RSS and CPU time of a process from /proc (Linux)."""
+"""RSS and CPU time of a process, and the CPU time the hypervisor took from the machine, from /proc (Linux)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to others while this machine's CPUs wanted it (all CPUs, since
+    boot): a virtual CPU descheduled for tens of milliseconds stalls whatever ran on it."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) / CLOCK_TICKS if len(fields) > 8 else 0.0
 
 
 def machine() -> dict[str, object]:

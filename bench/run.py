@@ -217,6 +217,11 @@ def markdown(results: dict[str, Any]) -> str:
                     s = lat[group][measure]
                     lines.append(f"| {group} | {label} | {s['n']} | {s['p50']} | {s['p90']} | {s['p99']} |"
                                  f" {s['max']} |")
+            if "host_steal" in lat:
+                steal, driver = lat["host_steal"], lat["driver_gc"]
+                lines.append(f"\nDuring it: {steal['share_of_cpus'] * 100:.1f} % of the CPUs' time taken by the"
+                             f" hypervisor (steal, {steal['cpu_seconds']} s in {steal['window_s']} s); the driver's"
+                             f" garbage collections: {driver['collections']}, longest {driver['max_pause_ms']} ms")
         if "rotation" in p:
             r = p["rotation"]
             lines.append(f"\nRotation at N={p['n']:,}: all {r['secrets']} Secrets rotated in {r['all_rotated_s']} s"

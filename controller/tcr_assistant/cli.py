@@ -16,8 +16,8 @@ from tcr_assistant.spec import api
 log = logging.getLogger("tcr_assistant")
 
 SERVER_DEFAULTS = ServerLimits()
-#: Seconds the webhook serves on at shutdown (after the Pod's preStop sleep has let kube-proxy take
-#: it out of the Service), so that reviews in flight on kept-alive connections are answered.
+#: Seconds the webhook's reviews in progress get at shutdown to be answered (the Pod's preStop sleep
+#: has let kube-proxy take it out of the Service before).
 DEFAULT_WEBHOOK_DRAIN = 5.0
 
 
@@ -130,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_WEBHOOK_DRAIN,
         metavar="S",
-        help="on shutdown the webhook answers for up to S more seconds, each answer closing its connection, "
-        "so that a review the API server has already sent is answered, not cut; connections still open "
-        f"then are closed; 0 = close them at once (default: {DEFAULT_WEBHOOK_DRAIN:g})",
+        help="on shutdown the webhook stops accepting, closes its idle connections and gives the reviews "
+        "in progress up to S seconds to be answered (each answer closes its connection), so that a review "
+        "the API server has already sent is answered, not cut; 0 = cut them at once "
+        f"(default: {DEFAULT_WEBHOOK_DRAIN:g})",
     )
     run.add_argument(
         "--webhook-cert-dir",

@@ -96,7 +96,7 @@ def slot_decision(open_by_client: Mapping[str, int], client: str, limits: Server
 class Connection:
     """One open connection: its socket (the TLS one once wrapped), client address and current deadline."""
 
-    __slots__ = ("client", "client_address", "deadline", "doomed", "sock")
+    __slots__ = ("busy", "client", "client_address", "deadline", "doomed", "sock")
 
     def __init__(self, sock: socket.socket, client_address: Any, deadline: float) -> None:
         self.sock = sock
@@ -104,6 +104,7 @@ class Connection:
         self.client = str(client_address[0])
         self.deadline = deadline
         self.doomed = False  # shut down by the server; its thread is on its way out
+        self.busy = False  # a request has arrived and its answer is not sent yet
 
 
 class Connections:
@@ -153,9 +154,16 @@ class Connections:
                 shutdown_socket(tls)
         return tls
 
+    def begin(self, conn: Connection) -> bool:
+        """A request has arrived on ``conn``; False when the connection was cut meanwhile."""
+        with self._cond:
+            conn.busy = True
+            return not conn.doomed
+
     def renew(self, conn: Connection) -> None:
         """The previous answer is out: the next request on this connection gets a deadline of its own."""
         with self._cond:
+            conn.busy = False
             conn.deadline = time.monotonic() + self.limits.request_timeout
 
     def close(self, conn: Connection) -> None:
@@ -165,16 +173,20 @@ class Connections:
             self._cond.notify_all()  # a drain may be waiting for the last one
 
     def drain(self, timeout: float) -> int:
-        """Let clients finish: from now on each answer closes its connection; wait up to ``timeout``
-        seconds for every connection to close. Returns how many are still open (``shutdown_all`` cuts them).
+        """Let the requests in progress finish: from now on each answer closes its connection;
+        connections waiting for a request are closed at once; wait up to ``timeout`` seconds for
+        the busy ones. Returns how many are still open (``shutdown_all`` cuts them).
 
-        A request that is being answered gets its answer, and a client that sends one more request
-        on a kept-alive connection gets it answered too: only a connection idle for the whole wait
-        is cut, which a client notices before it reuses it, unless it picks it in that very instant.
+        A client sees an idle connection close before it reuses it, unless it sends on it in that
+        very instant; a request it has sent is answered, not cut (clients do not resend a POST).
         """
         deadline = time.monotonic() + timeout
         with self._cond:
             self._draining = True
+            for conn in self._open:
+                if not conn.busy and not conn.doomed:
+                    conn.doomed = True  # a normal close, not a drop
+                    shutdown_socket(conn.sock)
             while True:
                 left = sum(1 for c in self._open if not c.doomed)
                 remaining = deadline - time.monotonic()

@@ -72,6 +72,13 @@ class _Handler(BaseHTTPRequestHandler):
         super().handle_one_request()
         self.server.connections.renew(self.record)
 
+    def parse_request(self) -> bool:
+        # The request line has arrived: from here on a drain lets this request finish.
+        if not self.server.connections.begin(self.record):
+            self.close_connection = True
+            return False
+        return super().parse_request()
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s http: %s " + format, self.server.name, self.client_address[0], *args)
 
@@ -296,11 +303,6 @@ class BoundedServer:
         return Counter(self._server.connections.drops) if self._server is not None else Counter(self._drops)
 
     @property
-    def draining(self) -> bool:
-        """Stopping: answers close their connections (see ``stop``)."""
-        return self._server is not None and self._server.connections.draining
-
-    @property
     def open_connections(self) -> int:
         return self._server.connections.open_count() if self._server is not None else 0
 
@@ -322,20 +324,21 @@ class BoundedServer:
     def stop(self) -> None:
         """Drain, stop accepting, close every open connection, and wait for the serving thread.
 
-        With ``drain`` > 0 the server first serves on for up to that many seconds while every
-        answer closes its connection, until no connection is left: a client's request in flight
-        gets its answer instead of a cut connection (HTTP clients do not resend a POST).
+        With ``drain`` > 0 the requests in progress get up to that many seconds to be answered
+        (each answer closes its connection) while idle connections are closed at once: a request
+        a client has sent gets its answer instead of a cut connection (HTTP clients do not resend
+        a POST).
         """
         server, thread = self._server, self._thread
         if server is None:
             return
+        server.shutdown()
+        server.server_close()
         if self.drain > 0:
             left = server.connections.drain(self.drain)
             if left:
-                log.info("%s: %d idle connection(s) still open after a %gs drain, closing them", self.name, left,
-                         self.drain)
-        server.shutdown()
-        server.server_close()
+                log.warning("%s: %d request(s) still unanswered after a %gs drain, closing their connections",
+                            self.name, left, self.drain)
         server.connections.shutdown_all()
         server.connections.stop()
         if thread is not None:
