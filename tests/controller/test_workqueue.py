@@ -183,6 +183,21 @@ def test_first_keys_go_ahead_of_waiting_ones() -> None:
     assert [q.get(0) for _ in range(3)] == ["c", "a", "b"]
 
 
+def test_a_delayed_first_key_goes_ahead_once_due_and_not_before() -> None:
+    clock = FakeClock()
+    q: WorkQueue[str] = WorkQueue(clock=clock)
+    q.add_after("new-namespace", 0.02, first=True)
+    q.add_after("retry", 0.02)
+    for key in ("a", "b"):
+        q.add(key)
+    assert q.get(0) == "a"  # not due yet: the others go first
+    clock.advance(0.02)
+    assert [q.get(0) for _ in range(3)] == ["new-namespace", "b", "retry"]
+    q.add_after("now", 0, first=True)  # no delay: queued at once, ahead
+    q.add("c")
+    assert q.get(0) == "now"
+
+
 def test_pending_counts_queued_processing_and_delayed() -> None:
     q: WorkQueue[str] = WorkQueue(clock=FakeClock())
     q.add("a")
@@ -259,3 +274,33 @@ def test_unknown_key_is_an_error_and_never_retried() -> None:
     assert c.manager.pending() == (0, 0, 0)  # dropped, not retried with backoff
     assert c.queue.failures(key) == 0
     assert c.metrics.errors.labels("unknown")._value.get() == 1
+
+
+def test_a_new_namespace_is_queued_ahead_after_a_moment_and_others_at_once() -> None:
+    from tcr_assistant.k8s.apiclient import ApiClient
+    from tcr_assistant.k8s.client import Kube
+    from tcr_assistant.reconciler.controller import NEW_NAMESPACE_DELAY, Controller
+    from tcr_assistant.reconciler.keys import NamespaceKey
+    from tcr_assistant.reconciler.observed import namespace_info
+    from tcr_assistant.reconciler.options import Options
+
+    c = Controller(Kube(ApiClient.for_server("http://127.0.0.1:9")), Options(namespace="x"))
+    fresh = namespace_info({"metadata": {"name": "fresh"}})
+    c._on_namespace("ADDED", None, fresh)  # during start-up: the initial list, at once
+    assert c.queue.pending() == (1, 0, 0)
+    assert c.queue.get(0) == NamespaceKey("fresh")
+    c.queue.done(NamespaceKey("fresh"))
+    for reflector in c.manager.reflectors:
+        reflector.synced.set()
+    # Created while we run: the API server's own namespace cache may not have it yet.
+    c._on_namespace("ADDED", None, namespace_info({"metadata": {"name": "new"}}))
+    c.queue.add(NamespaceKey("other"))
+    assert c.queue.pending() == (1, 0, 1)
+    started = time.monotonic()
+    assert c.queue.get(0) == NamespaceKey("other")
+    c.queue.done(NamespaceKey("other"))
+    assert c.queue.get(1) == NamespaceKey("new")
+    assert time.monotonic() - started >= NEW_NAMESPACE_DELAY * 0.9  # (the queue's clock is monotonic)
+    c.queue.done(NamespaceKey("new"))
+    c._on_namespace("MODIFIED", fresh, namespace_info({"metadata": {"name": "fresh", "labels": {"a": "b"}}}))
+    assert c.queue.pending() == (1, 0, 0)
