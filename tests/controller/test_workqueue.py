@@ -183,21 +183,6 @@ def test_first_keys_go_ahead_of_waiting_ones() -> None:
     assert [q.get(0) for _ in range(3)] == ["c", "a", "b"]
 
 
-def test_a_delayed_first_key_goes_ahead_once_due_and_not_before() -> None:
-    clock = FakeClock()
-    q: WorkQueue[str] = WorkQueue(clock=clock)
-    q.add_after("new-namespace", 0.02, first=True)
-    q.add_after("retry", 0.02)
-    for key in ("a", "b"):
-        q.add(key)
-    assert q.get(0) == "a"  # not due yet: the others go first
-    clock.advance(0.02)
-    assert [q.get(0) for _ in range(3)] == ["new-namespace", "b", "retry"]
-    q.add_after("now", 0, first=True)  # no delay: queued at once, ahead
-    q.add("c")
-    assert q.get(0) == "now"
-
-
 def test_pending_counts_queued_processing_and_delayed() -> None:
     q: WorkQueue[str] = WorkQueue(clock=FakeClock())
     q.add("a")
@@ -276,7 +261,7 @@ def test_unknown_key_is_an_error_and_never_retried() -> None:
     assert c.metrics.errors.labels("unknown")._value.get() == 1
 
 
-def test_a_new_namespace_is_queued_ahead_after_a_moment_and_others_at_once() -> None:
+def test_a_new_namespace_is_queued_after_a_moment_and_others_at_once() -> None:
     from tcr_assistant.k8s.apiclient import ApiClient
     from tcr_assistant.k8s.client import Kube
     from tcr_assistant.reconciler.controller import NEW_NAMESPACE_DELAY, Controller

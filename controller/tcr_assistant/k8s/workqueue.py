@@ -46,7 +46,7 @@ class WorkQueue(Generic[K]):
         self._first: set[K] = set()  # the keys that go to _urgent
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
-        self._waiting: list[tuple[float, int, K, bool]] = []
+        self._waiting: list[tuple[float, int, K]] = []
         self._waiting_at: dict[K, float] = {}
         self._seq = 0
         self._failures: dict[K, int] = {}
@@ -75,10 +75,9 @@ class WorkQueue(Generic[K]):
                 (self._urgent if first else self._queue).append(key)
                 self._cond.notify()
 
-    def add_after(self, key: K, delay: float, first: bool = False) -> None:
-        """Queue ``key`` once ``delay`` seconds have passed; ``first``: then ahead of the other keys."""
+    def add_after(self, key: K, delay: float) -> None:
         if delay <= 0:
-            self.add(key, first)
+            self.add(key)
             return
         with self._cond:
             if self._shutdown:
@@ -88,7 +87,7 @@ class WorkQueue(Generic[K]):
                 return
             self._waiting_at[key] = at
             self._seq += 1
-            heapq.heappush(self._waiting, (at, self._seq, key, first))
+            heapq.heappush(self._waiting, (at, self._seq, key))
             self._cond.notify()
 
     def add_rate_limited(self, key: K) -> None:
@@ -114,16 +113,14 @@ class WorkQueue(Generic[K]):
 
     def _promote(self, now: float) -> None:
         while self._waiting and self._waiting[0][0] <= now:
-            at, _, key, first = heapq.heappop(self._waiting)
+            at, _, key = heapq.heappop(self._waiting)
             if self._waiting_at.get(key) != at:
                 continue
             del self._waiting_at[key]
             if key not in self._dirty:
                 self._dirty.add(key)
-                if first:
-                    self._first.add(key)
                 if key not in self._processing:
-                    (self._urgent if first else self._queue).append(key)
+                    self._queue.append(key)
 
     def get(self, timeout: float | None = None) -> K | None:
         """Next key (the caller must call done(key)), or None on shutdown/timeout."""
