@@ -480,10 +480,9 @@ def link_latency(env: Env, name: str, sequential: int, bursts: int, burst_size: 
             "default_sa_to_linked_ms": percentiles(linked[n] - appeared[n] for n in names),
         }
     out["driver_gc"] = pauses.summary()
-    elapsed = time.monotonic() - started
-    out["host_steal"] = {"cpu_seconds": round(procstat.steal_seconds() - steal0, 2), "window_s": round(elapsed, 1),
-                         "share_of_cpus": round((procstat.steal_seconds() - steal0) / (elapsed * (os.cpu_count() or 1)),
-                                                3)}
+    elapsed, stolen = time.monotonic() - started, procstat.steal_seconds() - steal0
+    out["host_steal"] = {"cpu_seconds": round(stolen, 2), "window_s": round(elapsed, 1),
+                         "share_of_cpus": round(stolen / (elapsed * (os.cpu_count() or 1)), 3)}
     out["controller_histogram_delta"] = {dict(labels).get("le", name): round(v) for (name, labels), v in
                                          prom.diff(ctl1, ctl0).items() if name.startswith("tcr_assistant_link")}
     # tidy up: the namespaces go, so later phases see exactly their N

@@ -47,8 +47,6 @@ def server_limits(args: argparse.Namespace) -> ServerLimits:
     for flag, value in flags.items():
         if not value > 0:
             raise ValueError(f"{flag} must be positive, got {value:g}")
-    if not args.webhook_drain >= 0:
-        raise ValueError(f"--webhook-drain must be 0 or more, got {args.webhook_drain:g}")
     if args.server_max_connections_per_client > args.server_max_connections:
         raise ValueError(
             f"--server-max-connections-per-client ({args.server_max_connections_per_client}) must not exceed "
@@ -67,6 +65,8 @@ def build(args: argparse.Namespace) -> App:
     if not namespace:
         raise ValueError("--namespace not given and neither $POD_NAMESPACE nor the in-cluster namespace file is set")
     limits = server_limits(args)
+    if not args.webhook_drain >= 0:
+        raise ValueError(f"--webhook-drain must be 0 or more, got {args.webhook_drain:g}")
     kube = connect(args.kubeconfig, pool_size=args.workers + 12, user_agent=user_agent())
     controller = Controller(kube, Options(
         namespace=namespace,

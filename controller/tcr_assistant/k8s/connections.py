@@ -184,9 +184,8 @@ class Connections:
         with self._cond:
             self._draining = True
             for conn in self._open:
-                if not conn.busy and not conn.doomed:
-                    conn.doomed = True  # a normal close, not a drop
-                    shutdown_socket(conn.sock)
+                if not conn.busy:
+                    self._shut(conn)  # a normal close, not a drop
             while True:
                 left = sum(1 for c in self._open if not c.doomed)
                 remaining = deadline - time.monotonic()
@@ -201,8 +200,7 @@ class Connections:
     def shutdown_all(self) -> None:
         with self._cond:
             for conn in self._open:
-                conn.doomed = True  # its slot is free at once, not when its thread has finished
-                shutdown_socket(conn.sock)
+                self._shut(conn)
 
     def start(self) -> None:
         self._stopped = False
@@ -229,8 +227,12 @@ class Connections:
                 self._cond.wait(timeout=max(0.0, min(pending) - now) if pending else None)
 
     def _cut(self, conn: Connection, reason: str, now: float) -> None:
-        conn.doomed = True
         self._drop(reason, conn.client, now)  # counted before the client can see the close
+        self._shut(conn)
+
+    @staticmethod
+    def _shut(conn: Connection) -> None:
+        conn.doomed = True  # its slot is free at once, not when its thread has finished
         shutdown_socket(conn.sock)
 
     def _drop(self, reason: str, client: str, now: float) -> None:
