@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from typing import Any
@@ -36,6 +37,9 @@ CASE_IDS = list(CASES)
 # their own project (cert-manager, prometheus-operator).
 NOT_BUILT_IN = {"ImagePullSecret", "Issuer", "Certificate", "ServiceMonitor"}
 CONTROLLER_IMAGE = re.compile(r"/tcr-addon/tcr-assistant[:@]")
+# kubernetes_validate reads and parses its schema files (the definitions alone are megabytes)
+# again for every object; they do not change during a run, so each is read once.
+kubernetes_validate.utils.schema_contents = functools.cache(kubernetes_validate.utils.schema_contents)
 
 
 def case(name: str) -> tuple[Manifest, ...]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from support import property_settings
 from tcr_assistant.spec import selectors
 from tcr_assistant.spec.selectors import format_selector, from_object, parse, problems
 
@@ -119,7 +120,7 @@ def reference_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-@settings(max_examples=300)
+@property_settings(100)
 @given(SELECTOR, LABELS)
 def test_parse_reads_back_what_format_writes_and_matching_agrees(selector: dict[str, Any],
                                                                  labels: dict[str, str]) -> None:

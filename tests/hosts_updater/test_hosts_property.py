@@ -33,7 +33,7 @@ from hosts_updater.fileio import HostsFile
 from support import property_settings
 
 OPTIONS: dict[str, Any] = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
-FAST = settings(max_examples=150, **OPTIONS)
+FAST = settings(max_examples=100, **OPTIONS)
 
 realistic_lines = st.sampled_from(
     [
@@ -116,7 +116,7 @@ def check_round_trip(original: bytes, first: list[Entry], second: list[Entry]) -
         assert applied == original
 
 
-@property_settings(150, **OPTIONS)
+@property_settings(100, **OPTIONS)
 @given(original=hosts_files(), first=entry_lists, second=entry_lists)
 def test_round_trip(original: bytes, first: list[Entry], second: list[Entry]) -> None:
     check_round_trip(original, first, second)
@@ -288,7 +288,7 @@ def check_one_answer_per_name(data: st.DataObject, entries: list[Entry]) -> None
     assert reconcile(updated, entries) == (updated, findings)  # stable: the next pass writes nothing
 
 
-@property_settings(150, **OPTIONS)
+@property_settings(100, **OPTIONS)
 @given(data=st.data(), entries=entry_sets)
 def test_each_configured_name_gets_one_answer(data: st.DataObject, entries: list[Entry]) -> None:
     check_one_answer_per_name(data, entries)

@@ -23,7 +23,7 @@ from values_wizard.render import yaml_quote
 # Every code point except surrogates (which cannot be encoded), so also line breaks, NEL, BOM, quotes.
 ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=80)
 PRINTABLE = st.text(st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=60)
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Each example runs `helm template` once or twice.
 THROUGH_HELM = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SERVER = "demo.tencentcloudcr.com"
@@ -36,7 +36,7 @@ def accepted(username: str, password: str) -> bool:
 
 
 # Longer texts than ANY_TEXT's: 10,000 examples in `make test-long`.
-@property_settings(150, deadline=None, suppress_health_check=list(HealthCheck))
+@property_settings(100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(value=st.text(st.characters(codec="utf-8"), max_size=400))
 def test_yaml_quote_round_trips_any_text(value: str) -> None:
     quoted = yaml_quote(value)

@@ -3,7 +3,7 @@
 Properties: ``handle``/``review`` never raise; the answer is always a well-formed, serialisable
 AdmissionReview v1; when the body holds a readable ``request.uid`` the answer is HTTP 200 with
 that uid, else HTTP 400 (413 when too big); every example finishes within the hypothesis
-deadline (200 examples, 2 s each). ``make test-long`` runs the first two with 10,000 examples (the
+deadline (100 examples, 2 s each). ``make test-long`` runs the first two with 10,000 examples (the
 hypothesis profile ``long``).
 """
 
@@ -23,7 +23,7 @@ from tcr_assistant.spec.validation import parse_name_list_strict, validate_image
 # A generous bound per example (ms) that still catches pathological (e.g. regex) blow-ups.
 OPTIONS: dict[str, Any] = {"deadline": 2000,
                            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
-DEFAULT = settings(max_examples=200, **OPTIONS)
+DEFAULT = settings(max_examples=100, **OPTIONS)
 
 # ---- strategies ------------------------------------------------------------------------------
 
@@ -165,7 +165,7 @@ def check_body(body: bytes) -> None:
         assert all(isinstance(w, str) for w in response["warnings"])
 
 
-@property_settings(200, **OPTIONS)
+@property_settings(100, **OPTIONS)
 @given(bodies)
 def test_any_body_is_answered(body: bytes) -> None:
     check_body(body)
@@ -204,7 +204,7 @@ def check_password_hidden(case: tuple[Any, str]) -> None:
     assert PASSWORD_MARK not in json.dumps(doc, ensure_ascii=False)
 
 
-@property_settings(200, **OPTIONS)
+@property_settings(100, **OPTIONS)
 @given(objects_with_password())
 def test_password_never_in_answers(case: tuple[Any, str]) -> None:
     check_password_hidden(case)
