@@ -67,12 +67,15 @@ def build(args: argparse.Namespace) -> App:
     limits = server_limits(args)
     if not args.webhook_drain >= 0:
         raise ValueError(f"--webhook-drain must be 0 or more, got {args.webhook_drain:g}")
+    if not args.drift_check_on_pod >= 0:
+        raise ValueError(f"--drift-check-on-pod must be 0 or more, got {args.drift_check_on_pod:g}")
     kube = connect(args.kubeconfig, pool_size=args.workers + 12, user_agent=user_agent())
     controller = Controller(kube, Options(
         namespace=namespace,
         workers=args.workers,
         drift_mode=args.drift_mode,
         drift_period=args.drift_check_period,
+        pod_check_interval=args.drift_check_on_pod,
         watch_timeout=args.watch_timeout,
         read_timeout=args.watch_timeout + WATCH_READ_MARGIN,
         leader_elect=args.leader_elect,
@@ -113,7 +116,7 @@ def build(args: argparse.Namespace) -> App:
         if pod_webhook_enabled(args):
             from tcr_assistant.admission.pods import PodWebhook
 
-            pods = PodWebhook(controller.state, kube)
+            pods = PodWebhook(controller.state, kube, on_served=controller.check_on_admission)
             routes[api.POD_WEBHOOK_PATH] = pods.handle
             parts.append(Part("Pod webhook", lambda: None, pods.stop))
         webhook = WebhookServer(

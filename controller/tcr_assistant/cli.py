@@ -214,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULTS.drift_period:g})",
     )
     run.add_argument(
+        "--drift-check-on-pod",
+        type=float,
+        default=DEFAULTS.pod_check_interval,
+        metavar="S",
+        help="poll mode, with the Pod webhook: when a Pod is admitted in a served namespace, read our "
+        "Secrets there at once (at most once per S seconds per namespace; the admission never waits "
+        "for it), so one deleted by hand is back before the kubelet pulls; 0 = off "
+        f"(default: {DEFAULTS.pod_check_interval:g})",
+    )
+    run.add_argument(
         "--watch-timeout",
         type=int,
         default=DEFAULTS.watch_timeout,

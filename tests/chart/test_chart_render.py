@@ -352,9 +352,14 @@ def test_drift_watch_mode_adds_list_and_watch_on_secrets_and_nothing_else() -> N
     assert "--drift-mode=watch" in container["args"]
     assert not [a for a in container["args"] if a.startswith("--drift-check-period")]
     assert [(d["kind"], d["metadata"]["name"]) for d in watch] == [(d["kind"], d["metadata"]["name"]) for d in default]
-    period = render(None, "--set", "controller.driftRepair.pollPeriodSeconds=300")
+    assert not [a for a in container["args"] if a.startswith("--drift-check-on-pod")]
+    period = render(None, "--set", "controller.driftRepair.pollPeriodSeconds=300",
+                    "--set", "controller.driftRepair.checkOnPodSeconds=0")
     (container,) = containers(period)
     assert "--drift-check-period=300" in container["args"]
+    assert "--drift-check-on-pod=0" in container["args"]
+    (container,) = containers(default)
+    assert "--drift-check-on-pod=10" in container["args"]
 
 
 def test_every_rbac_rule_has_a_reason_comment() -> None:

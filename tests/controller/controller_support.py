@@ -4,9 +4,11 @@ a raw JSON API helper, and a TCP proxy that can stall or cut the controller's co
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import socket
 import threading
+import urllib.request
 import uuid
 from typing import Any
 
@@ -274,3 +276,11 @@ class Proxy:
         self.closed = True
         self.outage(True)
         self.sock.close()
+
+
+def admission_checks(metrics_url: str) -> dict[str, float]:
+    """A running controller's count of namespace reads asked for by admitted Pods, by outcome."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    found = re.findall(r'^tcr_assistant_admission_checks_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {outcome: float(value) for outcome, value in found}

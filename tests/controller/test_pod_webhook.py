@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
-from controller_support import K
+from controller_support import K, admission_checks
 
 from harness import addon
 from harness.cluster import ControlPlane
 from support import kubectl, pointed_at, wait_for
 from tcr_assistant.admission.podreview import ANNOTATION_ADDED
-from tcr_assistant.k8s.client import KubeError
+from tcr_assistant.k8s.client import SECRETS, KubeError
+from tcr_assistant.reconciler import drift
 from tcr_assistant.spec import api
 
 pytestmark = pytest.mark.compat
@@ -109,4 +110,45 @@ def test_pods_admitted_before_the_link_get_the_entry_and_nothing_else_is_touched
         running.start_controller()
         log = (running.directory / "controller.log").read_text(errors="replace")
         running.cleanup_and_uninstall()  # the validating webhook (failurePolicy Fail) goes with it
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_secret_deleted_by_hand_is_back_when_the_next_pod_is_admitted(
+        k: K, control_plane: ControlPlane, tmp_path: Path) -> None:
+    with addon.running(control_plane, tmp_path / "addon", [values(tmp_path, "")]) as running, \
+            pointed_at(control_plane):
+        # The periodic check (default drift mode "poll", every 1200 s) starts its pass once it
+        # has something to check, at most 10 s after start-up, with the Secrets known then. A
+        # namespace created after that is not read by it for 1200 s: only a Pod can bring its
+        # Secret back sooner.
+        time.sleep(drift.IDLE_RECHECK + 2)
+        ns = k.create_namespace()
+        wait_for(lambda: SECRET in k.pull_secrets(ns), timeout=30, what=f"default in {ns} linked")
+        k.kube.delete(SECRETS.path(ns, SECRET))
+        time.sleep(3)
+        assert k.secret(ns, SECRET) is None, "the control: nothing else puts it back in this window"
+        before = admission_checks(running.metrics_url)
+
+        started = time.monotonic()
+        create_pod(k, ns, bare_pod("after-delete"))
+        wait_for(lambda: k.secret(ns, SECRET) is not None, timeout=10, interval=0.05,
+                 what="the Secret back after a Pod was admitted")
+        print(f"\n[pod webhook] deleted Secret back {time.monotonic() - started:.3f} s after a Pod's create")
+
+        assert admission_checks(running.metrics_url) == {**before, "repaired": before.get("repaired", 0) + 1}
+
+        # Switched off: a Pod brings nothing back.
+        running.stop_controller()
+        running.extra_args = ["--drift-check-on-pod=0"]
+        running.start_controller()
+        time.sleep(drift.IDLE_RECHECK + 2)
+        other = k.create_namespace()
+        wait_for(lambda: SECRET in k.pull_secrets(other), timeout=30, what=f"default in {other} linked")
+        k.kube.delete(SECRETS.path(other, SECRET))
+        create_pod(k, other, bare_pod("switched-off"))
+        time.sleep(3)
+        assert k.secret(other, SECRET) is None
+        assert admission_checks(running.metrics_url) == {}
+        log = (running.directory / "controller.log").read_text(errors="replace")
+        running.cleanup_and_uninstall()
     assert "Traceback" not in log, log[-3000:]

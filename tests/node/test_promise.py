@@ -6,6 +6,8 @@ node's hosts file, where the hosts-updater DaemonSet writes it. Values come from
 `scripts/values`, as a user writes them. The steps run in order, on one release:
 
 1. a Deployment in a namespace created after the install pulls a private image and is Ready;
+   with our Secret deleted by hand just before, the Deployment's Pod brings it back and pulls
+   at the first try;
 2. the same Pod in an excluded namespace is refused by the registry (the kubelet's own error); an
    image the node already holds follows the kubelet's rule of its minor (refused from 1.35);
 3. with the hosts-updater turned off the name no longer resolves (the kubelet's own error);
@@ -183,6 +185,31 @@ def test_a_new_namespace_pulls_a_private_image_with_no_pull_secret_written(promi
         "the Pod got the pull secret from its ServiceAccount, not from its spec")
     assert "imagePullSecrets" not in json.loads(
         kubectl("-n", namespace, "get", "deploy", "app", "-o", "json").stdout)["spec"]["template"]["spec"]
+
+
+def failed_pulls(namespace: str) -> list[str]:
+    """Every pull the kubelet reported failed in ``namespace`` (its Events)."""
+    events = json.loads(kubectl("-n", namespace, "get", "events", "-o", "json").stdout)["items"]
+    return [e.get("message", "") for e in events
+            if e.get("reason") in ("Failed", "ErrImagePull", "BackOff") and "pull" in e.get("message", "").lower()]
+
+
+def test_a_secret_deleted_by_hand_is_back_before_the_next_pod_pulls(promise: Promise) -> None:
+    """Default drift mode ("poll", every 1200 s): the periodic pass does not read this new
+    namespace's Secret for 20 minutes; the Pod's admission does, and the Pod pulls first time."""
+    image = promise.push("after-delete")  # never on the node: the kubelet must pull it
+    namespace = new_namespace("repaired")
+    kubectl("-n", namespace, "delete", "secret", SECRET)
+    time.sleep(2)
+    assert kubectl("-n", namespace, "get", "secret", SECRET, check=False).returncode != 0, (
+        "the control: nothing else puts it back in this window")
+    created = time.monotonic()
+    kubectl("-n", namespace, "apply", "-f", "-", input_text=deployment("app", image))
+    wait_for(lambda: ready(namespace, "app"), timeout=180, interval=0.2,
+             what=f"the Pod Ready (last pull error: {pull_failure(namespace, 'app')})")
+    promise.figures["deleted_secret_to_pod_ready_s"] = round(time.monotonic() - created, 1)
+    assert failed_pulls(namespace) == []
+    assert kubectl("-n", namespace, "get", "secret", SECRET, "-o", "name").stdout.strip() == f"secret/{SECRET}"
 
 
 def refused_by_the_registry(message: str) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from controller_support import K, RunningController
+from controller_support import K, RunningController, admission_checks
 from webhook_support import loopback_pair, write_pair
 
 from harness import addon
@@ -44,6 +44,7 @@ from tcr_assistant.spec import api
 
 NAME = "podsec"
 SECRET = api.secret_name(NAME)
+CHECK_INTERVAL = 10  # controller.driftRepair.checkOnPodSeconds, by default
 MEMORY_LIMIT_MIB = 128  # the chart's controller limit (values.yaml resources.limits.memory)
 TENANT_ACCOUNTS = 150
 TENANT_ENTRIES = 4000
@@ -223,6 +224,31 @@ def beside_an_ordinary_pod(k: K, namespace: str, attack: Callable[[str], tuple[d
             return pod, warnings, control
         wait_for(lambda: SECRET in k.pull_secrets(namespace), timeout=60, what=f"{namespace}/default relinked")
     raise AssertionError("the controller put the entry back before the ordinary Pod each time")
+
+
+def test_a_storm_of_pods_costs_one_read_per_namespace_per_interval(release: addon.Addon, kk: K) -> None:
+    """A Pod admitted in a served namespace asks the controller to read our Secrets there (a
+    deleted one is back before the kubelet pulls). Creating Pods must not buy more reads: one
+    per namespace per 10 s (`controller.driftRepair.checkOnPodSeconds`), the asks within it
+    coalesced into one at its end; dry runs ask nothing. (First to use the release: no ask of an
+    earlier test is pending.)"""
+    namespace = linked_namespace(kk)
+    before = admission_checks(release.metrics_url)
+    started = time.monotonic()
+
+    def storm(i: int) -> None:
+        post_pod(kk, namespace, bare_pod(f"storm-{i}"))
+        kk.kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", query={"dryRun": "All"},
+                        body=bare_pod(f"dry-{i}"))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(storm, range(100)))
+    print(f"\n[pod webhook] 100 Pods and 100 dry runs in {time.monotonic() - started:.1f} s")
+    wait_for(lambda: admission_checks(release.metrics_url).get("intact", 0) >= before.get("intact", 0) + 2,
+             timeout=25, what="the first read and the one at the end of the interval")
+    time.sleep(CHECK_INTERVAL + 2)
+    after = admission_checks(release.metrics_url)
+    assert after == {**before, "intact": before.get("intact", 0) + 2}, (before, after)
 
 
 def test_mirror_pod_gets_no_entry(release: addon.Addon, kk: K) -> None:

@@ -8,7 +8,9 @@ brand-new ServiceAccount is honoured; when that read fails, the Pod is admitted 
 the webhook were down) with a warning. The decision is ``podadmission.entries_to_add``; a Pod is
 never refused, and any error admits it unchanged. Mirror Pods and requests made by nodes are
 never changed, nor a Pod whose annotations would exceed the API server's limit with ours.
-The Event (on the ServiceAccount: a generated Pod has no name yet) is recorded by a background
+A Pod admitted (not dry-run) in a served namespace also tells ``on_served``, which queues a
+read of our Secrets there (drift "poll" mode: one deleted by hand is back before the kubelet
+pulls). The Event (on the ServiceAccount: a generated Pod has no name yet) is recorded by a background
 thread, never on the admission's path, and not for dry-run requests; its queue is bounded
 (EVENTS_QUEUED), Events beyond it are dropped and counted.
 """
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -45,9 +48,11 @@ class AccountUnknown(Exception):
 
 
 class PodWebhook:
-    def __init__(self, state: ControllerState, kube: Kube, events_queued: int = EVENTS_QUEUED) -> None:
+    def __init__(self, state: ControllerState, kube: Kube, events_queued: int = EVENTS_QUEUED,
+                 on_served: Callable[[str], None] = lambda namespace: None) -> None:
         self.state = state
         self.kube = kube
+        self.on_served = on_served  # a Pod is admitted in this namespace, which we serve; must not block
         self.events_dropped = 0
         self.skipped: dict[str, int] = {}  # why Pods were left alone that a plan would serve -> count
         self._events: queue.Queue[EventItem | None] = queue.Queue(maxsize=events_queued)
@@ -87,6 +92,11 @@ class PodWebhook:
         except Exception:
             log.exception("pod webhook: error deciding request %s; admitted unchanged", uid)
             return HTTPStatus.OK, podadmission.review_response(uid)
+        if wanted and not facts.dry_run:
+            try:
+                self.on_served(facts.namespace)
+            except Exception:  # the check is a bonus: never the reason a Pod goes without its entries
+                log.exception("pod webhook: could not queue the check of namespace %s", facts.namespace)
         if not add:
             return HTTPStatus.OK, podadmission.review_response(uid)
         too_large = podadmission.too_large_warning(facts, add)

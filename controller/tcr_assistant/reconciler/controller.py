@@ -27,8 +27,9 @@ from tcr_assistant.k8s.workqueue import WorkQueue
 from tcr_assistant.reconciler import decisions as reconcile
 from tcr_assistant.reconciler import status, writes
 from tcr_assistant.reconciler.decisions import ABSENT, Plan
-from tcr_assistant.reconciler.drift import DriftPoller
+from tcr_assistant.reconciler.drift import AdmissionChecks, DriftPoller, check_namespace
 from tcr_assistant.reconciler.keys import (
+    CheckKey,
     ImagePullSecretKey,
     NamespaceKey,
     Requeue,
@@ -75,6 +76,7 @@ class Controller:
         self.state = ControllerState()
         self.events = Events(kube)
         self.queue: WorkQueue[WorkKey] = WorkQueue()
+        self.admission_checks = AdmissionChecks(options.pod_check_interval)
         self.writer = NamespaceWriter(kube, self.state, self.metrics, self.events,
                                       lambda ips: self.queue.add_after(StatusKey(ips), options.status_delay),
                                       options.sa_drift_delay)
@@ -255,6 +257,8 @@ class Controller:
                 self.sync_image_pull_secret(name)
             case StatusKey(name):
                 result = self.sync_status(name)
+            case CheckKey(name):
+                self.sync_check(name)
             case _:
                 raise UnknownKey(f"unknown work key {key!r}")
         return None if result is None else result.after
@@ -273,6 +277,21 @@ class Controller:
         for ips in cleaned:
             self.queue.add(ImagePullSecretKey(ips))
         return Requeue(min(due)) if due else None
+
+    def check_on_admission(self, namespace: str) -> None:
+        """A Pod was admitted in ``namespace``, which we serve: have our Secrets there read soon, so
+        one deleted by hand is back before the kubelet pulls. Poll mode, on the leader; it only
+        queues (the webhook's answer never waits for it)."""
+        if self.opts.drift_mode != "poll" or self.opts.pod_check_interval <= 0 or not self.manager.leading.is_set():
+            return
+        self.queue.add_after(CheckKey(namespace), self.admission_checks.delay(namespace, self.queue.clock.monotonic()))
+
+    def sync_check(self, namespace: str) -> None:
+        self.admission_checks.started(namespace, self.queue.clock.monotonic())
+        drifted = check_namespace(self.kube, self.state, namespace)
+        self.metrics.admission_checks.labels("repaired" if drifted else "intact").inc()
+        if drifted:
+            self.queue.add(NamespaceKey(namespace), first=True)
 
     def sync_image_pull_secret(self, name: str) -> None:
         state = self.state

@@ -1,6 +1,6 @@
-"""Drift repair, "poll" mode: GET each distributed Secret by name, spread evenly over a period
-(docs/DESIGN.md "Drift repair"). The "watch" mode needs no code here: a reflector on our
-Secrets feeds the controller's handler."""
+"""Drift repair, "poll" mode: GET each distributed Secret by name, spread evenly over a period,
+and check a namespace's Secrets when a Pod is admitted there (docs/DESIGN.md "Drift repair").
+The "watch" mode needs no code here: a reflector on our Secrets feeds the controller's handler."""
 
 from __future__ import annotations
 
@@ -18,6 +18,66 @@ log = logging.getLogger(__name__)
 
 IDLE_RECHECK = 10.0  # nothing distributed yet: look again this often
 RESYNC_WAIT = 120.0  # start checking at the latest this long after start-up
+
+
+def check_secret(kube: Kube, state: ControllerState, namespace: str, ips: str, fp: str) -> bool:
+    """GET our Secret of ``ips`` in ``namespace``, believed to hold fingerprint ``fp``. When it was
+    deleted or changed outside the controller, record that (its namespace key then rewrites it)
+    and return True. A failed read is logged and counts as no drift."""
+    with state.lock:
+        plan = state.plans.get(ips)
+        if plan is None or plan.creds is None or not plan.active or plan.fingerprint != fp \
+                or state.secret_records.get((namespace, ips)) != fp:
+            return False
+    try:
+        current = kube.get_secret(namespace, plan.secret_name)
+    except Exception as exc:
+        log.warning("drift check of %s/%s failed: %s", namespace, plan.secret_name, exc)
+        return False
+    desired = reconcile.desired_secret(ips, namespace, plan.creds)
+    if reconcile.secret_step(current, desired) is reconcile.SecretStep.UNCHANGED:
+        return False
+    what = "deleted" if current is None else "changed"
+    log.info("Secret %s/%s was %s outside the controller; repairing", namespace, plan.secret_name, what)
+    with state.lock:
+        if state.secret_records.get((namespace, ips)) != fp:
+            return False  # rewritten meanwhile
+        state.secret_records[(namespace, ips)] = ABSENT if current is None else STALE
+        state.secret_drift[(namespace, ips)] = what
+    return True
+
+
+def check_namespace(kube: Kube, state: ControllerState, namespace: str) -> bool:
+    """Every Secret we believe is in place in ``namespace``, checked now; whether one drifted."""
+    with state.lock:
+        items = [(ips, fp) for ips in state.plans
+                 if (fp := state.secret_records.get((namespace, ips))) is not None and fp != ABSENT]
+    return any([check_secret(kube, state, namespace, ips, fp) for ips, fp in items])
+
+
+class AdmissionChecks:
+    """When each namespace was last checked because a Pod was admitted there. At most one check
+    per namespace per ``interval``: a request within it is due when it ends, so Pods admitted
+    while a Secret is missing still get it back, and a burst of Pods costs one read."""
+
+    PRUNE_ABOVE = 4096  # namespaces remembered before old entries are dropped
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._checked_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def delay(self, namespace: str, now: float) -> float:
+        """Seconds until a check of ``namespace`` asked for at ``now`` may run."""
+        with self._lock:
+            last = self._checked_at.get(namespace)
+        return 0.0 if last is None else max(0.0, last + self.interval - now)
+
+    def started(self, namespace: str, now: float) -> None:
+        with self._lock:
+            self._checked_at[namespace] = now
+            if len(self._checked_at) > self.PRUNE_ABOVE:
+                self._checked_at = {ns: at for ns, at in self._checked_at.items() if at + self.interval > now}
 
 
 class DriftPoller:
@@ -45,27 +105,9 @@ class DriftPoller:
         for i, ((namespace, ips), fp) in enumerate(items):
             if self.stop_event.wait(max(0.0, start + i * interval - time.monotonic())):
                 break
-            with state.lock:
-                plan = state.plans.get(ips)
-                if plan is None or plan.creds is None or not plan.active or plan.fingerprint != fp \
-                        or state.secret_records.get((namespace, ips)) != fp:
-                    continue
-            try:
-                current = self.kube.get_secret(namespace, plan.secret_name)
-            except Exception as exc:
-                log.warning("drift check of %s/%s failed: %s", namespace, plan.secret_name, exc)
-                continue
-            desired = reconcile.desired_secret(ips, namespace, plan.creds)
-            if reconcile.secret_step(current, desired) is reconcile.SecretStep.UNCHANGED:
-                continue
-            what = "deleted" if current is None else "changed"
-            log.info("Secret %s/%s was %s outside the controller; repairing", namespace, plan.secret_name, what)
-            with state.lock:
-                if state.secret_records.get((namespace, ips)) == fp:
-                    state.secret_records[(namespace, ips)] = ABSENT if current is None else STALE
-                    state.secret_drift[(namespace, ips)] = what
-            self.repair(namespace)
-            found += 1
+            if check_secret(self.kube, state, namespace, ips, fp):
+                self.repair(namespace)
+                found += 1
         self.stop_event.wait(max(0.0, start + self.period - time.monotonic()))
         return found
 

@@ -36,12 +36,23 @@ class StatusKey:
         return f"status {self.name}"
 
 
-WorkKey = NamespaceKey | ImagePullSecretKey | StatusKey
+@dataclass(frozen=True, slots=True)
+class CheckKey:
+    """Read our Secrets in one namespace, where a Pod was just admitted, and queue the namespace
+    if one was deleted or changed (drift "poll" mode; rate-limited per namespace)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"check {self.name}"
+
+
+WorkKey = NamespaceKey | ImagePullSecretKey | StatusKey | CheckKey
 
 
 def kind_of(key: WorkKey) -> str:
     """The metrics label of a key."""
-    labels = {NamespaceKey: "ns", ImagePullSecretKey: "ips", StatusKey: "status"}
+    labels = {NamespaceKey: "ns", ImagePullSecretKey: "ips", StatusKey: "status", CheckKey: "check"}
     return labels.get(type(key), "unknown")
 
 

@@ -33,6 +33,13 @@ class Metrics:
             ["resource", "reason"],
             registry=r,
         )
+        self.admission_checks = Counter(
+            "tcr_assistant_admission_checks",
+            "Namespaces whose Secrets were read because a Pod was admitted there (drift poll mode; "
+            "outcome: intact, or repaired = one was deleted or changed and is being rewritten)",
+            ["outcome"],
+            registry=r,
+        )
         self.leader = Gauge("tcr_assistant_leader", "1 while this replica holds the lease", registry=r)
         self.connections_dropped = Counter(
             "tcr_assistant_http_connections_dropped",

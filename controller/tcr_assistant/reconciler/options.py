@@ -19,6 +19,10 @@ class Options:
     # but it needs list/watch on Secrets cluster-wide.
     drift_mode: str = "poll"
     drift_period: float = 1200.0
+    # "poll" mode: a Pod admitted in a served namespace has our Secrets there read at once, at
+    # most once per this many seconds per namespace (0: never), so a deleted one is back before
+    # the kubelet pulls. Needs the Pod webhook.
+    pod_check_interval: float = 10.0
     sa_drift_delay: float = 1.0  # first wait before putting back a removed entry (doubles)
     status_delay: float = 1.0  # status writes are debounced by this much
     status_settle_limit: float = 30.0  # wait at most this long for unchecked namespaces
