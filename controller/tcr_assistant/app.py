@@ -5,6 +5,7 @@ them in reverse. The controller's own loop (caches, leadership, workers) is the 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 from pathlib import Path
@@ -16,6 +17,7 @@ from tcr_assistant.k8s.app import App, Part
 from tcr_assistant.k8s.client import connect
 from tcr_assistant.k8s.connections import ServerLimits
 from tcr_assistant.k8s.httpserver import BoundedServer, parse_bind
+from tcr_assistant.reconciler import credcheck
 from tcr_assistant.reconciler.controller import Controller
 from tcr_assistant.reconciler.metrics import health_routes, metrics_routes
 from tcr_assistant.reconciler.options import WATCH_READ_MARGIN, Options, default_namespace, user_agent
@@ -59,6 +61,22 @@ def server_limits(args: argparse.Namespace) -> ServerLimits:
     )
 
 
+def parse_registry_addresses(values: list[str]) -> dict[str, str]:
+    """``--registry-address NAME=IP`` values -> {NAME: IP}; ValueError names the bad one."""
+    addresses: dict[str, str] = {}
+    for value in values:
+        name, sep, ip = value.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            ipaddress.ip_address(ip.strip())
+        except ValueError:
+            raise ValueError(f"--registry-address {value!r}: give NAME=IP, e.g. demo.tencentcloudcr.com=10.0.0.12") \
+                from None
+        addresses[name.strip()] = ip.strip()
+    return addresses
+
+
 def build(args: argparse.Namespace) -> App:
     """Every part of `tcr-assistant run`; ValueError names a flag that is wrong."""
     namespace = args.namespace or default_namespace()
@@ -69,6 +87,10 @@ def build(args: argparse.Namespace) -> App:
         raise ValueError(f"--webhook-drain must be 0 or more, got {args.webhook_drain:g}")
     if not args.drift_check_on_pod >= 0:
         raise ValueError(f"--drift-check-on-pod must be 0 or more, got {args.drift_check_on_pod:g}")
+    if not args.registry_check_period >= credcheck.MIN_INTERVAL:
+        raise ValueError(f"--registry-check-period must be {credcheck.MIN_INTERVAL:g} or more, "
+                         f"got {args.registry_check_period:g}")
+    registry_addresses = parse_registry_addresses(args.registry_address)
     kube = connect(args.kubeconfig, pool_size=args.workers + 12, user_agent=user_agent())
     controller = Controller(kube, Options(
         namespace=namespace,
@@ -76,6 +98,10 @@ def build(args: argparse.Namespace) -> App:
         drift_mode=args.drift_mode,
         drift_period=args.drift_check_period,
         pod_check_interval=args.drift_check_on_pod,
+        registry_check=args.registry_check,
+        registry_check_period=args.registry_check_period,
+        registry_addresses=registry_addresses,
+        registry_ca_file=args.registry_ca_file,
         watch_timeout=args.watch_timeout,
         read_timeout=args.watch_timeout + WATCH_READ_MARGIN,
         leader_elect=args.leader_elect,

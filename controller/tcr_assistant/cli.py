@@ -224,6 +224,36 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULTS.pod_check_interval:g})",
     )
     run.add_argument(
+        "--registry-check",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS.registry_check,
+        help="ask each registry whether it accepts its ImagePullSecret's credential (GET /v2/ as docker "
+        "login does) and show the answer as the CredentialsAccepted condition; off for registries the "
+        "controller cannot reach (default: on)",
+    )
+    run.add_argument(
+        "--registry-check-period",
+        type=float,
+        default=DEFAULTS.registry_check_period,
+        metavar="S",
+        help="ask again this often while the credential is unchanged (sooner, backing off from 30 s, "
+        f"while it is refused or the registry unreachable) (default: {DEFAULTS.registry_check_period:g})",
+    )
+    run.add_argument(
+        "--registry-address",
+        action="append",
+        default=[],
+        metavar="NAME=IP",
+        help="reach registry NAME at IP, as the nodes' hosts entries do (repeatable; the chart passes "
+        "global.hosts while hosts-updater writes them); other names resolve through DNS",
+    )
+    run.add_argument(
+        "--registry-ca-file",
+        metavar="PATH",
+        help="CA certificates (PEM) the registries' certificates are checked against, instead of the "
+        "system's",
+    )
+    run.add_argument(
         "--watch-timeout",
         type=int,
         default=DEFAULTS.watch_timeout,

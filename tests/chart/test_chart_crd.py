@@ -164,13 +164,16 @@ def test_printer_columns_status_and_explain(crd: None, kube: client.ApiClient) -
                                               "updatedAt": "2026-01-01T00:00:00Z"}],
                   "observedGeneration": 1,
                   "conditions": [{"type": "Ready", "status": "False", "reason": "Syncing", "message": "9/10",
-                                  "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+                                  "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                                 {"type": "CredentialsAccepted", "status": "False", "reason": "Refused",
+                                  "message": "401", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
         api.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, name, {"status": status})
         # The status subresource: a spec write cannot change status.
         api.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"status": {"secretsDesired": 99}})
         out = kubectl("get", "ipss", name).stdout.splitlines()
-        assert out[0].split() == ["NAME", "NAMESPACES", "SERVICE-ACCOUNTS", "SECRETS-DESIRED", "SECRETS-SUCCESS", "AGE"]
-        assert out[1].split()[:5] == [name, "*", "*", "10", "9"]
+        assert out[0].split() == ["NAME", "NAMESPACES", "SERVICE-ACCOUNTS", "SECRETS-DESIRED", "SECRETS-SUCCESS",
+                                  "ACCEPTED", "AGE"]
+        assert out[1].split()[:6] == [name, "*", "*", "10", "9", "False"]
         wide = kubectl("get", "ips", name, "-o", "wide").stdout.splitlines()[0].split()
         assert "READY" in wide and "SERVER" in wide
     finally:

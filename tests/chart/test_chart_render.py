@@ -494,7 +494,8 @@ def test_controller_deployment_contract() -> None:
     assert container["command"] == ["tcr-assistant"]
     assert container["args"] == [
         "run", "--leader-elect", "--lease-name=tcr-assistant-leader", "--namespace=$(POD_NAMESPACE)",
-        "--drift-mode=poll", "--drift-check-period=1200", "--health-probe-bind-address=:8081",
+        "--drift-mode=poll", "--drift-check-period=1200", "--drift-check-on-pod=10", "--registry-check",
+        "--registry-check-period=600", "--health-probe-bind-address=:8081",
         "--metrics-bind-address=:8080", "--webhook-port=9443",
         "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs", "--pod-webhook",
         "--webhook-cert-secret=tcr-assistant-webhook-server-cert", f"--webhook-cert-validity={365 * 86400}",
@@ -601,7 +602,8 @@ def test_crd_shape() -> None:
     assert version["name"] == "v1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["NAMESPACES", "SERVICE-ACCOUNTS", "SECRETS-DESIRED", "SECRETS-SUCCESS", "AGE"]
+    # the original's columns, in its order, and whether the registry accepts the credential
+    assert columns == ["NAMESPACES", "SERVICE-ACCOUNTS", "SECRETS-DESIRED", "SECRETS-SUCCESS", "ACCEPTED", "AGE"]
     schema = version["schema"]["openAPIV3Schema"]
     status = schema["properties"]["status"]["properties"]
     assert set(status) == {"secretsDesired", "secretsSuccess", "sAsDesired", "sAsSuccess", "secretUpdateSuccessful",
@@ -724,3 +726,36 @@ def test_kube_version_admits_1_30_and_refuses_older() -> None:
     refused = run_helm(*template_args(None, "--kube-version", "1.29.15"))
     assert refused.returncode != 0
     assert ">=1.30.0-0" in refused.stderr and "v1.29.15" in refused.stderr, refused.stderr
+
+
+def test_registry_check_args_follow_the_hosts_the_nodes_get_and_the_ca_bundle() -> None:
+    (container,) = containers(render(None))
+    assert "--registry-check" in container["args"] and "--registry-check-period=600" in container["args"]
+    assert not [a for a in container["args"] if a.startswith(("--registry-address", "--registry-ca-file"))]
+    # global.hosts while hosts-updater writes them: the enabled entries only, as on the nodes
+    with_hosts = render(CASES["tke-two-registries-with-hosts-values"])
+    (container,) = containers(with_hosts)
+    assert [a for a in container["args"] if a.startswith("--registry-address")] == [
+        "--registry-address=example-vpc.tencentcloudcr.com=10.0.0.10"]
+    removing = render(CASES["tke-two-registries-with-hosts-values"], "--set", "hostsUpdater.enabled=remove")
+    (container,) = containers(removing)
+    assert not [a for a in container["args"] if a.startswith("--registry-address")]
+    # a private CA: a ConfigMap, mounted read-only, and the flag naming its file
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    with_ca = render(None, "--set-string", f"controller.registryCheck.caBundle={pem}")
+    assert one(with_ca, "ConfigMap", "tcr-assistant-registry-ca")["data"]["ca.crt"].strip() == pem.strip()
+    (container,) = containers(with_ca)
+    assert "--registry-ca-file=/etc/tcr-assistant/registry-ca/ca.crt" in container["args"]
+    assert {"name": "registry-ca", "mountPath": "/etc/tcr-assistant/registry-ca", "readOnly": True} in container[
+        "volumeMounts"]
+    off = render(None, "--set", "controller.registryCheck.enabled=false")
+    (container,) = containers(off)
+    assert "--no-registry-check" in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--registry-check-period")]
+    assert not by_kind(off, "ConfigMap") or all(m["metadata"]["name"] != "tcr-assistant-registry-ca"
+                                                 for m in by_kind(off, "ConfigMap"))
+
+
+def test_a_ca_bundle_that_is_not_pem_fails_naming_the_key() -> None:
+    proc = run_helm(*template_args(None, "--set", "controller.registryCheck.caBundle=not-a-certificate"))
+    assert proc.returncode != 0 and "caBundle" in proc.stderr, proc.stderr

@@ -7,6 +7,7 @@ import contextlib
 import re
 import select
 import socket
+import subprocess
 import threading
 import urllib.request
 import uuid
@@ -190,6 +191,9 @@ def fast_options(**over: Any) -> Options:
         status_delay=0.2,
         watch_timeout=60,
         read_timeout=90.0,
+        # The registries of these tests' objects do not exist: asking them would add Events and
+        # status writes to every test. tests/controller/test_registry_check.py turns it on.
+        registry_check=False,
     )
     for key, value in over.items():
         setattr(opts, key, value)
@@ -284,3 +288,19 @@ def admission_checks(metrics_url: str) -> dict[str, float]:
         text = response.read().decode()
     found = re.findall(r'^tcr_assistant_admission_checks_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE)
     return {outcome: float(value) for outcome, value in found}
+
+
+def host_address() -> str:
+    """An address of this machine that is not loopback: what a registry in the cluster's network
+    looks like to the controller, which refuses to send credentials to loopback."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True,
+                         check=True).stdout
+    addresses = [line.split()[3].split("/")[0] for line in out.splitlines()]
+    assert addresses, f"no global IPv4 address on this machine to serve a test registry on:\n{out}"
+    return addresses[0]
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])

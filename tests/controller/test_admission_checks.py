@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from tcr_assistant.admission.pods import PodWebhook
-from tcr_assistant.reconciler.drift import AdmissionChecks
 from tcr_assistant.reconciler.observed import NamespaceInfo, service_account_info
+from tcr_assistant.reconciler.pacing import Pacing
 from tcr_assistant.reconciler.state import ControllerState
 from tcr_assistant.spec import api
 
@@ -78,7 +78,7 @@ def test_a_failing_ask_leaves_the_answer_as_it_was(asked: list[str]) -> None:
 
 
 def test_one_read_per_namespace_per_interval_and_an_ask_within_it_waits_for_its_end() -> None:
-    checks = AdmissionChecks(interval=10.0)
+    checks = Pacing(interval=10.0)
     assert checks.delay("a", now=100.0) == 0.0  # never read: now
     checks.started("a", now=100.0)
     assert checks.delay("a", now=100.0) == 10.0
@@ -88,11 +88,11 @@ def test_one_read_per_namespace_per_interval_and_an_ask_within_it_waits_for_its_
 
 
 def test_namespaces_read_long_ago_are_forgotten_past_the_bound() -> None:
-    checks = AdmissionChecks(interval=10.0)
-    for i in range(AdmissionChecks.PRUNE_ABOVE):
+    checks = Pacing(interval=10.0)
+    for i in range(Pacing.PRUNE_ABOVE):
         checks.started(f"old-{i}", now=0.0)
     checks.started("recent", now=50.0)  # one over the bound: those read over an interval ago go
     checks.started("new", now=55.0)
-    assert len(checks._checked_at) == 2
+    assert len(checks._started_at) == 2
     assert checks.delay("recent", now=55.0) == 5.0
     assert checks.delay("old-1", now=55.0) == 0.0

@@ -25,6 +25,7 @@ ROOT_MODULES = frozenset({"__init__", "cli", "app"})  # the entry point and the 
 # Decisions without I/O: they reach no k8s module and no I/O library, through any chain.
 PURE = frozenset({"spec.api", "spec.rules", "spec.names", "spec.selectors", "spec.validation",
                   "reconciler.decisions", "reconciler.status", "reconciler.observed", "reconciler.keys",
+                  "reconciler.credcheck",
                   "admission.review", "admission.podreview", "servingcert.decision"})
 IO_LIBRARIES = frozenset({"kubernetes", "urllib3", "socket", "socketserver", "ssl", "http.server", "http.client",
                           "subprocess", "threading", "prometheus_client", "cryptography", "tempfile", "signal"})

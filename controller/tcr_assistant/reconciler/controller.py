@@ -24,14 +24,15 @@ from tcr_assistant.k8s.manager import Manager
 from tcr_assistant.k8s.reflector import Reflector
 from tcr_assistant.k8s.workers import Hooks, Workers
 from tcr_assistant.k8s.workqueue import WorkQueue
+from tcr_assistant.reconciler import credcheck, status, writes
 from tcr_assistant.reconciler import decisions as reconcile
-from tcr_assistant.reconciler import status, writes
 from tcr_assistant.reconciler.decisions import ABSENT, Plan
-from tcr_assistant.reconciler.drift import AdmissionChecks, DriftPoller, check_namespace
+from tcr_assistant.reconciler.drift import DriftPoller, check_namespace
 from tcr_assistant.reconciler.keys import (
     CheckKey,
     ImagePullSecretKey,
     NamespaceKey,
+    RegistryKey,
     Requeue,
     StatusKey,
     UnknownKey,
@@ -53,6 +54,9 @@ from tcr_assistant.reconciler.observed import (
     spec_or_metadata_changed,
 )
 from tcr_assistant.reconciler.options import Options
+from tcr_assistant.reconciler.pacing import Pacing
+from tcr_assistant.reconciler.registrycheck import RegistryChecker
+from tcr_assistant.reconciler.registryprobe import RegistryProbe
 from tcr_assistant.reconciler.state import ControllerState
 from tcr_assistant.reconciler.writes import Events
 from tcr_assistant.spec import api
@@ -76,7 +80,13 @@ class Controller:
         self.state = ControllerState()
         self.events = Events(kube)
         self.queue: WorkQueue[WorkKey] = WorkQueue()
-        self.admission_checks = AdmissionChecks(options.pod_check_interval)
+        self.admission_checks = Pacing(options.pod_check_interval)
+        self.registry = RegistryChecker(
+            RegistryProbe(options.registry_addresses, options.registry_ca_file), self.state, self.metrics,
+            options.registry_check_period, self.queue.add_after,
+            lambda ips: self.queue.add_after(StatusKey(ips), options.status_delay),
+            lambda obj, reason, message: self.events.record(obj, "Warning", reason, message),
+            self.queue.clock.monotonic) if options.registry_check else None
         self.writer = NamespaceWriter(kube, self.state, self.metrics, self.events,
                                       lambda ips: self.queue.add_after(StatusKey(ips), options.status_delay),
                                       options.sa_drift_delay)
@@ -259,6 +269,8 @@ class Controller:
                 result = self.sync_status(name)
             case CheckKey(name):
                 self.sync_check(name)
+            case RegistryKey(name):
+                result = self.registry.sync(name) if self.registry is not None else None
             case _:
                 raise UnknownKey(f"unknown work key {key!r}")
         return None if result is None else result.after
@@ -299,6 +311,8 @@ class Controller:
             obj = state.image_pull_secrets.get(name)
             if obj is None:
                 state.forget_image_pull_secret(name)
+                if self.registry is not None:
+                    self.registry.forget(name)
                 return
             plan = reconcile.plan_for(obj, state.local_secrets.get)
             state.plans[name] = plan
@@ -318,6 +332,8 @@ class Controller:
         for namespace in namespaces:
             self.queue.add(NamespaceKey(namespace))
         self.queue.add_after(StatusKey(name), self.opts.status_delay)
+        if self.registry is not None:
+            self.registry.plan_seen(name)
 
     def sync_clean_up(self, plan: Plan, obj: Mapping[str, Any]) -> None:
         """Every namespace's key runs once with the plan deleting (which removes our Secret and
@@ -351,7 +367,11 @@ class Controller:
             counts = status.count(plan, state.namespaces.values(), state.service_accounts, state.secret_records)
             secrets_written = dict(state.secret_writes.get(name) or {})
             sas_written = dict(state.sa_writes.get(name) or {})
+            record = state.credential_checks.get(name)
         previous = obj.get("status") or {}
+        now = now_rfc3339()
+        accepted = [credcheck.accepted_condition(record, plan.fingerprint, previous.get("conditions"), now)
+                    ] if self.registry is not None and plan.active else []
         new_status = status.compute_status(
             previous,
             counts,
@@ -359,7 +379,8 @@ class Controller:
             secrets_written=secrets_written,
             sas_written=sas_written,
             problem=plan.problem,
-            now=now_rfc3339(),
+            now=now,
+            more_conditions=accepted,
         )
         if status.status_changed(previous, new_status):
             updated = writes.patch_status(self.kube, name, new_status)

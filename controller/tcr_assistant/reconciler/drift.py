@@ -55,31 +55,6 @@ def check_namespace(kube: Kube, state: ControllerState, namespace: str) -> bool:
     return any([check_secret(kube, state, namespace, ips, fp) for ips, fp in items])
 
 
-class AdmissionChecks:
-    """When each namespace was last checked because a Pod was admitted there. At most one check
-    per namespace per ``interval``: a request within it is due when it ends, so Pods admitted
-    while a Secret is missing still get it back, and a burst of Pods costs one read."""
-
-    PRUNE_ABOVE = 4096  # namespaces remembered before old entries are dropped
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._checked_at: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def delay(self, namespace: str, now: float) -> float:
-        """Seconds until a check of ``namespace`` asked for at ``now`` may run."""
-        with self._lock:
-            last = self._checked_at.get(namespace)
-        return 0.0 if last is None else max(0.0, last + self.interval - now)
-
-    def started(self, namespace: str, now: float) -> None:
-        with self._lock:
-            self._checked_at[namespace] = now
-            if len(self._checked_at) > self.PRUNE_ABOVE:
-                self._checked_at = {ns: at for ns, at in self._checked_at.items() if at + self.interval > now}
-
-
 class DriftPoller:
     """Finds our Secrets deleted or changed outside the controller; ``repair(namespace)``
     queues the namespace, whose worker restores them."""

@@ -47,12 +47,24 @@ class CheckKey:
         return f"check {self.name}"
 
 
-WorkKey = NamespaceKey | ImagePullSecretKey | StatusKey | CheckKey
+@dataclass(frozen=True, slots=True)
+class RegistryKey:
+    """Ask the registry whether it accepts one ImagePullSecret's credential (the
+    CredentialsAccepted condition)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"registry check {self.name}"
+
+
+WorkKey = NamespaceKey | ImagePullSecretKey | StatusKey | CheckKey | RegistryKey
 
 
 def kind_of(key: WorkKey) -> str:
     """The metrics label of a key."""
-    labels = {NamespaceKey: "ns", ImagePullSecretKey: "ips", StatusKey: "status", CheckKey: "check"}
+    labels = {NamespaceKey: "ns", ImagePullSecretKey: "ips", StatusKey: "status", CheckKey: "check",
+              RegistryKey: "registry"}
     return labels.get(type(key), "unknown")
 
 

@@ -40,6 +40,19 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.registry_checks = Counter(
+            "tcr_assistant_registry_checks",
+            "Answers of registries asked whether they accept a credential (reason: Accepted, Refused, "
+            "Unreachable, TLSError, AddressRefused, UnexpectedAnswer)",
+            ["reason"],
+            registry=r,
+        )
+        self.credentials_accepted = Gauge(
+            "tcr_assistant_registry_credentials_accepted",
+            "1 when the registry accepted the ImagePullSecret's credential at its last check, else 0",
+            ["image_pull_secret"],
+            registry=r,
+        )
         self.leader = Gauge("tcr_assistant_leader", "1 while this replica holds the lease", registry=r)
         self.connections_dropped = Counter(
             "tcr_assistant_http_connections_dropped",

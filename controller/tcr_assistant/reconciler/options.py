@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tcr_assistant.spec import api
 
@@ -23,6 +23,14 @@ class Options:
     # most once per this many seconds per namespace (0: never), so a deleted one is back before
     # the kubelet pulls. Needs the Pod webhook.
     pod_check_interval: float = 10.0
+    # Ask each registry whether it accepts the credential (the CredentialsAccepted condition):
+    # on every change of credential, then every registry_check_period seconds. Its name resolves
+    # through registry_addresses (the hosts entries the nodes get), else DNS; its certificate is
+    # checked against registry_ca_file, else the system's CAs.
+    registry_check: bool = True
+    registry_check_period: float = 600.0
+    registry_addresses: dict[str, str] = field(default_factory=dict)
+    registry_ca_file: str | None = None
     sa_drift_delay: float = 1.0  # first wait before putting back a removed entry (doubles)
     status_delay: float = 1.0  # status writes are debounced by this much
     status_settle_limit: float = 30.0  # wait at most this long for unchecked namespaces

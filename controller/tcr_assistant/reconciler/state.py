@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tcr_assistant.reconciler.credcheck import CheckRecord
 from tcr_assistant.reconciler.decisions import Plan
 from tcr_assistant.reconciler.observed import NamespaceInfo, ServiceAccountInfo
 from tcr_assistant.spec import api
@@ -56,6 +57,7 @@ class ControllerState:
     secret_drift: dict[SecretKey, str] = field(default_factory=dict)  # "deleted"/"changed" outside us, not yet repaired
     fanned_out: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # plan shape last fanned out
     status_deferred_since: dict[str, float] = field(default_factory=dict)
+    credential_checks: dict[str, CheckRecord] = field(default_factory=dict)  # the registry's last answer
     # Our recent writes per ImagePullSecret (namespacedName -> when), bounded like the status
     # lists they feed; kept after a status write, so a failed one loses nothing.
     secret_writes: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -77,6 +79,7 @@ class ControllerState:
         self.secret_writes.pop(name, None)
         self.sa_writes.pop(name, None)
         self.cleanup_pending.pop(name, None)
+        self.credential_checks.pop(name, None)
         for key in [k for k in self.secret_records if k[1] == name]:
             del self.secret_records[key]
 

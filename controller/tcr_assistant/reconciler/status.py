@@ -74,6 +74,7 @@ def compute_status(
     sas_written: Mapping[str, str],
     problem: tuple[str, str] | None,
     now: str,
+    more_conditions: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     prev = previous or {}
     status: dict[str, Any] = {
@@ -83,7 +84,7 @@ def compute_status(
         "sAsSuccess": counts.sas_success,
         "secretUpdateSuccessful": record_history(prev.get("secretUpdateSuccessful"), secrets_written),
         "serviceAccountsModifySuccessful": record_history(prev.get("serviceAccountsModifySuccessful"), sas_written),
-        "conditions": [ready_condition(counts, problem, prev.get("conditions"), now)],
+        "conditions": [ready_condition(counts, problem, prev.get("conditions"), now), *more_conditions],
     }
     if generation is not None:
         status["observedGeneration"] = generation

@@ -1,0 +1,75 @@
+"""The CredentialsAccepted condition, pure: when to ask the registry again, and what its last
+answer makes of the condition (docs/DESIGN.md "Does the registry accept it?")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# What a registry said of a credential (registryprobe.RegistryProbe.check)
+ACCEPTED = "Accepted"
+REFUSED = "Refused"  # 401/403
+UNREACHABLE = "Unreachable"
+TLS_ERROR = "TLSError"
+ADDRESS_REFUSED = "AddressRefused"  # an address the credential is never sent to
+UNEXPECTED = "UnexpectedAnswer"
+
+CONDITION = "CredentialsAccepted"
+CHECKING = "Checking"
+MIN_INTERVAL = 3.0  # seconds between two checks of one ImagePullSecret, however often its credential changes
+RETRY_FIRST = 30.0  # after an answer other than Accepted; doubles up to the period
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    reason: str  # one of the constants above
+    message: str  # safe to publish: no credential, no answer body
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason == ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecord:
+    """The registry's last answer for one ImagePullSecret's credential (by fingerprint)."""
+
+    fingerprint: str
+    result: ProbeResult
+    failures: int = 0  # answers other than Accepted in a row, for this fingerprint
+
+
+def record_answer(previous: CheckRecord | None, fingerprint: str, result: ProbeResult) -> CheckRecord:
+    same = previous is not None and previous.fingerprint == fingerprint
+    failures = 0 if result.accepted else (previous.failures + 1 if same and previous is not None else 1)
+    return CheckRecord(fingerprint, result, failures)
+
+
+def next_check_after(record: CheckRecord, period: float) -> float:
+    """Accepted: again after ``period`` (a token revoked, a password changed in the registry).
+    Otherwise sooner, backing off: 30 s, 60 s, … up to ``period``."""
+    if record.result.accepted:
+        return period
+    return min(period, RETRY_FIRST * 2 ** max(0, record.failures - 1))
+
+
+def due(record: CheckRecord | None, fingerprint: str) -> bool:
+    """A check is owed now: never asked, or the credential changed since."""
+    return record is None or record.fingerprint != fingerprint
+
+
+def accepted_condition(record: CheckRecord | None, fingerprint: str,
+                       previous: Sequence[Mapping[str, Any]] | None, now: str) -> dict[str, str]:
+    """The condition for the credential of ``fingerprint``: Unknown until the registry answered
+    for it; lastTransitionTime kept while the status stays."""
+    if due(record, fingerprint) or record is None:
+        status, reason, message = "Unknown", CHECKING, "the registry has not been asked about this credential yet"
+    else:
+        status = "True" if record.result.accepted else "False"
+        reason, message = record.result.reason, record.result.message
+    last = now
+    for cond in previous or []:
+        if cond.get("type") == CONDITION and cond.get("status") == status and cond.get("lastTransitionTime"):
+            last = str(cond["lastTransitionTime"])
+    return {"type": CONDITION, "status": status, "reason": reason, "message": message, "lastTransitionTime": last}
