@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -264,8 +264,13 @@ class PrivateRegistry:
 
     def set_password(self, new_password: str) -> None:
         """Replace the htpasswd file atomically; distribution picks it up on its next request."""
+        self.set_users({self.username: new_password})
+        self._password = new_password
+
+    def set_users(self, passwords: Mapping[str, str]) -> None:
+        """The htpasswd file := one line per user, replaced atomically (picked up on the next request)."""
         previous = self.htpasswd_path.stat().st_mtime_ns if self.htpasswd_path.exists() else 0
-        line = htpasswd_line(self.username, new_password)
+        line = b"".join(htpasswd_line(user, password) for user, password in passwords.items())
         fd, temporary = tempfile.mkstemp(prefix=".htpasswd.", dir=self.directory)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -279,7 +284,6 @@ class PrivateRegistry:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        self._password = new_password
 
     def __enter__(self) -> PrivateRegistry:
         self.start()

@@ -12,6 +12,8 @@ node's hosts file, where the hosts-updater DaemonSet writes it. Values come from
    image the node already holds follows the kubelet's rule of its minor (refused from 1.35);
 3. with the hosts-updater turned off the name no longer resolves (the kubelet's own error);
 4. the password rotates: new values, `helm upgrade`, and a freshly pushed image is pulled;
+   throughout, the controller's registry check (through the hosts entry, trusting the
+   registry's CA from the values) shows the credential accepted;
 5. the controller container stayed within the chart's memory limit (peak from its cgroup);
 6. `helm uninstall` leaves the node's hosts file byte for byte as it was before the install.
 
@@ -88,8 +90,15 @@ class Promise:
         assert password not in proc.stdout + proc.stderr
         return path
 
+    def registry_ca_values(self) -> Path:
+        """The registry's CA for the controller's registry check (the node trusts it already)."""
+        path = self.directory / "registry-ca-values.yaml"
+        path.write_text(yaml.safe_dump({"controller": {"registryCheck": {
+            "caBundle": self.registry.ca_file.read_text()}}}))
+        return path
+
     def upgrade(self, values: Path, *extra: str) -> None:
-        self.release.values_files = [values]
+        self.release.values_files = [values, self.registry_ca_values()]
         self.release.set_values = ["hostsUpdater.interval=2", *extra]
         self.release.install()
 
@@ -185,6 +194,15 @@ def test_a_new_namespace_pulls_a_private_image_with_no_pull_secret_written(promi
         "the Pod got the pull secret from its ServiceAccount, not from its spec")
     assert "imagePullSecrets" not in json.loads(
         kubectl("-n", namespace, "get", "deploy", "app", "-o", "json").stdout)["spec"]["template"]["spec"]
+    # The controller, a Pod on the node, asked the registry through the hosts entry: accepted.
+    wait_for(lambda: credentials_accepted() == "True", timeout=60,
+             what=f"CredentialsAccepted True (now {credentials_accepted()!r})")
+    print("\n" + kubectl("get", "ipss", IPS_NAME).stdout)
+
+
+def credentials_accepted() -> str:
+    return kubectl("get", "ipss", IPS_NAME, "-o",
+                   'jsonpath={.status.conditions[?(@.type=="CredentialsAccepted")].status}').stdout.strip()
 
 
 def failed_pulls(namespace: str) -> list[str]:
@@ -278,6 +296,7 @@ def test_rotated_password_reaches_new_pulls_after_helm_upgrade(promise: Promise)
         return str(config["auths"][promise.hostname]["password"])
 
     wait_for(lambda: distributed_password() == new_password, timeout=60, what="the new password distributed")
+    wait_for(lambda: credentials_accepted() == "True", timeout=60, what="the new password accepted by the registry")
     image = promise.push("v3")
     kubectl("-n", namespace, "apply", "-f", "-", input_text=deployment("app", image))
     wait_for(lambda: ready(namespace, "app"), timeout=180, interval=0.2,
