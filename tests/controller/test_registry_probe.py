@@ -272,3 +272,15 @@ def test_refusals_are_asked_again_sooner_backing_off_up_to_the_period() -> None:
     record = credcheck.record_answer(record, "fp", ProbeResult(ACCEPTED, "ok"))
     assert record.failures == 0 and credcheck.next_check_after(record, 600) == 600
     assert credcheck.record_answer(record, "fp2", ProbeResult(REFUSED, "no")).failures == 1
+
+
+def test_after_a_restart_the_published_answer_stands_until_the_registry_is_asked_again() -> None:
+    published = {"type": "CredentialsAccepted", "status": "False", "reason": UNREACHABLE,
+                 "message": "cannot reach r.example:443: timed out", "lastTransitionTime": "2026-12-01T00:00:00Z"}
+    ready = {"type": "Ready", "status": "True", "reason": "Synced", "message": "", "lastTransitionTime": "x"}
+    now = "2026-12-04T00:00:00Z"
+    assert credcheck.accepted_condition(None, "fp", [ready, published], now) == published  # no status write
+    same = credcheck.record_answer(None, "fp", ProbeResult(UNREACHABLE, "cannot reach r.example:443: timed out"))
+    assert credcheck.accepted_condition(same, "fp", [ready, published], now) == published
+    accepted = credcheck.record_answer(same, "fp", ProbeResult(ACCEPTED, "ok"))
+    assert credcheck.accepted_condition(accepted, "fp", [ready, published], now)["lastTransitionTime"] == now

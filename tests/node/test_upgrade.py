@@ -29,14 +29,14 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from continuity import Continuity, Report
 
-from harness import addon, node, oci, previous, registry, tools
+from harness import addon, images, node, oci, previous, registry, tools
 from harness.addon import CHART_DIR
 from node_support import tcr_like_registry
 from support import REPO_ROOT, kubectl, wait_for
@@ -53,6 +53,13 @@ CERT_SECRET = "tcr-assistant-webhook-server-cert"
 CONFIGURATION = "validatingwebhookconfiguration/tcr-assistant-validating-webhook-configuration"
 DWELL = 20.0  # seconds of load after each step, with the new controller serving
 RESULTS = REPO_ROOT / ".local" / "results" / "node-upgrade.json"
+
+
+def pods_running(built: Sequence[images.BuiltImage]) -> list[str]:
+    """The add-on's Pods (any phase) that run one of ``built``'s images."""
+    refs = {image.ref for image in built}
+    pods = json.loads(kubectl("-n", NAMESPACE, "get", "pods", "-o", "json").stdout)["items"]
+    return [pod["metadata"]["name"] for pod in pods if any(c["image"] in refs for c in pod["spec"]["containers"])]
 
 
 def values(directory: Path, hostname: str, password: str) -> Path:
@@ -174,6 +181,10 @@ def test_upgrade_from_the_previous_release_and_rollback_refuse_nothing(
                 release.chart = CHART_DIR
                 release.set_values = ["hostsUpdater.interval=2"]
                 release.install()
+                # helm --wait returns once the new Pods are ready, while the old ones may still be
+                # stopping, which is when a call can be refused: the step lasts until they are gone.
+                wait_for(lambda: not pods_running(built), timeout=120, interval=0.5,
+                         what=f"the {previous.VERSION} Pods gone")
             upgraded = certificate_state()
             assert upgraded["uid"] == installed["uid"], "the certificate Secret was deleted and recreated"
             assert upgraded["handed_over"] == "tcr-assistant"

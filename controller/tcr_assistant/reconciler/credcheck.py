@@ -59,10 +59,23 @@ def due(record: CheckRecord | None, fingerprint: str) -> bool:
     return record is None or record.fingerprint != fingerprint
 
 
+def published(conditions: Sequence[Mapping[str, Any]] | None) -> dict[str, str] | None:
+    """The CredentialsAccepted condition as the status holds it, if any."""
+    for cond in conditions or []:
+        if cond.get("type") == CONDITION:
+            return {str(key): str(value) for key, value in cond.items()}
+    return None
+
+
 def accepted_condition(record: CheckRecord | None, fingerprint: str,
                        previous: Sequence[Mapping[str, Any]] | None, now: str) -> dict[str, str]:
     """The condition for the credential of ``fingerprint``: Unknown until the registry answered
-    for it; lastTransitionTime kept while the status stays."""
+    for it; lastTransitionTime kept while the status stays. Before this process has asked at all
+    (a restart), the published answer stands: a restart rewrites no status, and the ask it
+    queues at once replaces the answer within seconds if it changed."""
+    kept = published(previous)
+    if record is None and kept is not None:
+        return kept
     if due(record, fingerprint) or record is None:
         status, reason, message = "Unknown", CHECKING, "the registry has not been asked about this credential yet"
     else:

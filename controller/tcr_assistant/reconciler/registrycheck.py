@@ -60,7 +60,9 @@ class RegistryChecker:
             record = credcheck.record_answer(previous, fingerprint, result)
             self.state.credential_checks[name] = record
         self.metrics.credentials_accepted.labels(name).set(1 if result.accepted else 0)
-        if previous is None or previous.result.reason != result.reason:
+        known = previous.result.reason if previous is not None else (
+            credcheck.published((obj.get("status") or {}).get("conditions")) or {}).get("reason")
+        if known != result.reason:  # a change: not every check, nor every restart
             level = logging.INFO if result.accepted else logging.WARNING
             log.log(level, "ImagePullSecret %s: registry %s: %s", name, result.reason, result.message)
             if not result.accepted:
