@@ -48,7 +48,7 @@ lint: ## ruff and mypy over every Python file we ship.
 	@$(VENV)/bin/mypy scripts/harness scripts/values_wizard scripts/migration controller/tcr_assistant hosts-updater/hosts_updater bench
 	@# Each test suite has its own conftest module: one mypy run per suite.
 	@$(VENV)/bin/mypy --no-error-summary tests/conftest.py tests/support.py
-	@for suite in tests/*/; do $(VENV)/bin/mypy --no-error-summary "$$suite" || exit 1; done
+	@for suite in $(filter-out tests/__pycache__/,$(wildcard tests/*/)); do $(VENV)/bin/mypy --no-error-summary "$$suite" || exit 1; done
 
 demo: setup ## See it work without a cluster: local control plane, chart, controller, a few namespaces.
 	@$(HARNESS) harness.demo
