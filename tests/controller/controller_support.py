@@ -282,10 +282,15 @@ class Proxy:
         self.sock.close()
 
 
+def metrics_text(metrics_url: str) -> str:
+    """What a running controller's /metrics serves."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        return str(response.read().decode())
+
+
 def admission_checks(metrics_url: str) -> dict[str, float]:
     """A running controller's count of namespace reads asked for by admitted Pods, by outcome."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
+    text = metrics_text(metrics_url)
     found = re.findall(r'^tcr_assistant_admission_checks_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE)
     return {outcome: float(value) for outcome, value in found}
 

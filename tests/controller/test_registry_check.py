@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controller_support import K, free_port, host_address
+from controller_support import K, free_port, host_address, metrics_text
 
 from harness import addon, pki, registry
 from harness.cluster import ControlPlane
@@ -83,7 +83,7 @@ def test_the_registry_s_answer_shows_within_seconds_and_never_blocks(
             k.patch_ips(name, {"spec": {"docker": {"password": PASSWORD}}})
             wait_for(lambda: condition(k, name).get("status") == "True", timeout=25, interval=0.1,
                      what="CredentialsAccepted True again")
-            metrics = kubectl_free_metrics(running)
+            metrics = metrics_text(running.metrics_url)
             assert f'tcr_assistant_registry_credentials_accepted{{image_pull_secret="{name}"}} 1.0' in metrics
             assert 'tcr_assistant_registry_checks_total{reason="Refused"}' in metrics
         finally:
@@ -113,10 +113,3 @@ def test_switched_off_no_condition_is_written(
         finally:
             k.delete_ips(name, wait=True, timeout=60)
         running.cleanup_and_uninstall()
-
-
-def kubectl_free_metrics(running: addon.Addon) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(running.metrics_url, timeout=10) as response:
-        return str(response.read().decode())

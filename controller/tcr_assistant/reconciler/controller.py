@@ -80,16 +80,17 @@ class Controller:
         self.state = ControllerState()
         self.events = Events(kube)
         self.queue: WorkQueue[WorkKey] = WorkQueue()
+
+        def status_soon(ips: str) -> None:  # status writes are debounced
+            self.queue.add_after(StatusKey(ips), options.status_delay)
+
         self.admission_checks = Pacing(options.pod_check_interval)
         self.registry = RegistryChecker(
             RegistryProbe(options.registry_addresses, options.registry_ca_file), self.state, self.metrics,
-            options.registry_check_period, self.queue.add_after,
-            lambda ips: self.queue.add_after(StatusKey(ips), options.status_delay),
+            options.registry_check_period, self.queue.add_after, status_soon,
             lambda obj, reason, message: self.events.record(obj, "Warning", reason, message),
             self.queue.clock.monotonic) if options.registry_check else None
-        self.writer = NamespaceWriter(kube, self.state, self.metrics, self.events,
-                                      lambda ips: self.queue.add_after(StatusKey(ips), options.status_delay),
-                                      options.sa_drift_delay)
+        self.writer = NamespaceWriter(kube, self.state, self.metrics, self.events, status_soon, options.sa_drift_delay)
         stop = threading.Event()
 
         def reflector(resource: Resource, view: Callable[[Mapping[str, Any]], Any],
@@ -291,9 +292,8 @@ class Controller:
         return Requeue(min(due)) if due else None
 
     def check_on_admission(self, namespace: str) -> None:
-        """A Pod was admitted in ``namespace``, which we serve: have our Secrets there read soon, so
-        one deleted by hand is back before the kubelet pulls. Poll mode, on the leader; it only
-        queues (the webhook's answer never waits for it)."""
+        """A Pod was admitted in ``namespace``, which we serve: have our Secrets there read soon (poll
+        mode, on the leader). It only queues: the webhook's answer never waits for it."""
         if self.opts.drift_mode != "poll" or self.opts.pod_check_interval <= 0 or not self.manager.leading.is_set():
             return
         self.queue.add_after(CheckKey(namespace), self.admission_checks.delay(namespace, self.queue.clock.monotonic()))

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tcr_assistant.reconciler.status import condition
+
 # What a registry said of a credential (registryprobe.RegistryProbe.check)
 ACCEPTED = "Accepted"
 REFUSED = "Refused"  # 401/403
@@ -41,9 +43,10 @@ class CheckRecord:
 
 
 def record_answer(previous: CheckRecord | None, fingerprint: str, result: ProbeResult) -> CheckRecord:
-    same = previous is not None and previous.fingerprint == fingerprint
-    failures = 0 if result.accepted else (previous.failures + 1 if same and previous is not None else 1)
-    return CheckRecord(fingerprint, result, failures)
+    if result.accepted:
+        return CheckRecord(fingerprint, result)
+    before = previous.failures if previous is not None and previous.fingerprint == fingerprint else 0
+    return CheckRecord(fingerprint, result, before + 1)
 
 
 def next_check_after(record: CheckRecord, period: float) -> float:
@@ -76,13 +79,8 @@ def accepted_condition(record: CheckRecord | None, fingerprint: str,
     kept = published(previous)
     if record is None and kept is not None:
         return kept
-    if due(record, fingerprint) or record is None:
-        status, reason, message = "Unknown", CHECKING, "the registry has not been asked about this credential yet"
-    else:
-        status = "True" if record.result.accepted else "False"
-        reason, message = record.result.reason, record.result.message
-    last = now
-    for cond in previous or []:
-        if cond.get("type") == CONDITION and cond.get("status") == status and cond.get("lastTransitionTime"):
-            last = str(cond["lastTransitionTime"])
-    return {"type": CONDITION, "status": status, "reason": reason, "message": message, "lastTransitionTime": last}
+    if record is None or record.fingerprint != fingerprint:
+        return condition(CONDITION, "Unknown", CHECKING, "the registry has not been asked about this credential yet",
+                         previous, now)
+    return condition(CONDITION, "True" if record.result.accepted else "False", record.result.reason,
+                     record.result.message, previous, now)

@@ -108,8 +108,9 @@ class RegistryProbe:
         host, port = split_server(server)
         try:
             status, challenge, _ = self._get(host, port, "/v2/", basic)
-            if status == 401 and challenge and parse_challenge(challenge)[0] == "bearer":
-                return self._token_flow(host, port, parse_challenge(challenge)[1], basic)
+            scheme, params = parse_challenge(challenge)
+            if status == 401 and scheme == "bearer":
+                return self._token_flow(host, port, params, basic)
             return self._judge(status, f"{host}:{port}/v2/")
         except _Refused as refused:
             return ProbeResult(ADDRESS_REFUSED, str(refused))

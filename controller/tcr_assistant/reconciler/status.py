@@ -58,11 +58,18 @@ def ready_condition(
             f"{counts.secrets_success}/{counts.secrets_desired} Secrets and "
             f"{counts.sas_success}/{counts.sas_desired} ServiceAccounts up to date"
         )
+    return condition("Ready", status, reason, message, previous, now)
+
+
+def condition(kind: str, status: str, reason: str, message: str, previous: Sequence[Mapping[str, Any]] | None,
+              now: str) -> dict[str, str]:
+    """A condition of type ``kind``; its lastTransitionTime is kept from ``previous`` while its
+    status stays the same."""
     last = now
     for cond in previous or []:
-        if cond.get("type") == "Ready" and cond.get("status") == status and cond.get("lastTransitionTime"):
+        if cond.get("type") == kind and cond.get("status") == status and cond.get("lastTransitionTime"):
             last = str(cond["lastTransitionTime"])
-    return {"type": "Ready", "status": status, "reason": reason, "message": message, "lastTransitionTime": last}
+    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": last}
 
 
 def compute_status(
