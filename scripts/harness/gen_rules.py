@@ -156,6 +156,24 @@ def crd_fields() -> dict[str, tuple[str, Value]]:
         "spec.docker.passwordSecretRef.key:rule": (
             "rule", " && ".join(f"self != '{key}'" for key in rules.RESERVED_SECRET_KEYS)),
         **selector_crd_fields("spec.namespaceSelector"),
+        **token_from_crd_fields("spec.docker.tokenFrom.tcr", host_port),
+    }
+
+
+def token_from_crd_fields(base: str, host_port: str) -> dict[str, tuple[str, Value]]:
+    """``tokenFrom.tcr``: the instance, the region, the token type and the API hosts."""
+    hosts = {f"{field}:{suffix}": value for field in (f"{base}.endpoint", f"{base}.webIdentity.stsEndpoint")
+             for suffix, value in (("maxLength", ("maxLength", rules.SERVER_MAX)),
+                                   ("rule-host", ("rule", f"self.matches('{host_port}')")))}
+    return {
+        f"{base}.instanceId:maxLength": ("maxLength", rules.INSTANCE_ID_MAX),
+        f"{base}.instanceId:pattern": ("pattern", anchored(rules.INSTANCE_ID)),
+        f"{base}.region:maxLength": ("maxLength", rules.REGION_MAX),
+        f"{base}.region:pattern": ("pattern", anchored(rules.REGION)),
+        f"{base}.tokenType:enum": ("enum", list(rules.TOKEN_TYPES)),
+        f"{base}.apiKeySecretRef.name:maxLength": ("maxLength", rules.DNS1123_SUBDOMAIN_MAX),
+        f"{base}.apiKeySecretRef.name:pattern": ("pattern", anchored(rules.subdomain(ESCAPED))),
+        **hosts,
     }
 
 

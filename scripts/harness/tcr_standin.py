@@ -17,15 +17,27 @@ tokens that are valid now: each token is issued under a user name of its own (ht
 password per user, TCR many tokens per user), and a timer takes each temp token out at its
 expiry, so the registry refuses it from then on. ``mint_refusal`` answers ``CreateInstanceToken``
 with that error code instead (a failing API).
+
+STS (``AssumeRoleWithWebIdentity``, as the SDK's TKE OIDC provider calls it, unsigned): a request
+with ``web_identity_token`` for ``role_arn`` and ``provider_id`` gets a temporary key and session
+token, which ``CreateInstanceToken`` then accepts (signed with the temporary key, the session
+token in ``X-TC-Token``) until it expires.
+
+``serving`` answers on 127.0.0.1, or on a socket given to it (one bound in another network
+namespace: ``bound_in_netns``), over HTTP or, with a ``tls`` context, HTTPS.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ctypes
 import json
+import os
 import re
 import secrets
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -34,8 +46,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+from harness import pki
 from harness.registry import PrivateRegistry
 
 SECRET_ID = "AKIDtestsecretid0000000000000000000"
@@ -106,11 +120,22 @@ class TcrStandIn:
     _sync: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one htpasswd writer at a time
     requests: list[Recorded] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    web_identity_token: str = "oidc-token-of-the-controller"
+    role_arn: str = "qcs::cam::uin/100012345678:roleName/tcr-token-minter"
+    provider_id: str = "tke-oidc-provider"
+    temporary_keys: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> key, token, expiry
     port: int = 0
+    host: str = "127.0.0.1"
+    scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """host:port, as ``tokenFrom.tcr.endpoint`` takes it."""
+        return f"{self.host}:{self.port}"
 
     def actions(self) -> list[str]:
         return [r.action for r in self.requests]
@@ -132,6 +157,8 @@ class TcrStandIn:
             self.problems.append(f"{method} {path}: expected POST /")
         if lower.get("content-type") != "application/json":
             self.problems.append(f"Content-Type {lower.get('content-type')!r}, expected application/json")
+        if action == "AssumeRoleWithWebIdentity":
+            return self._assume_role_with_web_identity(params if isinstance(params, dict) else {}, lower, request_id)
         if lower.get("x-tc-version") != "2019-09-24":
             self.problems.append(f"X-TC-Version {lower.get('x-tc-version')!r}")
             return self._error("InvalidParameter", "version", request_id)
@@ -143,7 +170,8 @@ class TcrStandIn:
         if auth is None:
             self.problems.append(f"Authorization header malformed: {lower.get('authorization')!r}")
             return self._error("AuthFailure.InvalidAuthorization", "Authorization is invalid", request_id)
-        if auth["id"] != self.secret_id:
+        secret_key = self._secret_key_of(auth["id"], lower.get("x-tc-token", ""))
+        if secret_key is None:
             return self._error("AuthFailure.SecretIdNotFound", "The SecretId is not found", request_id)
         timestamp = int(lower.get("x-tc-timestamp", "0"))
         if abs(time.time() - timestamp) > 300:
@@ -153,7 +181,7 @@ class TcrStandIn:
         signed = auth["signed"].split(";")
         if "content-type" not in signed or "host" not in signed:
             self.problems.append(f"SignedHeaders {auth['signed']!r} lacks content-type or host")
-        expected = tc3_signature(self.secret_key, method=method, uri=path, query="", headers=lower,
+        expected = tc3_signature(secret_key, method=method, uri=path, query="", headers=lower,
                                  signed_headers=signed, payload=body, timestamp=timestamp, service="tcr")
         if not hmac.compare_digest(expected, auth["signature"]):
             return self._error("AuthFailure.SignatureFailure",
@@ -171,6 +199,31 @@ class TcrStandIn:
             self.problems.append(f"unexpected action {action!r}")
             return self._error("InvalidAction", f"action {action} not found", request_id)
         return handler(params, region, request_id)
+
+    def _secret_key_of(self, secret_id: str, session_token: str) -> str | None:
+        if secret_id == self.secret_id:
+            return self.secret_key
+        key, token, expiry = self.temporary_keys.get(secret_id, ("", "", 0.0))
+        if key and hmac.compare_digest(token, session_token) and expiry > time.time():
+            return key
+        return None
+
+    def _assume_role_with_web_identity(self, params: dict[str, Any], headers: Mapping[str, str],
+                                       request_id: str) -> tuple[int, str, bytes]:
+        if headers.get("x-tc-version") != "2018-08-13":
+            self.problems.append(f"STS X-TC-Version {headers.get('x-tc-version')!r}")
+        if (params.get("WebIdentityToken"), params.get("RoleArn"), params.get("ProviderId")) != (
+                self.web_identity_token, self.role_arn, self.provider_id):
+            return self._error("InvalidParameter.WebIdentityTokenError", "the web identity token is not valid",
+                               request_id)
+        duration = int(params.get("DurationSeconds") or 7200)
+        expiry = time.time() + duration
+        secret_id, key, token = f"AKIDtmp{secrets.token_hex(8)}", secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+        self.temporary_keys[secret_id] = (key, token, expiry)
+        return self._ok({"Credentials": {"Token": token, "TmpSecretId": secret_id, "TmpSecretKey": key},
+                         "ExpiredTime": int(expiry),
+                         "Expiration": datetime.fromtimestamp(expiry, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+                        request_id)
 
     def _instance(self, params: Mapping[str, Any], region: str) -> str | None:
         registry = params.get("RegistryId")
@@ -247,8 +300,10 @@ class TcrStandIn:
 
 
 @contextmanager
-def serving(fake: TcrStandIn) -> Iterator[TcrStandIn]:
-    """Serve ``fake`` on 127.0.0.1 (an ephemeral port) in a thread."""
+def serving(fake: TcrStandIn, *, tls: ssl.SSLContext | None = None,
+            sock: socket.socket | None = None) -> Iterator[TcrStandIn]:
+    """Serve ``fake`` in a thread: on ``sock`` (bound, not listening) or on 127.0.0.1 (an ephemeral
+    port); over HTTPS with ``tls``."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -268,9 +323,17 @@ def serving(fake: TcrStandIn) -> Iterator[TcrStandIn]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=sock is None)
+    if sock is not None:
+        server.socket.close()
+        server.socket = sock
+        server.server_address = sock.getsockname()
+        server.server_activate()
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
-    fake.port = server.server_address[1]
+    fake.host, fake.port = str(server.server_address[0]), int(server.server_address[1])
+    fake.scheme = "https" if tls is not None else "http"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -281,3 +344,45 @@ def serving(fake: TcrStandIn) -> Iterator[TcrStandIn]:
         thread.join(5)
 
 
+def bound_in_netns(netns: str, host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` inside the network namespace at path ``netns`` (a socket
+    keeps the namespace it was made in; this process's own stays as it was)."""
+    result: list[socket.socket | BaseException] = []
+
+    def make() -> None:  # in a thread of its own: setns changes the calling thread only
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(netns, os.O_RDONLY)
+        try:
+            if libc.setns(target, 0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), f"setns {netns}")
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+                result.append(sock)
+            finally:
+                if libc.setns(own, 0x40000000) != 0:
+                    raise OSError(ctypes.get_errno(), "setns back")
+        except BaseException as exc:
+            result.append(exc)
+        finally:
+            os.close(own)
+            os.close(target)
+
+    thread = threading.Thread(target=make)
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def https_context(ca: pki.CertificateAuthority, directory: Path, ip: str = "127.0.0.1") -> ssl.SSLContext:
+    """A server context whose certificate ``ca`` issued for ``ip`` (the CA's file: ``ca.crt`` there)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.crt").write_bytes(ca.cert_pem)
+    cert, key = ca.issue(ip, ip_addresses=(ip,), server=True).write(directory, "tcr-api")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context

@@ -10,6 +10,9 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 SECRET_PREFIX = "tcr.ips"
+#: The add-on namespace's Secret holding the token minted for ``spec.docker.tokenFrom`` (the same
+#: length as SECRET_PREFIX: every valid ImagePullSecret name gives a valid Secret name).
+MINTED_SECRET_PREFIX = "tcr.tok"
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 SECRET_KEY = ".dockerconfigjson"
 
@@ -22,6 +25,9 @@ LABEL_IPS = f"{GROUP}/imagepullsecret"
 #: release records) into namespaces its author can read.
 LABEL_CREDENTIAL_SOURCE = f"{GROUP}/credential-source"
 CREDENTIAL_SOURCE_SELECTOR = f"{LABEL_CREDENTIAL_SOURCE}=true"
+#: What the controller reads in its namespace: the credential sources and the minted tokens
+#: (``tcrtoken.decision``: label value "minted", which no passwordSecretRef may read).
+LOCAL_SECRETS_SELECTOR = f"{LABEL_CREDENTIAL_SOURCE} in (true,minted)"
 
 OPT_OUT_ANNOTATION = f"{GROUP}/opt-out"
 FINALIZER = f"{GROUP}/cleanup"

@@ -34,9 +34,13 @@ __all__ = [
     "LABEL_VALUE",
     "LIST_MAX",
     "MAX_NAME_LENGTH",
+    "INSTANCE_ID",
+    "INSTANCE_ID_MAX",
     "PASSWORD_MAX",
     "PORT",
     "PORT_MAX",
+    "REGION",
+    "REGION_MAX",
     "RESERVED_SECRET_KEYS",
     "SCHEME",
     "SECRET_KEY",
@@ -45,6 +49,7 @@ __all__ = [
     "SELECTOR_LABELS_MAX",
     "SELECTOR_VALUES_MAX",
     "SERVER_MAX",
+    "TOKEN_TYPES",
     "USERNAME_MAX",
     "Syntax",
     "all_items",
@@ -68,6 +73,14 @@ SECRET_KEY_MAX = DNS1123_SUBDOMAIN_MAX
 RESERVED_SECRET_KEYS = (".", "..")
 USERNAME_MAX = 1024
 PASSWORD_MAX = 16384
+#: ``tokenFrom.tcr.instanceId``: TCR names instances "tcr-" and 8 lower-case letters and digits.
+INSTANCE_ID = "tcr-[a-z0-9]{1,32}"
+INSTANCE_ID_MAX = 36
+#: ``tokenFrom.tcr.region``: a Tencent Cloud region, e.g. ap-guangzhou, ap-shanghai-fsi.
+REGION = "[a-z]{2,8}(-[a-z0-9]{1,20}){1,3}"
+REGION_MAX = 64
+#: ``tokenFrom.tcr.tokenType``: CreateInstanceToken's TokenType.
+TOKEN_TYPES = ("temp", "longterm")
 #: ``namespaces``, ``serviceAccounts``, ``excludedNamespaces``.
 LIST_MAX = 16384
 PORT_MAX = 65535

@@ -41,6 +41,16 @@ Rules (and the decisions behind them):
     An empty inline password (``""``) counts as absent; at most 16384 characters. No message
     ever contains the password.
 
+``spec.docker.tokenFrom.tcr``
+    The third credential source (exactly one of password, passwordSecretRef, tokenFrom): the
+    controller mints the token with the TCR API's ``CreateInstanceToken``. ``instanceId``
+    (``tcr-`` and lower-case letters and digits) and ``region`` are required; ``tokenType`` is
+    ``temp`` (default) or ``longterm``; ``endpoint`` and ``webIdentity.stsEndpoint`` are a host
+    with an optional port, the rules of ``spec.docker.server`` (HTTPS is implied). The API
+    credentials come from exactly one of ``apiKeySecretRef`` (a Secret in the add-on's namespace,
+    keys ``secretId`` and ``secretKey``) or ``webIdentity`` (the controller's TKE Pod identity).
+    ``username`` is left out: the TCR API names the user with each token.
+
 ``spec.namespaces`` / ``spec.serviceAccounts`` / ``spec.excludedNamespaces``
     Comma lists (see ``parse_name_list_strict``): ``*`` or empty means all (for
     ``excludedNamespaces``, empty means none and ``*`` is refused); spaces (U+0020 only)
@@ -83,12 +93,15 @@ from tcr_assistant.spec.names import (
 from tcr_assistant.spec.rules import (
     DNS1123_LABEL_MAX,
     DNS1123_SUBDOMAIN_MAX,
+    INSTANCE_ID_MAX,
     LIST_MAX,
     MAX_NAME_LENGTH,
     PASSWORD_MAX,
     PORT_MAX,
+    REGION_MAX,
     RESERVED_SECRET_KEYS,
     SECRET_KEY_MAX,
+    TOKEN_TYPES,
     USERNAME_MAX,
 )
 
@@ -114,6 +127,9 @@ GENERATED_SUFFIX_LENGTH = 5
 SECRET_KEY_RE = re.compile(rules.SECRET_KEY)
 _PORT_RE = re.compile(rules.PORT)
 _SCHEME_RE = re.compile("^" + rules.SCHEME)
+_INSTANCE_ID_RE = re.compile(rules.INSTANCE_ID)
+_REGION_RE = re.compile(rules.REGION)
+TOKEN_FROM = "spec.docker.tokenFrom"
 
 @dataclass(frozen=True)
 class FieldError:
@@ -223,6 +239,10 @@ def _validate_list(spec: Mapping[str, Any], key: str, kind: ListKind, allow_all:
 
 def _validate_username(docker: Mapping[str, Any]) -> list[FieldError]:
     field = "spec.docker.username"
+    if docker.get("tokenFrom") is not None:
+        if docker.get("username") is not None:
+            return [FieldError(field, "must be left out with tokenFrom: the TCR API names the user with each token")]
+        return []
     if "username" not in docker or docker["username"] is None:
         return [FieldError(field, "is required: give the registry user name (it needs pull access)")]
     username = docker["username"]
@@ -252,13 +272,11 @@ def _validate_password(docker: Mapping[str, Any]) -> list[FieldError]:
         return [FieldError("spec.docker.password", f"is longer than {PASSWORD_MAX} characters")]
     has_password = isinstance(password, str) and password != ""
     has_ref = ref is not None
-    if has_password and has_ref:
-        return [
-            FieldError(
-                "spec.docker",
-                "give either password or passwordSecretRef, not both",
-            )
-        ]
+    token_from = docker.get("tokenFrom")
+    if has_password + has_ref + (token_from is not None) > 1:
+        return [FieldError("spec.docker", "give exactly one of password, passwordSecretRef or tokenFrom")]
+    if token_from is not None:
+        return _validate_token_from(token_from)
     if not has_password and not has_ref:
         if isinstance(password, str):
             return [
@@ -270,8 +288,8 @@ def _validate_password(docker: Mapping[str, Any]) -> list[FieldError]:
         return [
             FieldError(
                 "spec.docker",
-                "needs a password: give password (the password or token) or passwordSecretRef "
-                "(a Secret in the add-on's namespace)",
+                "needs a password: give password (the password or token), passwordSecretRef "
+                "(a Secret in the add-on's namespace) or tokenFrom (minted from the TCR API)",
             )
         ]
     if has_ref:
@@ -279,20 +297,59 @@ def _validate_password(docker: Mapping[str, Any]) -> list[FieldError]:
     return errors
 
 
+def _validate_secret_name(base: str, ref: Mapping[str, Any]) -> list[FieldError]:
+    name = ref.get("name")
+    if name is None or name == "":
+        return [FieldError(f"{base}.name", "is required: the name of a Secret in the add-on's namespace")]
+    if not isinstance(name, str):
+        return [FieldError(f"{base}.name", f"must be a string, not {type(name).__name__}")]
+    problem = dns_problem(name, "Secret name", subdomain=True)
+    return [] if problem is None else [FieldError(f"{base}.name", problem)]
+
+
+def _validate_token_from(token_from: Any) -> list[FieldError]:
+    if not isinstance(token_from, Mapping) or not isinstance(token_from.get("tcr"), Mapping):
+        return [FieldError(f"{TOKEN_FROM}.tcr", "is required: an object with instanceId, region and "
+                                                "apiKeySecretRef or webIdentity")]
+    tcr, base = token_from["tcr"], f"{TOKEN_FROM}.tcr"
+    errors: list[FieldError] = []
+    for key, pattern, limit, example in (("instanceId", _INSTANCE_ID_RE, INSTANCE_ID_MAX, "tcr-abcd1234"),
+                                         ("region", _REGION_RE, REGION_MAX, "ap-guangzhou")):
+        value = tcr.get(key)
+        if value is None or value == "":
+            errors.append(FieldError(f"{base}.{key}", f"is required, e.g. {example}"))
+        elif not isinstance(value, str) or len(value) > limit or pattern.fullmatch(value) is None:
+            errors.append(FieldError(f"{base}.{key}", f"{show(str(value)[:limit + 1])} is not valid: "
+                                                      f"write it as the console shows it, e.g. {example}"))
+    token_type = tcr.get("tokenType")
+    if token_type is not None and token_type not in TOKEN_TYPES:
+        errors.append(FieldError(f"{base}.tokenType", f"must be one of {', '.join(TOKEN_TYPES)}"))
+    web_identity = tcr.get("webIdentity")
+    endpoints = [(f"{base}.endpoint", tcr.get("endpoint"))]
+    if isinstance(web_identity, Mapping):
+        endpoints.append((f"{base}.webIdentity.stsEndpoint", web_identity.get("stsEndpoint")))
+    for field, endpoint in endpoints:
+        problem = None if endpoint is None else validate_server(endpoint)
+        if problem is not None:
+            errors.append(FieldError(field, problem.replace("registry host", "API host")))
+    ref = tcr.get("apiKeySecretRef")
+    if (ref is None) == (web_identity is None):
+        errors.append(FieldError(base, "give exactly one of apiKeySecretRef (a Secret with secretId and "
+                                       "secretKey in the add-on's namespace) or webIdentity (the controller's "
+                                       "TKE Pod identity)"))
+    elif ref is not None:
+        errors += (_validate_secret_name(f"{base}.apiKeySecretRef", ref) if isinstance(ref, Mapping)
+                   else [FieldError(f"{base}.apiKeySecretRef", "must be an object with name")])
+    elif not isinstance(web_identity, Mapping):
+        errors.append(FieldError(f"{base}.webIdentity", "must be an object ({} for the defaults)"))
+    return errors
+
+
 def _validate_secret_ref(ref: Any) -> list[FieldError]:
     base = "spec.docker.passwordSecretRef"
     if not isinstance(ref, Mapping):
         return [FieldError(base, f"must be an object with name and key, not {type(ref).__name__}")]
-    errors: list[FieldError] = []
-    name = ref.get("name")
-    if name is None or name == "":
-        errors.append(FieldError(f"{base}.name", "is required: the name of a Secret in the add-on's namespace"))
-    elif not isinstance(name, str):
-        errors.append(FieldError(f"{base}.name", f"must be a string, not {type(name).__name__}"))
-    else:
-        problem = dns_problem(name, "Secret name", subdomain=True)
-        if problem is not None:
-            errors.append(FieldError(f"{base}.name", problem))
+    errors = _validate_secret_name(base, ref)
     if "key" in ref and ref["key"] is not None:
         key = ref["key"]
         if not isinstance(key, str):
