@@ -29,9 +29,9 @@ namespace: ``bound_in_netns``), over HTTP or, with a ``tls`` context, HTTPS.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
-import ctypes
 import json
 import os
 import re

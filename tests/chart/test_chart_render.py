@@ -607,9 +607,9 @@ def test_crd_shape() -> None:
     schema = version["schema"]["openAPIV3Schema"]
     status = schema["properties"]["status"]["properties"]
     assert set(status) == {"secretsDesired", "secretsSuccess", "sAsDesired", "sAsSuccess", "secretUpdateSuccessful",
-                           "serviceAccountsModifySuccessful", "observedGeneration", "conditions"}
+                           "serviceAccountsModifySuccessful", "observedGeneration", "conditions", "tokenExpiresAt"}
     docker = schema["properties"]["spec"]["properties"]["docker"]["properties"]
-    assert {"server", "username", "password", "passwordSecretRef"} == set(docker)
+    assert {"server", "username", "password", "passwordSecretRef", "tokenFrom"} == set(docker)
     assert "namespace" not in docker["passwordSecretRef"]["properties"], "own namespace only"
 
     def walk(node: dict[str, Any], path: str) -> None:

@@ -54,8 +54,17 @@ def test_plan_reads_the_referenced_secret() -> None:
     data = {"creds": {api.DEFAULT_PASSWORD_KEY: base64.b64encode(b"s3cret").decode()}}
     got = reconcile.plan_for({"metadata": {"name": "a"}, "spec": spec}, data.get)
     assert got.active and got.creds is not None and got.creds.password == "s3cret"
-    assert reconcile.password_secret_name(spec) == "creds"
-    assert reconcile.password_secret_name({"docker": GOOD}) is None
+    assert reconcile.credential_secret_keys("a", spec) == {"creds"}
+    assert reconcile.credential_secret_keys("a", {"docker": GOOD}) == set()
+    minted = {"docker": {"server": "r.example.com", "tokenFrom": {"tcr": {
+        "instanceId": "tcr-abcd1234", "region": "ap-guangzhou", "apiKeySecretRef": {"name": "api-key"}}}}}
+    assert reconcile.credential_secret_keys("a", minted) == {"api-key", "minted/tcr.toka"}
+    # the minted token is read only under its own key: never as the Secret's plain name
+    token = {k: base64.b64encode(v.encode()).decode() for k, v in
+             {"username": "u1", "password": "tok", "issuedAt": "1", "source": "x"}.items()}
+    assert reconcile.plan_for({"metadata": {"name": "a"}, "spec": minted}, {"tcr.toka": token}.get).creds is None
+    got = reconcile.plan_for({"metadata": {"name": "a"}, "spec": minted}, {"minted/tcr.toka": token}.get)
+    assert got.creds is not None and (got.creds.username, got.creds.password) == ("u1", "tok")
 
 
 def test_namespace_actions_write_only_what_is_not_known_up_to_date() -> None:

@@ -32,7 +32,7 @@ class CredentialLookup:
 
     def source(self, name: str) -> CredentialSource:
         """How Secret ``name`` of the add-on's namespace is marked."""
-        with self.state.lock:
+        with self.state.lock:  # (a minted token's key has a '/': no valid name reaches it)
             if name in self.state.local_secrets:
                 return CredentialSource.MARKED
         try:

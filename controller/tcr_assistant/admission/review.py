@@ -73,18 +73,33 @@ class CredentialSources:
 def credential_source_findings(
     spec: Any, sources: CredentialSources
 ) -> tuple[list[FieldError], list[str]]:
-    """(errors, warnings) about the Secret that ``spec``'s passwordSecretRef names."""
+    """(errors, warnings) about the Secrets that ``spec``'s passwordSecretRef and tokenFrom's
+    apiKeySecretRef name: both only Secrets marked as credential sources."""
     docker = spec.get("docker") if isinstance(spec, Mapping) else None
-    ref = docker.get("passwordSecretRef") if isinstance(docker, Mapping) else None
-    name = ref.get("name") if isinstance(ref, Mapping) else None
-    if not isinstance(name, str) or not name:
-        return [], []
-    field, namespace, mark = "spec.docker.passwordSecretRef.name", sources.namespace, f"{LABEL_CREDENTIAL_SOURCE}=true"
+    docker = docker if isinstance(docker, Mapping) else {}
+    token_from = docker.get("tokenFrom")
+    tcr = token_from.get("tcr") if isinstance(token_from, Mapping) else None
+    errors: list[FieldError] = []
+    warnings: list[str] = []
+    for field, ref, what in (("spec.docker.passwordSecretRef.name", docker.get("passwordSecretRef"), "a password"),
+                             ("spec.docker.tokenFrom.tcr.apiKeySecretRef.name",
+                              tcr.get("apiKeySecretRef") if isinstance(tcr, Mapping) else None, "an API key")):
+        name = ref.get("name") if isinstance(ref, Mapping) else None
+        if isinstance(name, str) and name:
+            found_errors, found_warnings = _source_findings(field, name, what, sources)
+            errors += found_errors
+            warnings += found_warnings
+    return errors, warnings
+
+
+def _source_findings(field: str, name: str, what: str,
+                     sources: CredentialSources) -> tuple[list[FieldError], list[str]]:
+    namespace, mark = sources.namespace, f"{LABEL_CREDENTIAL_SOURCE}=true"
     found = sources.state(name)
     if found is CredentialSource.UNMARKED:
         return [FieldError(field, (
             f"Secret {json.dumps(name)} in namespace {json.dumps(namespace)} is not marked as a credential "
-            f"source, so it may not be read as a password; if it holds only registry credentials, mark it: "
+            f"source, so it may not be read as {what}; if it holds only registry credentials, mark it: "
             f"kubectl label secret {name} -n {namespace} {mark}"
         ))], []
     if found is CredentialSource.MISSING:

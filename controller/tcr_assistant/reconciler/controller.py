@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tcr_assistant.k8s.client import NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube, KubeError, Resource, now_rfc3339
+from tcr_assistant.k8s.client import NAMESPACES, SECRETS, SERVICEACCOUNTS, Kube, Resource, now_rfc3339
 from tcr_assistant.k8s.leaderelection import LeaderElector
 from tcr_assistant.k8s.manager import Manager
 from tcr_assistant.k8s.reflector import Reflector
@@ -31,6 +31,7 @@ from tcr_assistant.reconciler.drift import DriftPoller, check_namespace
 from tcr_assistant.reconciler.keys import (
     CheckKey,
     ImagePullSecretKey,
+    MintKey,
     NamespaceKey,
     RegistryKey,
     Requeue,
@@ -41,6 +42,7 @@ from tcr_assistant.reconciler.keys import (
 )
 from tcr_assistant.reconciler.linking import NamespaceWriter
 from tcr_assistant.reconciler.metrics import Metrics
+from tcr_assistant.reconciler.minter import Minter
 from tcr_assistant.reconciler.observed import (
     DistributedSecretInfo,
     NamespaceInfo,
@@ -60,6 +62,7 @@ from tcr_assistant.reconciler.registryprobe import RegistryProbe
 from tcr_assistant.reconciler.state import ControllerState
 from tcr_assistant.reconciler.writes import Events
 from tcr_assistant.spec import api
+from tcr_assistant.tcrtoken import decision as tokens
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +87,16 @@ class Controller:
         def status_soon(ips: str) -> None:  # status writes are debounced
             self.queue.add_after(StatusKey(ips), options.status_delay)
 
+        def warn(obj: Mapping[str, Any], reason: str, message: str) -> None:
+            self.events.record(obj, "Warning", reason, message)
+
         self.admission_checks = Pacing(options.pod_check_interval)
         self.registry = RegistryChecker(
             RegistryProbe(options.registry_addresses, options.registry_ca_file), self.state, self.metrics,
-            options.registry_check_period, self.queue.add_after, status_soon,
-            lambda obj, reason, message: self.events.record(obj, "Warning", reason, message),
+            options.registry_check_period, self.queue.add_after, status_soon, warn,
             self.queue.clock.monotonic) if options.registry_check else None
+        self.minter = Minter(kube, self.state, self.metrics, options.namespace, options.registry_ca_file,
+                             self.queue.add_after, status_soon, warn, self.queue.clock.monotonic)
         self.writer = NamespaceWriter(kube, self.state, self.metrics, self.events, status_soon, options.sa_drift_delay)
         stop = threading.Event()
 
@@ -103,9 +110,9 @@ class Controller:
         reflectors = [
             reflector(writes.IMAGEPULLSECRETS, image_pull_secret_view, self._on_image_pull_secret),
             # Only the add-on's own namespace, and there only Secrets marked as credential sources
-            # (passwordSecretRef may read nothing else): never Secrets cluster-wide.
+            # (passwordSecretRef may read nothing else) and the minted tokens: never Secrets cluster-wide.
             reflector(SECRETS, local_secret_view, self._on_local_secret, "local-secrets", options.namespace,
-                      label_selector=api.CREDENTIAL_SOURCE_SELECTOR),
+                      label_selector=api.LOCAL_SECRETS_SELECTOR),
             reflector(NAMESPACES, namespace_info, self._on_namespace),
             reflector(SERVICEACCOUNTS, service_account_info, self._on_service_account),
         ]
@@ -155,7 +162,7 @@ class Controller:
             with self.state.lock:
                 obj = self.state.image_pull_secrets.get(key.name)
             if obj is not None:
-                self.events.record(obj, "Warning", "ReconcileFailed", f"{key}: {_safe(exc)}")
+                self.events.record(obj, "Warning", "ReconcileFailed", f"{key}: {writes.safe_message(exc)}")
 
     # -- handlers: record what was seen, enqueue -------------------------------------------------
 
@@ -170,17 +177,15 @@ class Controller:
             self.queue.add(ImagePullSecretKey(name))
 
     def _on_local_secret(self, kind: str, old: Any, new: Any) -> None:
-        name = (new if new is not None else old)["name"]
+        secret = new if new is not None else old
+        key = tokens.state_key(secret["name"]) if secret["source"] == tokens.SOURCE_MINTED else secret["name"]
         with self.state.lock:
             if new is None:
-                self.state.local_secrets.pop(name, None)
+                self.state.local_secrets.pop(key, None)
             else:
-                self.state.local_secrets[name] = new["data"]
-            referencing = [
-                ips
-                for ips, obj in self.state.image_pull_secrets.items()
-                if reconcile.password_secret_name(obj.get("spec") or {}) == name
-            ]
+                self.state.local_secrets[key] = new["data"]
+            referencing = [ips for ips, obj in self.state.image_pull_secrets.items()
+                           if key in reconcile.credential_secret_keys(ips, obj.get("spec") or {})]
         for ips in referencing:
             self.queue.add(ImagePullSecretKey(ips))
 
@@ -272,6 +277,8 @@ class Controller:
                 self.sync_check(name)
             case RegistryKey(name):
                 result = self.registry.sync(name) if self.registry is not None else None
+            case MintKey(name):
+                result = self.minter.sync(name)
             case _:
                 raise UnknownKey(f"unknown work key {key!r}")
         return None if result is None else result.after
@@ -316,6 +323,7 @@ class Controller:
                 return
             plan = reconcile.plan_for(obj, state.local_secrets.get)
             state.plans[name] = plan
+        self.minter.plan_seen(name)
         finalizers = (obj.get("metadata") or {}).get("finalizers") or []
         if plan.deleting:
             if api.FINALIZER in finalizers:
@@ -372,16 +380,11 @@ class Controller:
         now = now_rfc3339()
         accepted = [credcheck.accepted_condition(record, plan.fingerprint, previous.get("conditions"), now)
                     ] if self.registry is not None and plan.active else []
+        minted, expires_at = self.minter.status_parts(name, obj.get("spec") or {}, previous.get("conditions"), now)
         new_status = status.compute_status(
-            previous,
-            counts,
-            generation=(obj.get("metadata") or {}).get("generation"),
-            secrets_written=secrets_written,
-            sas_written=sas_written,
-            problem=plan.problem,
-            now=now,
-            more_conditions=accepted,
-        )
+            previous, counts, generation=(obj.get("metadata") or {}).get("generation"),
+            secrets_written=secrets_written, sas_written=sas_written, problem=plan.problem, now=now,
+            more_conditions=accepted + minted, token_expires_at=expires_at)
         if status.status_changed(previous, new_status):
             updated = writes.patch_status(self.kube, name, new_status)
             self.metrics.writes.labels("imagepullsecrets/status").inc()
@@ -391,10 +394,3 @@ class Controller:
                     # what we wrote, until the watch brings it: no second write of the same status
                     state.image_pull_secrets[name] = {**current, "status": updated.get("status") or new_status}
         return None
-
-
-def _safe(exc: BaseException) -> str:
-    """An error message safe to publish (API Status messages carry no request bodies)."""
-    if isinstance(exc, KubeError):
-        return f"{exc.status} {exc.reason}: {exc.message}"[:500]
-    return type(exc).__name__

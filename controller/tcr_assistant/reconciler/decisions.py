@@ -13,13 +13,17 @@ The status is decided in `status`; the controller executes what these functions 
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+# Re-exported: the controller and the tests know them from here.
+from tcr_assistant.reconciler.credentials import Credentials as Credentials
+from tcr_assistant.reconciler.credentials import CredentialsError as CredentialsError
+from tcr_assistant.reconciler.credentials import credential_secret_keys as credential_secret_keys
+from tcr_assistant.reconciler.credentials import resolve_credentials as resolve_credentials
 from tcr_assistant.reconciler.observed import NamespaceInfo, ServiceAccountInfo, content_fingerprint
 from tcr_assistant.spec import api, selectors, validation
 from tcr_assistant.spec.selectors import Selector
@@ -122,54 +126,6 @@ def desired_pull_secrets(
 
 
 # -- Credentials and the distributed Secret -----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    server: str
-    username: str
-    password: str = field(repr=False)
-
-    def __repr__(self) -> str:  # never show the password
-        return f"Credentials(server={self.server!r}, username={self.username!r}, password=<hidden>)"
-
-
-class CredentialsError(ValueError):
-    """The credentials of an ImagePullSecret cannot be resolved (message safe to publish)."""
-
-
-def resolve_credentials(
-    spec: Mapping[str, Any], lookup_secret: Callable[[str], Mapping[str, str] | None]
-) -> Credentials:
-    """Credentials from ``spec.docker``; ``lookup_secret(name)`` returns the ``data`` (base64 values) of
-    a Secret of the add-on's namespace marked as a credential source, or None when there is none."""
-    docker = spec.get("docker") or {}
-    server = str(docker.get("server") or "").strip()
-    username = str(docker.get("username") or "")
-    if not server:
-        raise CredentialsError("spec.docker.server is empty")
-    ref = docker.get("passwordSecretRef")
-    if ref:
-        name = str(ref.get("name") or "")
-        key = str(ref.get("key") or api.DEFAULT_PASSWORD_KEY)
-        data = lookup_secret(name) if name else None
-        if data is None:
-            raise CredentialsError(
-                f"passwordSecretRef: Secret {name!r} not found in the add-on's namespace among the Secrets "
-                f"marked as credential sources: create it, or label it {api.CREDENTIAL_SOURCE_SELECTOR}"
-            )
-        raw = data.get(key)
-        if raw is None:
-            raise CredentialsError(f"passwordSecretRef: Secret {name!r} has no key {key!r}")
-        try:
-            password = base64.b64decode(raw, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise CredentialsError(f"passwordSecretRef: key {key!r} of Secret {name!r} is not UTF-8 text") from exc
-    else:
-        password = str(docker.get("password") or "")
-    if not password:
-        raise CredentialsError("no password: set spec.docker.password or spec.docker.passwordSecretRef")
-    return Credentials(server=server, username=username, password=password)
 
 
 def dockerconfigjson(creds: Credentials) -> str:
@@ -285,13 +241,6 @@ class Plan:
 PROBLEM_MESSAGE_MAX = 900
 
 
-def password_secret_name(spec: Mapping[str, Any]) -> str | None:
-    """The add-on namespace's Secret that ``spec`` takes its password from, if any."""
-    ref = (spec.get("docker") or {}).get("passwordSecretRef") or {}
-    name = ref.get("name") if isinstance(ref, Mapping) else None
-    return str(name) if name else None
-
-
 def plan_for(obj: Mapping[str, Any], lookup_secret: Callable[[str], Mapping[str, str] | None]) -> Plan:
     """The plan of ImagePullSecret ``obj``; ``lookup_secret`` as for `resolve_credentials`."""
     meta = obj.get("metadata") or {}
@@ -305,7 +254,7 @@ def plan_for(obj: Mapping[str, Any], lookup_secret: Callable[[str], Mapping[str,
         problem = ("InvalidSpec", "; ".join(f"{e.field}: {e.message}" for e in errors)[:PROBLEM_MESSAGE_MAX])
     else:
         try:
-            creds = resolve_credentials(spec, lookup_secret)
+            creds = resolve_credentials(spec, lookup_secret, name)
         except CredentialsError as exc:
             problem = ("CredentialsUnavailable", str(exc))
     fp = fingerprint(desired_secret(name, "-", creds)) if creds else ""

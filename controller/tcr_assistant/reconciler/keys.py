@@ -58,13 +58,23 @@ class RegistryKey:
         return f"registry check {self.name}"
 
 
-WorkKey = NamespaceKey | ImagePullSecretKey | StatusKey | CheckKey | RegistryKey
+@dataclass(frozen=True, slots=True)
+class MintKey:
+    """Mint or renew one ImagePullSecret's token (``spec.docker.tokenFrom``) when it is due."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"token {self.name}"
+
+
+WorkKey = NamespaceKey | ImagePullSecretKey | StatusKey | CheckKey | RegistryKey | MintKey
 
 
 def kind_of(key: WorkKey) -> str:
     """The metrics label of a key."""
     labels = {NamespaceKey: "ns", ImagePullSecretKey: "ips", StatusKey: "status", CheckKey: "check",
-              RegistryKey: "registry"}
+              RegistryKey: "registry", MintKey: "mint"}
     return labels.get(type(key), "unknown")
 
 

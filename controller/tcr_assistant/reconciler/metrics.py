@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 Route = Callable[[], tuple[int, str, bytes]]
+
+
+class TokenExpiry(Collector):
+    """Seconds until each minted temp token expires, computed when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily("tcr_assistant_token_expiry_seconds",
+                                 "Seconds until the token minted for the ImagePullSecret expires (temp tokens)",
+                                 labels=["image_pull_secret"])
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self.family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self.family()
+        for name, seconds in sorted(self.metrics.token_expiries().items()):
+            family.add_metric([name], seconds)
+        yield family
 
 
 class Metrics:
@@ -53,6 +76,14 @@ class Metrics:
             ["image_pull_secret"],
             registry=r,
         )
+        self.token_mints = Counter(
+            "tcr_assistant_token_mints",
+            "Calls of the TCR API for a token (tokenFrom; outcome: minted, failure)",
+            ["outcome"],
+            registry=r,
+        )
+        self.token_expiries: Callable[[], Mapping[str, float]] = dict
+        r.register(TokenExpiry(self))
         self.leader = Gauge("tcr_assistant_leader", "1 while this replica holds the lease", registry=r)
         self.connections_dropped = Counter(
             "tcr_assistant_http_connections_dropped",

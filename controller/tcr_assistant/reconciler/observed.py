@@ -136,8 +136,11 @@ def image_pull_secret_view(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def local_secret_view(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A Secret of the add-on's namespace: its name and data (base64 values)."""
-    return {"name": (obj.get("metadata") or {}).get("name"), "data": dict(obj.get("data") or {})}
+    """A Secret of the add-on's namespace: its name, data (base64 values) and which kind of
+    credential source it is (label value "true", or "minted": a token minted for a tokenFrom)."""
+    meta = obj.get("metadata") or {}
+    return {"name": meta.get("name"), "data": dict(obj.get("data") or {}),
+            "source": (meta.get("labels") or {}).get(api.LABEL_CREDENTIAL_SOURCE)}
 
 
 def spec_or_metadata_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:

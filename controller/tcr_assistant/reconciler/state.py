@@ -17,6 +17,7 @@ from tcr_assistant.reconciler.credcheck import CheckRecord
 from tcr_assistant.reconciler.decisions import Plan
 from tcr_assistant.reconciler.observed import NamespaceInfo, ServiceAccountInfo
 from tcr_assistant.spec import api
+from tcr_assistant.tcrtoken.decision import MintRecord
 
 SaKey = tuple[str, str]  # (namespace, name)
 SecretKey = tuple[str, str]  # (namespace, ImagePullSecret name)
@@ -58,6 +59,7 @@ class ControllerState:
     fanned_out: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # plan shape last fanned out
     status_deferred_since: dict[str, float] = field(default_factory=dict)
     credential_checks: dict[str, CheckRecord] = field(default_factory=dict)  # the registry's last answer
+    mint_records: dict[str, MintRecord] = field(default_factory=dict)  # the last mint of a tokenFrom
     # Our recent writes per ImagePullSecret (namespacedName -> when), bounded like the status
     # lists they feed; kept after a status write, so a failed one loses nothing.
     secret_writes: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -80,6 +82,7 @@ class ControllerState:
         self.sa_writes.pop(name, None)
         self.cleanup_pending.pop(name, None)
         self.credential_checks.pop(name, None)
+        self.mint_records.pop(name, None)
         for key in [k for k in self.secret_records if k[1] == name]:
             del self.secret_records[key]
 

@@ -82,6 +82,7 @@ def compute_status(
     problem: tuple[str, str] | None,
     now: str,
     more_conditions: Sequence[dict[str, str]] = (),
+    token_expires_at: str | None = None,
 ) -> dict[str, Any]:
     prev = previous or {}
     status: dict[str, Any] = {
@@ -95,6 +96,8 @@ def compute_status(
     }
     if generation is not None:
         status["observedGeneration"] = generation
+    if token_expires_at is not None or "tokenExpiresAt" in prev:
+        status["tokenExpiresAt"] = token_expires_at  # None: the merge patch takes it out
     return status
 
 

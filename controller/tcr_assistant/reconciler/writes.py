@@ -242,3 +242,10 @@ class Events:
             if not remember_event(self._recent, key, time.monotonic(), EVENT_REPEAT_SECONDS):
                 return
         event(self.kube, obj, event_type, reason, message)
+
+
+def safe_message(exc: BaseException) -> str:
+    """An error message safe to publish (API Status messages carry no request bodies)."""
+    if isinstance(exc, KubeError):
+        return f"{exc.status} {exc.reason}: {exc.message}"[:500]
+    return type(exc).__name__

@@ -82,6 +82,7 @@ from typing import Any
 
 from tcr_assistant.spec import rules, selectors
 from tcr_assistant.spec.api import DEFAULT_PASSWORD_KEY, SECRET_PREFIX
+from tcr_assistant.spec.hosts import validate_server
 from tcr_assistant.spec.names import (
     ListKind,
     dns_problem,
@@ -93,17 +94,14 @@ from tcr_assistant.spec.names import (
 from tcr_assistant.spec.rules import (
     DNS1123_LABEL_MAX,
     DNS1123_SUBDOMAIN_MAX,
-    INSTANCE_ID_MAX,
     LIST_MAX,
     MAX_NAME_LENGTH,
     PASSWORD_MAX,
-    PORT_MAX,
-    REGION_MAX,
     RESERVED_SECRET_KEYS,
     SECRET_KEY_MAX,
-    TOKEN_TYPES,
     USERNAME_MAX,
 )
+from tcr_assistant.spec.tokenfrom import token_from_problems
 
 __all__ = [
     "DNS1123_LABEL_MAX",
@@ -125,11 +123,6 @@ SECRET_NAME_PREFIX = SECRET_PREFIX  # one home: api.py
 GENERATED_SUFFIX_LENGTH = 5
 
 SECRET_KEY_RE = re.compile(rules.SECRET_KEY)
-_PORT_RE = re.compile(rules.PORT)
-_SCHEME_RE = re.compile("^" + rules.SCHEME)
-_INSTANCE_ID_RE = re.compile(rules.INSTANCE_ID)
-_REGION_RE = re.compile(rules.REGION)
-TOKEN_FROM = "spec.docker.tokenFrom"
 
 @dataclass(frozen=True)
 class FieldError:
@@ -140,52 +133,6 @@ class FieldError:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
-
-
-def validate_server(server: str) -> str | None:
-    """Why ``server`` is not a valid ``spec.docker.server`` (bare host, optional ``:port``), or None."""
-    if not isinstance(server, str):
-        return f"must be a string (a registry host name), not {type(server).__name__}"
-    if server == "":
-        return "must not be empty: give the registry host name, e.g. example.tencentcloudcr.com"
-    if any(c.isspace() for c in server):
-        return "must not contain spaces or other whitespace: give the bare registry host name"
-    if any(not c.isprintable() for c in server):
-        return "must not contain control characters: give the bare registry host name"
-    scheme = _SCHEME_RE.match(server)
-    if scheme is not None:
-        return (
-            f"must be a bare host name without a scheme: remove {show(scheme.group(0))} "
-            "(e.g. example.tencentcloudcr.com)"
-        )
-    if "/" in server:
-        return "must be a bare host name without a path: remove everything from the first '/'"
-    if "@" in server:
-        return "must be a bare host name without a user part ('user@'): put the user in spec.docker.username"
-    if "?" in server or "#" in server:
-        return "must be a bare host name without a query or fragment ('?', '#')"
-    if server.startswith("["):
-        return "must be a DNS host name (IPv6 literals are not supported)"
-    host, sep, port = server.partition(":")
-    if sep:
-        if ":" in port:
-            return "must be a host name with at most one ':port' (IPv6 literals are not supported)"
-        if port == "":
-            return f"has an empty port after ':': remove the ':' or give a port from 1 to {PORT_MAX}"
-        if _PORT_RE.fullmatch(port) is None or int(port) > PORT_MAX:
-            return f"has an invalid port {show(port)}: a port is a number from 1 to {PORT_MAX} without leading zeros"
-    if host == "":
-        return "must start with a host name before ':port'"
-    if host.endswith("."):
-        return f"host {show(host)} must not end with '.'"
-    if "*" in host:
-        return f"host {show(host)} must be an exact host name (no wildcards)"
-    if any(c.isupper() for c in host):
-        return f"host {show(host)} must be lower case (e.g. {show(host.lower())})"
-    problem = dns_problem(host, "host", subdomain=True, dns_labels=True)
-    if problem is not None:
-        return f"must be a valid DNS host name: {problem}"
-    return None
 
 
 def validate_name(name: Any, *, generated: bool = False) -> list[FieldError]:
@@ -276,7 +223,7 @@ def _validate_password(docker: Mapping[str, Any]) -> list[FieldError]:
     if has_password + has_ref + (token_from is not None) > 1:
         return [FieldError("spec.docker", "give exactly one of password, passwordSecretRef or tokenFrom")]
     if token_from is not None:
-        return _validate_token_from(token_from)
+        return [FieldError(field, message) for field, message in token_from_problems(token_from)]
     if not has_password and not has_ref:
         if isinstance(password, str):
             return [
@@ -297,7 +244,7 @@ def _validate_password(docker: Mapping[str, Any]) -> list[FieldError]:
     return errors
 
 
-def _validate_secret_name(base: str, ref: Mapping[str, Any]) -> list[FieldError]:
+def validate_secret_name(base: str, ref: Mapping[str, Any]) -> list[FieldError]:
     name = ref.get("name")
     if name is None or name == "":
         return [FieldError(f"{base}.name", "is required: the name of a Secret in the add-on's namespace")]
@@ -307,49 +254,11 @@ def _validate_secret_name(base: str, ref: Mapping[str, Any]) -> list[FieldError]
     return [] if problem is None else [FieldError(f"{base}.name", problem)]
 
 
-def _validate_token_from(token_from: Any) -> list[FieldError]:
-    if not isinstance(token_from, Mapping) or not isinstance(token_from.get("tcr"), Mapping):
-        return [FieldError(f"{TOKEN_FROM}.tcr", "is required: an object with instanceId, region and "
-                                                "apiKeySecretRef or webIdentity")]
-    tcr, base = token_from["tcr"], f"{TOKEN_FROM}.tcr"
-    errors: list[FieldError] = []
-    for key, pattern, limit, example in (("instanceId", _INSTANCE_ID_RE, INSTANCE_ID_MAX, "tcr-abcd1234"),
-                                         ("region", _REGION_RE, REGION_MAX, "ap-guangzhou")):
-        value = tcr.get(key)
-        if value is None or value == "":
-            errors.append(FieldError(f"{base}.{key}", f"is required, e.g. {example}"))
-        elif not isinstance(value, str) or len(value) > limit or pattern.fullmatch(value) is None:
-            errors.append(FieldError(f"{base}.{key}", f"{show(str(value)[:limit + 1])} is not valid: "
-                                                      f"write it as the console shows it, e.g. {example}"))
-    token_type = tcr.get("tokenType")
-    if token_type is not None and token_type not in TOKEN_TYPES:
-        errors.append(FieldError(f"{base}.tokenType", f"must be one of {', '.join(TOKEN_TYPES)}"))
-    web_identity = tcr.get("webIdentity")
-    endpoints = [(f"{base}.endpoint", tcr.get("endpoint"))]
-    if isinstance(web_identity, Mapping):
-        endpoints.append((f"{base}.webIdentity.stsEndpoint", web_identity.get("stsEndpoint")))
-    for field, endpoint in endpoints:
-        problem = None if endpoint is None else validate_server(endpoint)
-        if problem is not None:
-            errors.append(FieldError(field, problem.replace("registry host", "API host")))
-    ref = tcr.get("apiKeySecretRef")
-    if (ref is None) == (web_identity is None):
-        errors.append(FieldError(base, "give exactly one of apiKeySecretRef (a Secret with secretId and "
-                                       "secretKey in the add-on's namespace) or webIdentity (the controller's "
-                                       "TKE Pod identity)"))
-    elif ref is not None:
-        errors += (_validate_secret_name(f"{base}.apiKeySecretRef", ref) if isinstance(ref, Mapping)
-                   else [FieldError(f"{base}.apiKeySecretRef", "must be an object with name")])
-    elif not isinstance(web_identity, Mapping):
-        errors.append(FieldError(f"{base}.webIdentity", "must be an object ({} for the defaults)"))
-    return errors
-
-
 def _validate_secret_ref(ref: Any) -> list[FieldError]:
     base = "spec.docker.passwordSecretRef"
     if not isinstance(ref, Mapping):
         return [FieldError(base, f"must be an object with name and key, not {type(ref).__name__}")]
-    errors = _validate_secret_name(base, ref)
+    errors = validate_secret_name(base, ref)
     if "key" in ref and ref["key"] is not None:
         key = ref["key"]
         if not isinstance(key, str):

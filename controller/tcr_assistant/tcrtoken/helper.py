@@ -59,7 +59,7 @@ def _credential(api_key: Mapping[str, str] | None, sts_endpoint: str | None) -> 
         return credential.Credential(api_key.get("secretId", ""), api_key.get("secretKey", ""))
     try:
         cred = credential.DefaultTkeOIDCRoleArnProvider().get_credentials()
-    except (OSError, EnvironmentError) as exc:
+    except OSError as exc:
         raise MintError("WebIdentityUnavailable", f"no TKE Pod identity in the controller's Pod: {exc} "
                         "(bind its ServiceAccount to a CAM role, or use apiKeySecretRef)") from None
     if sts_endpoint:
