@@ -163,11 +163,21 @@ unique names); fail with the key named.
 {{- $names := dict -}}
 {{- range $i, $cr := .Values.global.imagePullSecretsCrs -}}
 {{- $key := printf "global.imagePullSecretsCrs[%d]" $i -}}
-{{- if and $cr.dockerPassword $cr.dockerPasswordSecret -}}
-{{- fail (printf "%s: set either dockerPassword or dockerPasswordSecret, not both" $key) -}}
+{{- $sources := 0 -}}
+{{- range $source := list $cr.dockerPassword $cr.dockerPasswordSecret $cr.dockerTokenFrom -}}
+{{- if $source }}{{ $sources = add1 $sources }}{{ end -}}
 {{- end -}}
-{{- if not (or $cr.dockerPassword $cr.dockerPasswordSecret) -}}
-{{- fail (printf "%s.dockerPassword: required (or set dockerPasswordSecret: {name, key} to read it from a Secret in namespace %s)" $key $.Release.Namespace) -}}
+{{- if gt $sources 1 -}}
+{{- fail (printf "%s: set exactly one of dockerPassword, dockerPasswordSecret or dockerTokenFrom" $key) -}}
+{{- end -}}
+{{- if eq $sources 0 -}}
+{{- fail (printf "%s.dockerPassword: required (or set dockerPasswordSecret: {name, key} to read it from a Secret in namespace %s, or dockerTokenFrom to mint it from the TCR API)" $key $.Release.Namespace) -}}
+{{- end -}}
+{{- if and $cr.dockerTokenFrom (hasKey $cr "dockerUsername") -}}
+{{- fail (printf "%s.dockerUsername: leave it out with dockerTokenFrom (the TCR API names the user with each token)" $key) -}}
+{{- end -}}
+{{- if and (not $cr.dockerTokenFrom) (not (hasKey $cr "dockerUsername")) -}}
+{{- fail (printf "%s.dockerUsername: required (the registry user name; it needs pull access)" $key) -}}
 {{- end -}}
 {{- if hasKey $names $cr.name -}}
 {{- fail (printf "%s.name: %q is used by another entry; names must be unique" $key $cr.name) -}}

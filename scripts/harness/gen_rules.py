@@ -101,6 +101,25 @@ def schema_fields() -> dict[str, Value]:
         "properties.podWebhook.properties.excludedNamespaces.items.maxLength": rules.DNS1123_LABEL_MAX,
         "properties.podWebhook.properties.excludedNamespaces.items.pattern": anchored(rules.DNS1123_LABEL),
         **selector_schema_fields(f"{entry}.namespaceSelector.properties"),
+        **token_from_schema_fields(f"{entry}.dockerTokenFrom.properties.tcr.properties"),
+    }
+
+
+def token_from_schema_fields(base: str) -> dict[str, Value]:
+    """``dockerTokenFrom.tcr`` in values.schema.json (the CRD's ``tokenFrom.tcr``)."""
+    host_port = anchored(f"{rules.host(ESCAPED)}(:{rules.port_number()})?")
+    return {
+        f"{base}.instanceId.maxLength": rules.INSTANCE_ID_MAX,
+        f"{base}.instanceId.pattern": anchored(rules.INSTANCE_ID),
+        f"{base}.region.maxLength": rules.REGION_MAX,
+        f"{base}.region.pattern": anchored(rules.REGION),
+        f"{base}.tokenType.enum": list(rules.TOKEN_TYPES),
+        f"{base}.endpoint.maxLength": rules.SERVER_MAX,
+        f"{base}.endpoint.pattern": host_port,
+        f"{base}.webIdentity.properties.stsEndpoint.maxLength": rules.SERVER_MAX,
+        f"{base}.webIdentity.properties.stsEndpoint.pattern": host_port,
+        f"{base}.apiKeySecretRef.properties.name.maxLength": rules.DNS1123_SUBDOMAIN_MAX,
+        f"{base}.apiKeySecretRef.properties.name.pattern": anchored(rules.subdomain(ESCAPED)),
     }
 
 

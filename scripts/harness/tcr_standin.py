@@ -117,6 +117,7 @@ class TcrStandIn:
     mint_refusal: str | None = None  # an error code CreateInstanceToken answers with instead
     registry: PrivateRegistry | None = None  # its htpasswd holds the valid tokens
     issued: list[IssuedToken] = field(default_factory=list)
+    other_users: dict[str, str] = field(default_factory=dict)  # kept in the htpasswd too (a pusher)
     _sync: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one htpasswd writer at a time
     requests: list[Recorded] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -276,7 +277,8 @@ class TcrStandIn:
         """The registry's htpasswd := the valid tokens (none: a line nobody can use)."""
         if self.registry is not None:
             with self._sync:
-                self.registry.set_users(self.valid_tokens() or {"nobody": secrets.token_urlsafe(24)})
+                self.registry.set_users({**self.other_users, **self.valid_tokens()}
+                                        or {"nobody": secrets.token_urlsafe(24)})
 
     def _describe_internal_endpoints(self, params: dict[str, Any], region: str,
                                      request_id: str) -> tuple[int, str, bytes]:

@@ -4,6 +4,7 @@ during and after a node runs), and what a test sets up inside the node."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from harness import namespaces, node, pki, registry, tools
-from support import pointed_at
+from support import kubectl, pointed_at
 
 SYSCTL_TREES = ("/proc/sys/net/ipv4", "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/bridge",
                 "/proc/sys/net/netfilter", "/proc/sys/vm", "/proc/sys/kernel/keys")
@@ -167,3 +168,39 @@ def tcr_like_registry(cluster: node.NodeCluster, directory: Path, username: str,
             f'server = "https://{hostname}"\n\n[host."https://{hostname}"]\n'
             f'  capabilities = ["pull", "resolve"]\n  ca = "{private.ca_file}"\n')
         yield private
+
+
+def deployment(name: str, image: str) -> str:
+    """A Deployment whose Pod spec names no imagePullSecrets (the point of the add-on)."""
+    return yaml.safe_dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"terminationGracePeriodSeconds": 0,
+                                       "containers": [{"name": "app", "image": image,
+                                                       "imagePullPolicy": "IfNotPresent"}]}}},
+    })
+
+
+def pods(namespace: str, app: str) -> list[dict[str, Any]]:
+    out = kubectl("-n", namespace, "get", "pods", "-l", f"app={app}", "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def ready(namespace: str, app: str) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for pod in pods(namespace, app) for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def pull_failure(namespace: str, app: str) -> str | None:
+    """The kubelet's message once the Pod's image pull has failed (ErrImagePull / ImagePullBackOff)."""
+    for pod in pods(namespace, app):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") and waiting.get("message"):
+                return str(waiting["message"])
+    events = kubectl("-n", namespace, "get", "events", "--field-selector", "reason=Failed", "-o", "json").stdout
+    messages = [e.get("message", "") for e in json.loads(events)["items"]
+                if e.get("message", "").startswith("Failed to pull image")]
+    return messages[-1] if messages else None

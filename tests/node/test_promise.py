@@ -39,7 +39,7 @@ import pytest
 import yaml
 
 from harness import addon, node, oci, registry, tools
-from node_support import tcr_like_registry
+from node_support import deployment, pods, pull_failure, ready, tcr_like_registry
 from support import REPO_ROOT, kubectl, wait_for
 
 pytestmark = pytest.mark.promise
@@ -101,42 +101,6 @@ class Promise:
         self.release.values_files = [values, self.registry_ca_values()]
         self.release.set_values = ["hostsUpdater.interval=2", *extra]
         self.release.install()
-
-
-def deployment(name: str, image: str) -> str:
-    """A Deployment whose Pod spec names no imagePullSecrets (the point of the add-on)."""
-    return yaml.safe_dump({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"terminationGracePeriodSeconds": 0,
-                                       "containers": [{"name": "app", "image": image,
-                                                       "imagePullPolicy": "IfNotPresent"}]}}},
-    })
-
-
-def pods(namespace: str, app: str) -> list[dict[str, Any]]:
-    out = kubectl("-n", namespace, "get", "pods", "-l", f"app={app}", "-o", "json").stdout
-    items: list[dict[str, Any]] = json.loads(out)["items"]
-    return items
-
-
-def ready(namespace: str, app: str) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for pod in pods(namespace, app) for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-def pull_failure(namespace: str, app: str) -> str | None:
-    """The kubelet's message once the Pod's image pull has failed (ErrImagePull / ImagePullBackOff)."""
-    for pod in pods(namespace, app):
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (status.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") and waiting.get("message"):
-                return str(waiting["message"])
-    events = kubectl("-n", namespace, "get", "events", "--field-selector", "reason=Failed", "-o", "json").stdout
-    messages = [e.get("message", "") for e in json.loads(events)["items"]
-                if e.get("message", "").startswith("Failed to pull image")]
-    return messages[-1] if messages else None
 
 
 def new_namespace(prefix: str) -> str:
