@@ -24,7 +24,8 @@ LAYERS: dict[str, frozenset[str]] = {
 }
 ROOT_MODULES = frozenset({"__init__", "cli", "app"})  # the entry point and the composition root: anything
 # Decisions without I/O: they reach no k8s module and no I/O library, through any chain.
-PURE = frozenset({"spec.api", "spec.rules", "spec.names", "spec.selectors", "spec.validation", "spec.hosts", "spec.tokenfrom",
+PURE = frozenset({"spec.api", "spec.rules", "spec.names", "spec.selectors", "spec.validation", "spec.hosts",
+                  "spec.tokenfrom",
                   "reconciler.decisions", "reconciler.status", "reconciler.observed", "reconciler.keys",
                   "reconciler.credcheck", "reconciler.credentials", "tcrtoken.decision",
                   "admission.review", "admission.podreview", "servingcert.decision"})
