@@ -105,7 +105,7 @@ BAD_VALUES: list[tuple[str, tuple[str, ...], str]] = [
                      "--set", "global.imagePullSecretsCrs[0].dockerUsername=u"),
      "global.imagePullSecretsCrs[0].dockerPassword"),
     ("password-and-secret", (*CR, "--set", "global.imagePullSecretsCrs[0].dockerPasswordSecret.name=s"),
-     "global.imagePullSecretsCrs[0]: set either dockerPassword or dockerPasswordSecret"),
+     "global.imagePullSecretsCrs[0]: set exactly one of dockerPassword, dockerPasswordSecret or dockerTokenFrom"),
     ("duplicate-names", (*CR, "--set", "global.imagePullSecretsCrs[1].name=reg",
                          "--set", "global.imagePullSecretsCrs[1].dockerServer=b.example.com",
                          "--set", "global.imagePullSecretsCrs[1].dockerUsername=u",

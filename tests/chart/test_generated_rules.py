@@ -50,7 +50,9 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_check_names_each_stale_field_and_writing_restores_the_files(
         chart_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     schema, crd = chart_copy / gen_rules.SCHEMA_FILE, chart_copy / gen_rules.CRD_FILE
-    edit(schema, '"maxLength": 259,', '"maxLength": 260,')
+    server = '"description": "Registry host name, optional :port; no scheme, no path, lower case.",\n'
+    edit(schema, server + ' ' * 16 + '"minLength": 1,\n' + ' ' * 16 + '"maxLength": 259,',
+         server + ' ' * 16 + '"minLength": 1,\n' + ' ' * 16 + '"maxLength": 260,')
     edit(crd, "maxLength: 1024  # generated", "maxLength: 1000  # generated")
     edit(crd, "<= 65535\"  # generated", "<= 65536\"  # generated")
     edit(crd, r"pattern: '^[-._a-zA-Z0-9]+$'", r"pattern: '^[-._a-zA-Z0-9]*$'")

@@ -106,7 +106,7 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "password-and-ref",
         {"docker__passwordSecretRef": {"name": "cred"}},
         "spec.docker",
-        "either password or passwordSecretRef, not both",
+        "give exactly one of password, passwordSecretRef or tokenFrom",
     ),
     (
         "ref-no-name",
