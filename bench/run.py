@@ -10,6 +10,7 @@ results file and prints a Markdown summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -25,16 +26,17 @@ from typing import Any
 
 from bench import procstat, scenarios
 from bench.env import KCM_QPS, BenchControlPlane, Env
-from harness import REPO_ROOT, tools
+from harness import REPO_ROOT, pki, tools
+from harness.tcr_standin import TcrStandIn, https_context, serving
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 FULL: dict[str, Any] = {"sizes": [100, 1000, 10000], "detail": 1000, "sequential": 100, "bursts": 2, "burst_size": 50,
         "idle_s": 120.0, "idle_largest_s": 30.0, "cleanup_last": False, "hosts_intervals": 5, "repairs": 20,
-        "label_toggles": 3, "admission_pods": 100}
+        "label_toggles": 3, "admission_pods": 100, "token_lifetime": 30.0}
 QUICK: dict[str, Any] = {"sizes": [40], "detail": 40, "sequential": 10, "bursts": 1, "burst_size": 10,
          "idle_s": 8.0, "idle_largest_s": 0.0, "cleanup_last": True, "hosts_intervals": 3, "repairs": 3,
-         "label_toggles": 2, "admission_pods": 10}
+         "label_toggles": 2, "admission_pods": 10, "token_lifetime": 10.0}
 
 GOALS = [
     # (key, description, limit, unit)
@@ -99,9 +101,15 @@ def run(profile: dict[str, Any], workdir: Path, profile_dir: Path | None = None,
     plane.up()
     results["control_plane_up_s"] = round(time.monotonic() - t0, 1)
     env: Env | None = None
+    # The TCR API stand-in for the minted-token scenario, over HTTPS from a CA of its own, which the
+    # controller is told to trust.
+    api_tls = workdir / "tcr-api"
+    standin = TcrStandIn(fixed_token=None, token_lifetime=profile["token_lifetime"])
+    stack = contextlib.ExitStack()
+    stack.enter_context(serving(standin, tls=https_context(pki.CertificateAuthority("bench-tcr-api-ca"), api_tls)))
     try:
         env = Env(plane, workdir)
-        env.addon.extra_args = list(controller_args)
+        env.addon.extra_args = [*controller_args, f"--registry-ca-file={api_tls / 'ca.crt'}"]
         log("helm install")
         env.addon.install()
         for index, n in enumerate(sizes):
@@ -126,6 +134,9 @@ def run(profile: dict[str, Any], workdir: Path, profile_dir: Path | None = None,
             if n == profile["detail"]:
                 log(f"N={n}: rotation")
                 phase["rotation"] = scenarios.rotation(env, name, "pw-2", timeout=max(300.0, n * 0.1))
+                log(f"N={n}: a minted token, renewed")
+                phase["minted_renewal"] = scenarios.minted_renewal(env, f"minted-{n}", standin, api_tls / "ca.crt",
+                                                                   timeout=max(300.0, n * 0.1))
                 log(f"N={n}: restart resync")
                 phase["restart_resync"] = scenarios.restart_resync(env, name)
                 log(f"N={n}: idle {profile['idle_s']:.0f} s")
@@ -149,6 +160,7 @@ def run(profile: dict[str, Any], workdir: Path, profile_dir: Path | None = None,
         if env is not None:
             env.stop_controller()
         plane.down()
+        stack.close()
     return results
 
 
@@ -226,6 +238,17 @@ def markdown(results: dict[str, Any]) -> str:
             r = p["rotation"]
             lines.append(f"\nRotation at N={p['n']:,}: all {r['secrets']} Secrets rotated in {r['all_rotated_s']} s"
                          f" ({r['writes_per_secret']} writes, {r['requests_per_secret']} requests per Secret)")
+        if "minted_renewal" in p:
+            r = p["minted_renewal"]
+            lines.append(f"\nMinted token at N={p['n']:,} (temp tokens of {r['token_lifetime_s']:g} s): the first in"
+                         f" every namespace {r['first_token_everywhere_s']} s after the create; one renewal (minted"
+                         f" at {r['renewed_at_fraction']} of the lifetime): {r['renewal_tcr_api_calls']} TCR API"
+                         f" call(s), {r['renewal_requests']} requests to the API server"
+                         f" ({r['renewal_requests_per_namespace']} per namespace), {r['renewal_writes']} writes,"
+                         f" in every namespace within {r['renewal_spread_s']} s,"
+                         f" {r['margin_before_old_expiry_s']} s before the old token expired; controller RSS"
+                         f" {r['controller_rss_mib']} MiB (peak {r['controller_peak_rss_mib']}), the token helper's"
+                         f" own peak {r['helper_peak_rss_mib']} MiB (a process per mint)")
         if "restart_resync" in p:
             r = p["restart_resync"]
             lines.append(f"\nRestart resync at N={p['n']:,}: ready {r['ready_s']} s, idle after {r['until_idle_s']} s,"

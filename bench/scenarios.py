@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -21,6 +22,11 @@ from bench.env import SERVER, Env
 from bench.watch import Watcher
 from harness import VENV
 from harness.polling import wait_for
+from harness.tcr_standin import INSTANCE as STANDIN_INSTANCE
+from harness.tcr_standin import REGION as STANDIN_REGION
+from harness.tcr_standin import SECRET_ID as STANDIN_SECRET_ID
+from harness.tcr_standin import SECRET_KEY as STANDIN_SECRET_KEY
+from harness.tcr_standin import TcrStandIn
 from tcr_assistant.k8s.client import NAMESPACES, SECRETS, SERVICEACCOUNTS, KubeError, Resource
 from tcr_assistant.reconciler.writes import IMAGEPULLSECRETS
 from tcr_assistant.spec import api
@@ -509,6 +515,98 @@ def cleanup(env: Env, name: str, timeout: float) -> dict[str, Any]:
     env.wait_quiet()
     counts = window.stop()
     return {"cleanup_s": round(gone, 2), "writes": counts["writes_reconciled_resources"], "counts": counts}
+
+
+# -- minted tokens ---------------------------------------------------------------------------------------
+
+MINT_API_KEY = "bench-tcr-api-key"
+
+
+def minted_renewal(env: Env, name: str, standin: TcrStandIn, ca_file: Path, timeout: float) -> dict[str, Any]:
+    """An ImagePullSecret whose token the controller mints from the TCR API stand-in (temp tokens
+    of ``standin.token_lifetime`` seconds): time until the first token is in every namespace, then
+    the cost of one renewal (TCR API calls, requests to the API server, writes) until the renewed
+    token is in every namespace, the controller's RSS with minting on, and the token helper's own
+    peak RSS (a process per mint, measured by running it once here)."""
+    env.kube.request("POST", SECRETS.path(env.addon.namespace), body={
+        "apiVersion": "v1", "kind": "Secret", "metadata": {
+            "name": MINT_API_KEY, "labels": {api.LABEL_CREDENTIAL_SOURCE: "true"}},
+        "stringData": {"secretId": STANDIN_SECRET_ID, "secretKey": STANDIN_SECRET_KEY}})
+    bench = set(env.namespaces)
+    tokens: dict[str, str] = {}
+    arrived: dict[tuple[str, str], float] = {}  # (namespace, token) -> monotonic time seen
+
+    def on_secret(kind: str, obj: dict[str, Any], now: float) -> None:
+        token = _password(obj)
+        namespace = str((obj.get("metadata") or {}).get("namespace"))
+        if kind != "DELETED" and token and namespace in bench:
+            tokens[namespace] = token
+            arrived.setdefault((namespace, token), now)
+
+    def everywhere(token: str) -> bool:
+        return all(tokens.get(ns) == token for ns in bench)
+
+    watcher = Watcher(env.kube, SECRETS.path(), on_secret, {"labelSelector": f"{api.LABEL_IPS}={name}"})
+    try:
+        t0 = time.monotonic()
+        env.kube.request("POST", IMAGEPULLSECRETS.path(), body={
+            "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name},
+            "spec": {"namespaces": "*", "serviceAccounts": "default", "docker": {
+                "server": SERVER, "tokenFrom": {"tcr": {
+                    "instanceId": STANDIN_INSTANCE, "region": STANDIN_REGION, "endpoint": standin.address,
+                    "apiKeySecretRef": {"name": MINT_API_KEY}}}}}})
+        wait_for(lambda: bool(standin.issued) and everywhere(standin.issued[0].token), timeout,
+                 what="the first minted token in every namespace", interval=0.1)
+        first = standin.issued[0]
+        first_everywhere = max(arrived[(ns, first.token)] for ns in bench) - t0
+        env.wait_quiet(quiet=1.0)
+        window = Window(env)
+        wait_for(lambda: len(standin.issued) > 1 and everywhere(standin.issued[-1].token),
+                 timeout + standin.token_lifetime, what="the renewed token in every namespace", interval=0.1)
+        renewed = standin.issued[-1]
+        seen = [arrived[(ns, renewed.token)] for ns in bench]
+        last_seen_wall = time.time() - (time.monotonic() - max(seen))
+        env.wait_quiet(quiet=1.0)
+        counts = window.stop()
+    finally:
+        watcher.stop()
+    calls = len(standin.issued) - 1
+    helper_peak = _helper_peak_rss_mib(standin, ca_file)
+    rss = env.rss()
+    env.kube.request("DELETE", IMAGEPULLSECRETS.path(name=name))
+    wait_for(lambda: env.kube.get(IMAGEPULLSECRETS.path(name=name)) is None, timeout, what=f"{name} gone",
+             interval=0.2)
+    env.kube.request("DELETE", SECRETS.path(env.addon.namespace, MINT_API_KEY))
+    env.wait_quiet()
+    assert first.expires_at is not None and renewed.expires_at is not None
+    return {"namespaces": len(bench), "token_lifetime_s": standin.token_lifetime,
+            "first_token_everywhere_s": round(first_everywhere, 2),
+            "renewal_tcr_api_calls": calls,
+            "renewal_requests": counts["controller_requests"],
+            "renewal_requests_per_namespace": round(counts["controller_requests"] / len(bench), 2),
+            "renewal_writes": counts["writes_reconciled_resources"],
+            "renewal_spread_s": round(max(seen) - min(seen), 2),
+            # when the renewal was minted, as a fraction of the first token's lifetime
+            "renewed_at_fraction": round((renewed.expires_at - first.expires_at) / standin.token_lifetime, 2),
+            "margin_before_old_expiry_s": round(first.expires_at - last_seen_wall, 1),
+            "controller_rss_mib": rss["rss_mib"], "controller_peak_rss_mib": rss["peak_rss_mib"],
+            "helper_peak_rss_mib": helper_peak, "counts": counts}
+
+
+def _helper_peak_rss_mib(standin: TcrStandIn, ca_file: Path) -> float:
+    """Peak RSS of one ``python -m tcr_assistant.tcrtoken.helper`` run (ru_maxrss of a child of its own)."""
+    request = {"source": {"instanceId": STANDIN_INSTANCE, "region": STANDIN_REGION, "tokenType": "temp",
+                          "endpoint": standin.address},
+               "apiKey": {"secretId": STANDIN_SECRET_ID, "secretKey": STANDIN_SECRET_KEY},
+               "caFile": str(ca_file), "timeout": 10}
+    script = ("import json, resource, subprocess, sys; "
+              "p = subprocess.run([sys.executable, '-m', 'tcr_assistant.tcrtoken.helper'], input=sys.stdin.read(), "
+              "capture_output=True, text=True); "
+              "assert 'token' in json.loads(p.stdout), p.stdout; "
+              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(request), capture_output=True, text=True,
+                          timeout=60, check=True)
+    return round(int(proc.stdout.strip()) / 1024, 1)
 
 
 # -- hosts-updater -------------------------------------------------------------------------------------
