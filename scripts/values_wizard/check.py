@@ -35,12 +35,23 @@ _VALUES_OPTIONS = {
     "namespaceSelector": "--namespace-selector",
     "dockerServer": "--registry",
     "dockerPasswordSecret": "--existing-secret",
+    "dockerTokenFrom": "--mint-in-cluster",
+}
+#: dockerTokenFrom.tcr's keys (values) and spec.docker.tokenFrom.tcr's (the webhook) -> their option.
+_TOKEN_FROM_OPTIONS = {
+    "instanceId": "--instance-id",
+    "region": "--region",
+    "tokenType": "--token-type",
+    "endpoint": "--endpoint",
+    "apiKeySecretRef": "--api-key-secret",
+    "webIdentity": "--web-identity",
 }
 #: Values keys whose content may be quoted in a message (never the password; the user name only
 #: when the user typed it).
 _PLAIN_KEYS = {"name", "namespaces", "serviceAccounts", "excludedNamespaces", "namespaceSelector", "matchLabels",
                "matchExpressions", "operator", "values", "type", "dockerServer", "key",
-               "domain", "ip", "disabled", "region", "longregion", "namespace"}
+               "domain", "ip", "disabled", "region", "longregion", "namespace",
+               "dockerTokenFrom", "tcr", "instanceId", "tokenType", "endpoint", "apiKeySecretRef", "webIdentity"}
 
 
 def load_schema(path: str) -> dict[str, Any]:
@@ -58,7 +69,7 @@ def load_schema(path: str) -> dict[str, Any]:
 def secrets_of(creds: Credentials) -> list[str]:
     """What no message may show: the password or token, and an issued user name."""
     secrets = [creds.password] if creds.password else []
-    if creds.username_option == "--issue-token":
+    if creds.username_option == "--issue-token" and creds.username:
         secrets.append(creds.username)
     return secrets
 
@@ -74,6 +85,9 @@ def _spec_option(path: str, creds: Credentials) -> str:
         return "--existing-secret"
     if path.startswith("spec.namespaceSelector"):
         return "--namespace-selector"
+    if path.startswith("spec.docker.tokenFrom"):
+        parts = path.split(".")
+        return _TOKEN_FROM_OPTIONS.get(parts[4], "--mint-in-cluster") if len(parts) > 4 else "--mint-in-cluster"
     return {
         "spec.namespaces": "--namespaces",
         "spec.serviceAccounts": "--service-accounts",
@@ -112,13 +126,21 @@ def rendered_password(docker: Mapping[str, Any], documents: Sequence[Mapping[str
 
 def check_credentials_survive(ips: Sequence[Mapping[str, Any]], documents: Sequence[Mapping[str, Any]],
                               values: Mapping[str, Any]) -> None:
-    """The chart must carry server, user name and password over unchanged; the message names no value."""
+    """The chart must carry server, user name and password (or dockerTokenFrom) over unchanged; the
+    message names no value."""
     crs = values["global"]["imagePullSecretsCrs"]
     for cr, doc in zip(crs, ips, strict=True):
         spec = doc.get("spec")
         docker = spec.get("docker") if isinstance(spec, Mapping) else None
         if not isinstance(docker, Mapping):
             continue  # the webhook's rules report it
+        if "dockerTokenFrom" in cr and (docker.get("tokenFrom") != cr["dockerTokenFrom"] or any(
+                key in docker for key in ("username", "password", "passwordSecretRef"))):
+            raise Failure(
+                f"internal error: `helm template` renders ImagePullSecret {cr['name']!r} with another "
+                "spec.docker.tokenFrom than dockerTokenFrom, or with a user name or password (chart and wizard "
+                "disagree)"
+            )
         rendered = {"server": docker.get("server"), "username": docker.get("username"),
                     "password": rendered_password(docker, documents)}
         for key, field in (("dockerServer", "server"), ("dockerUsername", "username"), ("dockerPassword", "password")):
@@ -182,6 +204,8 @@ def path_option(path: ValuesPath, plan: Plan, creds: Credentials) -> tuple[str, 
             option = creds.username_option
         elif key == "dockerPassword":
             option = creds.password_option
+        elif key == "dockerTokenFrom" and len(path) >= 6:
+            option = _TOKEN_FROM_OPTIONS.get(str(path[5]), "--mint-in-cluster")
         else:
             option = _VALUES_OPTIONS.get(key, "values")
     elif path[:2] == ("global", "hosts") and len(path) >= 3 and isinstance(path[2], int) \

@@ -1,8 +1,9 @@
 """scripts/values: write the chart's values from the choices the TKE console asks for.
 
 One ImagePullSecret per ``--registry`` domain, the credentials (a password read from stdin or a
-file, an existing Secret, or a token issued through TCR's ``CreateInstanceToken``), the
-namespaces and ServiceAccounts served, and the private-network hosts entries. The values are
+file, an existing Secret, a token issued through TCR's ``CreateInstanceToken``, or with
+``--mint-in-cluster`` none at all: ``dockerTokenFrom``, the controller mints and renews the
+token), the namespaces and ServiceAccounts served, and the private-network hosts entries. The values are
 rendered from ``values.yaml.j2`` (the TKE add-on shape), read back, checked against the chart's
 ``values.schema.json`` and, on the ImagePullSecrets ``helm template`` makes of them, against the
 webhook's own rules (``tcr_assistant.spec.validation.validate_image_pull_secret``), and only then
@@ -24,6 +25,7 @@ from typing import IO, Any
 from values_wizard import PROG, from_cluster, tcr_api
 from values_wizard.check import DEFAULT_SCHEMA, load_schema, validate
 from values_wizard.errors import BadOption, Failure
+from values_wizard.helm import NAMESPACE
 from values_wizard.plan import (
     PLACEHOLDER_IP,
     PLACEHOLDER_SECRET,
@@ -40,8 +42,11 @@ from values_wizard.plan import (
     parse_host,
     read_password,
     resolve_region,
+    token_from,
+    token_type,
 )
 from values_wizard.render import render_checked
+from values_wizard.tcr_api import ENV_ENDPOINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  TENCENTCLOUD_SECRET_ID=... TENCENTCLOUD_SECRET_KEY=... scripts/values \\\n"
             "      --registry demo-vpc.tencentcloudcr.com --issue-token --instance-id tcr-abcd1234 \\\n"
             "      --region ap-guangzhou --private-ip auto -o values.yaml\n"
+            "  # no token in the values: the controller mints a temp token in the cluster and renews it,\n"
+            "  # with the API key in Secret tcr-api-key (keys secretId, secretKey) of the add-on's namespace\n"
+            "  scripts/values --registry demo-vpc.tencentcloudcr.com --mint-in-cluster \\\n"
+            "      --instance-id tcr-abcd1234 --region ap-guangzhou --api-key-secret tcr-api-key -o values.yaml\n"
             "  # take over the ImagePullSecrets made by hand in the cluster of $KUBECONFIG\n"
             "  scripts/values --from-cluster --context prod -o values.yaml\n"
             "  # then\n"
@@ -113,11 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: <instance-id>-vpc / <instance-id>-public with --instance-id (as TKE names them), else "
         "the first label of a *.tencentcloudcr.com domain or the whole host name",
     )
-    reg.add_argument("--instance-id", metavar="ID", help="TCR instance id (tcr-xxxxxxxx): names, and the API calls")
+    reg.add_argument("--instance-id", metavar="ID",
+                     help="TCR instance id (tcr-xxxxxxxx): names, the API calls, and the instance the "
+                     "controller mints tokens for (--mint-in-cluster)")
     reg.add_argument(
         "--region", metavar="REGION",
         help="region of the instance and the cluster, long (ap-guangzhou) or TKE short (gz) form: "
-        "global.cluster.{region,longregion}, and the API calls",
+        "global.cluster.{region,longregion}, the API calls, and --mint-in-cluster (written in the long form)",
     )
 
     cred = parser.add_argument_group("credentials (step 2: password-free pull); choose exactly one source")
@@ -134,10 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="issue a registry token for the API key's user through TCR's CreateInstanceToken "
                         "(needs --instance-id, --region and TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY, plus "
                         "TENCENTCLOUD_SESSION_TOKEN for a temporary key). Uninstalling does not revoke it")
+    source.add_argument("--mint-in-cluster", action="store_true",
+                        help="the controller mints the registry token from the TCR API in the cluster and "
+                        "renews it before it expires (dockerTokenFrom; needs --instance-id and --region, and "
+                        "--api-key-secret or --web-identity); no password or user name in the values, and no "
+                        "API call from here")
     cred.add_argument("--username", metavar="USER",
                       help="registry user name (with --password-stdin, --password-file or --existing-secret)")
-    cred.add_argument("--token-type", choices=("longterm", "temp"), default="longterm",
-                      help="with --issue-token: long-term token (default) or a temporary one (valid 1 hour)")
+    cred.add_argument("--api-key-secret", metavar="NAME",
+                      help="with --mint-in-cluster: the controller's TCR API key is in Secret NAME of the add-on's "
+                      "namespace, keys secretId and secretKey, labelled "
+                      "tcr.tencentcloudcr.com/credential-source=true (apiKeySecretRef; the kubectl commands "
+                      "that make it are printed)")
+    cred.add_argument("--web-identity", action="store_true",
+                      help="with --mint-in-cluster: the controller's TKE Pod identity (its ServiceAccount bound "
+                      "to a CAM role) instead of an API key (webIdentity)")
+    cred.add_argument("--token-type", choices=("longterm", "temp"),
+                      help="with --issue-token: long-term token (default) or a temporary one (valid 1 hour); "
+                      "with --mint-in-cluster: temp (default, renewed by the controller) or longterm (minted once)")
     cred.add_argument("--token-description", metavar="TEXT", default="tcr-addon",
                       help="with --issue-token: description of the long-term token (default: tcr-addon)")
 
@@ -166,10 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = parser.add_argument_group("Tencent Cloud API")
     api.add_argument("--endpoint", metavar="HOST:PORT",
                      help="API endpoint (default: $TCR_API_ENDPOINT, else tcr.tencentcloudapi.com); "
-                     "https unless given as http://HOST:PORT, which is refused without --insecure-http-endpoint")
+                     "https unless given as http://HOST:PORT, which is refused without --insecure-http-endpoint. "
+                     "With --mint-in-cluster also the endpoint the controller calls (HTTPS only; "
+                     "$TCR_API_ENDPOINT is not written)")
     api.add_argument("--insecure-http-endpoint", action="store_true",
                      help="allow an http:// endpoint (a local test stand-in): the issued token and the private IP "
-                     "then cross the network in clear")
+                     "then cross the network in clear. Not with --mint-in-cluster")
 
     cluster = parser.add_argument_group("from the cluster (migrating hand-made ImagePullSecrets; rules below)")
     cluster.add_argument("--from-cluster", action="store_true",
@@ -233,8 +260,8 @@ def write_output(path: str, text: str, holds_password: bool, stdout: IO[str], *,
 FROM_CLUSTER_OPTIONS = {"from_cluster", "context", "release", "release_namespace", "host", "region", "output",
                         "schema"}
 CLUSTER_ONLY_OPTIONS = {"context", "release", "release_namespace"}
-CREDENTIAL_OPTIONS = {"password_stdin", "password_file", "existing_secret", "issue_token", "username", "token_type",
-                      "token_description"}
+CREDENTIAL_OPTIONS = {"password_stdin", "password_file", "existing_secret", "issue_token", "mint_in_cluster",
+                      "api_key_secret", "web_identity", "username", "token_type", "token_description"}
 
 
 def given_options(argv: Sequence[str] | None) -> set[str]:
@@ -291,6 +318,9 @@ class _Run:
 
     def credentials(self) -> Credentials:
         args = self.args
+        if args.mint_in_cluster:
+            return Credentials(None, token_from=token_from(args), password_option="--mint-in-cluster",
+                               username_option="--mint-in-cluster")
         if args.issue_token:
             return Credentials(PLACEHOLDER_USER, password=PLACEHOLDER_SECRET, password_option="--issue-token",
                                username_option="--issue-token")
@@ -393,17 +423,20 @@ class _Run:
                 self.say(f"instance {args.instance_id}: private-network IP {private_ip}")
                 plan = make_plan(args, private_ip)
             if args.issue_token:
-                issued = api.create_instance_token(args.instance_id, args.token_type, args.token_description)
+                kind = token_type(args)
+                issued = api.create_instance_token(args.instance_id, kind, args.token_description)
                 self.token_id = issued.token_id
                 creds = Credentials(issued.username, password=issued.token, password_option="--issue-token",
                                     username_option="--issue-token")
-                note = f"issued a {args.token_type} token for user {issued.username}"
+                note = f"issued a {kind} token for user {issued.username}"
                 if issued.token_id:
                     note += f" (token id {issued.token_id}; delete it in the TCR console when it is no longer used)"
                 self.say(note)
 
         for warning in [*plan.warnings, *helm_test_namespace(plan)[1]]:
             self.say(warning)
+        if args.mint_in_cluster:
+            self.mint_notes()
         if uses_api:  # the values changed: check them again (without the API, they were just checked)
             values = make_values(plan, creds)
             holds_password = creds.password is not None
@@ -421,6 +454,32 @@ class _Run:
             f"{count} hosts entr{'y' if count == 1 else 'ies'}"
         )
         return 0
+
+    def mint_notes(self) -> None:
+        """What ``--mint-in-cluster`` needs in the cluster, as commands without any secret value."""
+        from tcr_assistant.spec.api import CREDENTIAL_SOURCE_SELECTOR
+
+        args = self.args
+        if args.api_key_secret is not None:
+            name = args.api_key_secret
+            self.say(
+                f"note: the controller reads its TCR API key from Secret {name} in the add-on's namespace "
+                f"({NAMESPACE} in the values file's install line; use yours if it differs): make it before "
+                "installing, with the key of a CAM user allowed tcr:CreateInstanceToken on the instance:"
+            )
+            print(f"  kubectl -n {NAMESPACE} create secret generic {name} "
+                  "--from-literal=secretId=… --from-literal=secretKey=…", file=self.stderr)
+            print(f"  kubectl -n {NAMESPACE} label secret {name} {CREDENTIAL_SOURCE_SELECTOR}", file=self.stderr)
+        else:
+            self.say(
+                "note: the controller mints with its TKE Pod identity: bind its ServiceAccount "
+                "tcr-assistant-controller-manager to a CAM role allowed tcr:CreateInstanceToken on the "
+                "instance (TKE console: Pod identity)"
+            )
+        if args.endpoint is None and self.env.get(ENV_ENDPOINT):
+            # That variable points this tool's own calls; the cluster may need another host.
+            self.say(f"note: {ENV_ENDPOINT} is not written into the values: give --endpoint for the controller "
+                     "to use another TCR API host than tcr.tencentcloudapi.com")
 
 
 def main(

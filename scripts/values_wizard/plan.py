@@ -1,13 +1,15 @@
 """The plan: the wizard's options turned into chart values, remembering which option each part came from.
 
 Option combinations, region names, registry names (as TKE names them), hosts entries (``--host``,
-``--private-ip``), the credentials, the ``helm test`` namespace, and the values in the TKE add-on
-shape that ``render`` writes and ``check`` checks.
+``--private-ip``), the credentials (or, with ``--mint-in-cluster``, the ``dockerTokenFrom`` the
+controller mints them from), the ``helm test`` namespace, and the values in the TKE add-on shape
+that ``render`` writes and ``check`` checks.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import getpass
 import ipaddress
 import re
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from values_wizard.errors import BadOption
-from values_wizard.tcr_api import ENV_ENDPOINT, InternalEndpoint, TcrApiError
+from values_wizard.tcr_api import ENV_ENDPOINT, Endpoint, InternalEndpoint, TcrApiError
 
 PLACEHOLDER_USER = "issued-user"
 PLACEHOLDER_SECRET = "issued-token"  # stands in for the token while the options are checked
@@ -54,12 +56,13 @@ _INSTANCE_ID_RE = re.compile(r"tcr-[a-z0-9]+")
 
 @dataclass
 class Credentials:
-    username: str
+    username: str | None  # None with token_from: the TCR API names the user with each token
     password: str | None = None
     secret_name: str | None = None
     secret_key: str | None = None
     password_option: str = "--password-stdin"
     username_option: str = "--username"
+    token_from: dict[str, Any] | None = None  # dockerTokenFrom (--mint-in-cluster)
 
 
 @dataclass
@@ -162,12 +165,56 @@ def check_endpoint(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     where = args.endpoint or env.get(ENV_ENDPOINT) or ""
     if not uses_api or args.insecure_http_endpoint or not where.strip().lower().startswith("http://"):
         return
+    # --insecure-http-endpoint is refused with --mint-in-cluster: do not suggest it there.
+    escape = "" if args.mint_in_cluster else ", or pass --insecure-http-endpoint for a local test endpoint"
     raise BadOption(
         option,
         f"{where!r} is plain http: the issued token and the private IP would cross the network in clear "
-        "and could be read or forged on the way; use https:// (the default when no scheme is given), or "
-        "pass --insecure-http-endpoint for a local test endpoint",
+        f"and could be read or forged on the way; use https:// (the default when no scheme is given){escape}",
     )
+
+
+def token_type(args: argparse.Namespace) -> str:
+    """``--token-type``, else the mode's default: a long-term token for the values (``--issue-token``
+    writes it once), a temporary one for the controller (``--mint-in-cluster`` renews it)."""
+    if args.token_type is not None:
+        return str(args.token_type)
+    return "temp" if args.mint_in_cluster else "longterm"
+
+
+def mint_endpoint(value: str | None) -> str | None:
+    """``--endpoint`` as ``dockerTokenFrom``'s ``endpoint``: the bare host[:port] (the controller
+    speaks HTTPS only, so an ``https://`` prefix is dropped and ``http://`` refused)."""
+    if value is None:
+        return None
+    try:
+        endpoint = Endpoint.parse(value)
+    except ValueError as exc:
+        raise BadOption("--endpoint", f"{value!r} {exc}") from None
+    if endpoint.protocol != "https":
+        raise BadOption(
+            "--endpoint",
+            f"{value!r} is plain http: with --mint-in-cluster the controller calls the TCR API over HTTPS "
+            "only; give HOST[:PORT] (e.g. tcr.tencentcloudapi.com)",
+        )
+    return endpoint.host
+
+
+def token_from(args: argparse.Namespace) -> dict[str, Any]:
+    """``dockerTokenFrom`` for ``--mint-in-cluster`` (after :func:`check_combinations`)."""
+    tcr: dict[str, Any] = {
+        "instanceId": args.instance_id,
+        "region": resolve_region(args.region)[1],  # the API wants the long form
+        "tokenType": token_type(args),
+    }
+    endpoint = mint_endpoint(args.endpoint)
+    if endpoint is not None:
+        tcr["endpoint"] = endpoint
+    if args.api_key_secret is not None:
+        tcr["apiKeySecretRef"] = {"name": args.api_key_secret}
+    else:
+        tcr["webIdentity"] = {}
+    return {"tcr": tcr}
 
 
 def read_password(args: argparse.Namespace, stdin: IO[str]) -> str:
@@ -197,24 +244,34 @@ def check_combinations(args: argparse.Namespace) -> None:
         raise BadOption(
             "--registry", "at least one registry domain is required, e.g. --registry demo.tencentcloudcr.com"
         )
-    if not (args.password_stdin or args.password_file or args.existing_secret or args.issue_token):
+    if not (args.password_stdin or args.password_file or args.existing_secret or args.issue_token
+            or args.mint_in_cluster):
         raise BadOption(
             "--password-stdin",
             "give the credentials: --username with --password-stdin, --password-file or --existing-secret, "
-            "or --issue-token",
+            "or --issue-token, or --mint-in-cluster",
         )
     if args.issue_token and args.username is not None:
         raise BadOption("--username", "not with --issue-token (the API returns the user name)")
-    if not args.issue_token and not args.username:
+    if args.mint_in_cluster:
+        check_mint_combinations(args)
+    else:
+        for option, given in (("--api-key-secret", args.api_key_secret is not None),
+                              ("--web-identity", args.web_identity)):
+            if given:
+                raise BadOption(option, "only goes with --mint-in-cluster (where the controller's TCR API "
+                                "credentials come from)")
+    if not (args.issue_token or args.mint_in_cluster) and not args.username:
         raise BadOption("--username", "is required with --password-stdin, --password-file and --existing-secret")
-    if not args.issue_token and args.token_type != "longterm":
-        raise BadOption("--token-type", "only goes with --issue-token")
+    if not (args.issue_token or args.mint_in_cluster) and args.token_type is not None:
+        raise BadOption("--token-type", "only goes with --issue-token or --mint-in-cluster")
     if not args.issue_token and args.token_description != "tcr-addon":
         raise BadOption("--token-description", "only goes with --issue-token")
-    needs_api = [
-        opt for opt, on in (("--issue-token", args.issue_token), ("--private-ip auto", args.private_ip == "auto")) if on
+    needs_instance = [
+        opt for opt, on in (("--issue-token", args.issue_token), ("--mint-in-cluster", args.mint_in_cluster),
+                            ("--private-ip auto", args.private_ip == "auto")) if on
     ]
-    for opt in needs_api:
+    for opt in needs_instance:
         if not args.instance_id:
             raise BadOption("--instance-id", f"is required with {opt}")
         if not args.region:
@@ -227,6 +284,23 @@ def check_combinations(args: argparse.Namespace) -> None:
         raise BadOption(
             "--name", f"give one --name per --registry ({len(args.registry)} registries, {len(args.name)} names)"
         )
+
+
+def check_mint_combinations(args: argparse.Namespace) -> None:
+    """``--mint-in-cluster``: no user name, HTTPS only, exactly one source of the API credentials."""
+    if args.username is not None:
+        raise BadOption("--username", "not with --mint-in-cluster: the controller gets the user name from the "
+                        "TCR API with each token, so the values hold none")
+    if args.insecure_http_endpoint:
+        raise BadOption("--insecure-http-endpoint", "not with --mint-in-cluster: the controller calls the TCR API "
+                        "over HTTPS only")
+    if args.api_key_secret is not None and args.web_identity:
+        raise BadOption("--web-identity", "not with --api-key-secret: give exactly one source of the controller's "
+                        "TCR API credentials")
+    if args.api_key_secret is None and not args.web_identity:
+        raise BadOption("--mint-in-cluster", "needs the controller's TCR API credentials: --api-key-secret NAME "
+                        "(a Secret with secretId and secretKey in the add-on's namespace) or --web-identity "
+                        "(the controller's TKE Pod identity)")
 
 
 def make_plan(args: argparse.Namespace, private_ip: str | None) -> Plan:
@@ -349,7 +423,12 @@ def make_values(plan: Plan, creds: Credentials) -> dict[str, Any]:
             cr["excludedNamespaces"] = plan.excluded
         if plan.namespace_selector is not None:
             cr["namespaceSelector"] = plan.namespace_selector
-        cr.update({"type": "docker", "dockerServer": domain, "dockerUsername": creds.username})
+        cr.update({"type": "docker", "dockerServer": domain})
+        if creds.token_from is not None:
+            cr["dockerTokenFrom"] = copy.deepcopy(creds.token_from)  # no dockerUsername: the chart refuses it
+            crs.append(cr)
+            continue
+        cr["dockerUsername"] = creds.username
         if creds.secret_name is not None:
             secret: dict[str, str] = {"name": creds.secret_name}
             if creds.secret_key is not None:

@@ -234,6 +234,28 @@ def test_admission_policy_pins_the_controllers_secret_writes(release: subprocess
     kubectl("delete", "secret", "users-own", "-n", "default")
 
 
+def test_admission_policy_lets_the_controller_keep_only_its_minted_tokens_as_opaque_secrets(
+        release: subprocess.CompletedProcess[str]) -> None:
+    """An Opaque Secret only as a minted token's: named tcr.tok<name>, in the release namespace,
+    labelled minted and ours. A stolen controller token cannot write any other Opaque Secret."""
+    as_controller = f"--as={CONTROLLER_USER}"
+    minted = {"app.kubernetes.io/managed-by": "tcr-assistant", "tcr.tencentcloudcr.com/credential-source": "minted"}
+
+    def opaque(name: str, namespace: str, labels: dict[str, str]) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                           "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                           "data": {"password": "dG9rZW4="}})
+
+    for name, namespace, labels in (("tcr.tokx", "default", minted), ("not-a-token", NAMESPACE, minted),
+                                    ("tcr.tokx", NAMESPACE, {"app.kubernetes.io/managed-by": "tcr-assistant"}),
+                                    ("tcr.tokx", NAMESPACE, {**minted, "tcr.tencentcloudcr.com/credential-source":
+                                                             "true"})):
+        refused = kubectl("create", as_controller, "-f", "-", check=False, input_text=opaque(name, namespace, labels))
+        assert refused.returncode != 0 and "tcr-assistant-secret-writes" in refused.stderr, (name, namespace, labels)
+    kubectl("create", as_controller, "-f", "-", input_text=opaque("tcr.tokx", NAMESPACE, minted))
+    kubectl("delete", as_controller, "secret", "tcr.tokx", "-n", NAMESPACE)
+
+
 def _token_kubeconfig(control_plane: Any, kube: client.ApiClient, account: str, path: Path) -> Path:
     request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
     status = client.CoreV1Api(kube).create_namespaced_service_account_token(account, NAMESPACE, request).status
