@@ -104,6 +104,35 @@ def check(kube: client.ApiClient, crd: dict[str, Any], obj: dict[str, Any]) -> N
         assert not constrained, f"validation.py refuses what the CRD accepts on a field it constrains: {constrained}"
 
 
+TCR = {"instanceId": "tcr-abcd1234", "region": "ap-guangzhou", "apiKeySecretRef": {"name": "tcr-api-key"}}
+
+
+def minted(username: str | None = None, password: str | None = None, **tcr: Any) -> dict[str, Any]:
+    """A sample whose credential is minted (tokenFrom), with ``tcr`` changed (None: left out)."""
+    fields = {k: v for k, v in {**TCR, **tcr}.items() if v is not None}
+    return {"docker__username": username, "docker__password": password, "docker__tokenFrom": {"tcr": fields}}
+
+
+TOKEN_FROM_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("minted", minted()),
+    ("minted-web-identity", minted(apiKeySecretRef=None, webIdentity={})),
+    ("minted-sts-endpoint", minted(apiKeySecretRef=None, webIdentity={"stsEndpoint": "sts.internal:8443"})),
+    ("minted-longterm-endpoint", minted(tokenType="longterm", endpoint="tcr.internal.tencentcloudapi.com")),
+    ("minted-with-username", minted(username="u")),
+    ("minted-with-password", minted(password="p")),
+    ("minted-both-key-sources", minted(webIdentity={})),
+    ("minted-no-key-source", minted(apiKeySecretRef=None)),
+    ("minted-instance-upper", minted(instanceId="tcr-ABCD")),
+    ("minted-instance-prefix", minted(instanceId="abcd1234")),
+    ("minted-no-region", minted(region=None)),
+    ("minted-region-short", minted(region="gz")),
+    ("minted-token-type", minted(tokenType="forever")),
+    ("minted-endpoint-scheme", minted(endpoint="https://tcr.tencentcloudapi.com")),
+    ("minted-endpoint-path", minted(endpoint="tcr.tencentcloudapi.com/v3")),
+    ("minted-key-name", minted(apiKeySecretRef={"name": "Bad_Name"})),
+]
+
+
 EDGE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("valid", {}),
     ("ns-spaces", {"namespaces": " a ,  b "}),
@@ -156,6 +185,7 @@ EDGE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("selector-value-dash", {"namespaceSelector": {"matchExpressions": [
         {"key": "a", "operator": "In", "values": ["ok", "-no"]}]}}),
     ("selector-value-space", {"namespaceSelector": {"matchLabels": {"a": "x y"}}}),
+    *TOKEN_FROM_CASES,
 ]
 
 
