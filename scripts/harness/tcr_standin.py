@@ -346,9 +346,9 @@ def serving(fake: TcrStandIn, *, tls: ssl.SSLContext | None = None,
         thread.join(5)
 
 
-def bound_in_netns(netns: str, host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` inside the network namespace at path ``netns`` (a socket
-    keeps the namespace it was made in; this process's own stays as it was)."""
+def socket_in_netns(netns: str) -> socket.socket:
+    """A TCP socket made inside the network namespace at path ``netns`` (a socket keeps the namespace
+    it was made in, for binding and connecting alike; this process's own stays as it was)."""
     result: list[socket.socket | BaseException] = []
 
     def make() -> None:  # in a thread of its own: setns changes the calling thread only
@@ -359,10 +359,7 @@ def bound_in_netns(netns: str, host: str, port: int) -> socket.socket:
             if libc.setns(target, 0x40000000) != 0:  # CLONE_NEWNET
                 raise OSError(ctypes.get_errno(), f"setns {netns}")
             try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((host, port))
-                result.append(sock)
+                result.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             finally:
                 if libc.setns(own, 0x40000000) != 0:
                     raise OSError(ctypes.get_errno(), "setns back")
@@ -375,9 +372,17 @@ def bound_in_netns(netns: str, host: str, port: int) -> socket.socket:
     thread = threading.Thread(target=make)
     thread.start()
     thread.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
+    if isinstance(result[-1], BaseException):
+        raise result[-1]
+    return result[-1]
+
+
+def bound_in_netns(netns: str, host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` inside the network namespace at path ``netns``."""
+    sock = socket_in_netns(netns)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def https_context(ca: pki.CertificateAuthority, directory: Path, ip: str = "127.0.0.1") -> ssl.SSLContext:

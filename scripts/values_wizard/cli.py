@@ -3,13 +3,13 @@
 One ImagePullSecret per ``--registry`` domain, the credentials (a password read from stdin or a
 file, an existing Secret, a token issued through TCR's ``CreateInstanceToken``, or with
 ``--mint-in-cluster`` none at all: ``dockerTokenFrom``, the controller mints and renews the
-token), the namespaces and ServiceAccounts served, and the private-network hosts entries. The values are
-rendered from ``values.yaml.j2`` (the TKE add-on shape), read back, checked against the chart's
-``values.schema.json`` and, on the ImagePullSecrets ``helm template`` makes of them, against the
-webhook's own rules (``tcr_assistant.spec.validation.validate_image_pull_secret``), and only then
-written. A problem is reported as ``error: --option: what is wrong`` and the exit status is 2 (1
-for a failed API call, helm or output). No password or token is ever printed to the terminal or
-in a message.
+token), the namespaces and ServiceAccounts served, and the private-network hosts entries. The
+values are rendered from ``values.yaml.j2`` (the TKE add-on shape), read back, checked against
+the chart's ``values.schema.json`` and, on the ImagePullSecrets ``helm template`` makes of them,
+against the webhook's own rules (``tcr_assistant.spec.validation.validate_image_pull_secret``),
+and only then written. A problem is reported as ``error: --option: what is wrong`` and the exit
+status is 2 (1 for a failed API call, helm or output). No password or token is ever printed to
+the terminal or in a message.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the controller mints the registry token from the TCR API in the cluster and "
                         "renews it before it expires (dockerTokenFrom; needs --instance-id and --region, and "
                         "--api-key-secret or --web-identity); no password or user name in the values, and no "
-                        "API call from here")
+                        "API call from here for it")
     cred.add_argument("--username", metavar="USER",
                       help="registry user name (with --password-stdin, --password-file or --existing-secret)")
     cred.add_argument("--api-key-secret", metavar="NAME",

@@ -89,6 +89,18 @@ def test_image_pull_secrets_match_crd_schema_and_webhook_rules(name: str) -> Non
         assert manifest["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
 
 
+def test_minted_token_entries_become_token_from_with_no_user_or_password() -> None:
+    manifests = case("minted-token-values")
+    ipss = {m["metadata"]["name"]: m["spec"]["docker"] for m in by_kind(manifests, "ImagePullSecret")}
+    assert ipss["tcr-abcd1234-vpc"] == {"server": "demo-vpc.tencentcloudcr.com", "tokenFrom": {"tcr": {
+        "instanceId": "tcr-abcd1234", "region": "ap-guangzhou", "apiKeySecretRef": {"name": "tcr-api-key"}}}}
+    assert ipss["tcr-abcd1234-public"]["tokenFrom"]["tcr"]["webIdentity"] == {}
+    assert "username" not in ipss["tcr-abcd1234-public"] and "passwordSecretRef" not in ipss["tcr-abcd1234-public"]
+    # The chart's password Secret holds the static entry's password only: nothing for the minted ones.
+    [credentials] = [m for m in manifests if m["kind"] == "Secret"]
+    assert set(credentials["data"]) == {"static"}
+
+
 def test_tke_values_become_the_expected_custom_resources() -> None:
     ipss = {m["metadata"]["name"]: m["spec"] for m in by_kind(case("tke-two-registries-with-hosts-values"),
                                                              "ImagePullSecret")}

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import secrets
 import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,16 @@ import pytest
 import yaml
 
 from harness import addon, node, oci, registry
-from harness.tcr_standin import INSTANCE, REGION, SECRET_ID, SECRET_KEY, TcrStandIn, bound_in_netns, serving
+from harness.tcr_standin import (
+    INSTANCE,
+    REGION,
+    SECRET_ID,
+    SECRET_KEY,
+    TcrStandIn,
+    bound_in_netns,
+    serving,
+    socket_in_netns,
+)
 from node_support import deployment, pull_failure, ready, tcr_like_registry
 from support import kubectl, wait_for
 
@@ -48,6 +56,7 @@ class Minted:
     registry: registry.PrivateRegistry
     api: TcrStandIn
     directory: Path
+    netns: str
 
     def push(self, tag: str) -> str:
         image = oci.private_test_image(self.directory / f"{tag}.tar", f"{self.registry.hostname}/{REPOSITORY}:{tag}",
@@ -56,15 +65,22 @@ class Minted:
         return image.ref
 
 
-def registry_status(reg: registry.PrivateRegistry, username: str, token: str) -> int:
-    request = urllib.request.Request(f"https://{reg.listen}/v2/")
-    request.add_header("Authorization", "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode())
+def registry_status(minted: Minted, username: str, token: str) -> int:
+    """What the registry answers ``GET /v2/`` with this credential, asked from inside the node's
+    network (where its address is; on the host it names another listener)."""
+    reg = minted.registry
+    sock = socket_in_netns(minted.netns)
+    sock.settimeout(10)
+    sock.connect((reg.listen_host, reg.port))
+    context = ssl.create_default_context(cafile=str(reg.ca_file))
+    connection = http.client.HTTPSConnection(reg.hostname, reg.port, context=context)
+    connection.sock = context.wrap_socket(sock, server_hostname=reg.hostname)
+    auth = base64.b64encode(f"{username}:{token}".encode()).decode()
     try:
-        with urllib.request.urlopen(request, timeout=10,
-                                    context=ssl.create_default_context(cafile=str(reg.ca_file))) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
+        connection.request("GET", "/v2/", headers={"Authorization": f"Basic {auth}"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def distributed(namespace: str) -> tuple[str, str]:
@@ -116,7 +132,7 @@ def minted(node_cluster: node.NodeCluster, tmp_path_factory: pytest.TempPathFact
             release = addon.NodeRelease(node_cluster, values_files=[values], set_values=["hostsUpdater.interval=2"])
             release.install()
             try:
-                yield Minted(private, api, directory)
+                yield Minted(private, api, directory, str(node_cluster.namespaces.netns))
             finally:
                 with contextlib.suppress(addon.AddonError):
                     release.uninstall()
@@ -142,11 +158,11 @@ def test_a_minted_token_pulls_and_is_renewed_before_it_expires(minted: Minted) -
 
     # The first token lapses; the registry refuses it; a new Pod pulls with its successor.
     wait_for(lambda: time.time() > first_expiry + 1, timeout=LIFETIME + 10, what="the first token's expiry")
-    wait_for(lambda: registry_status(minted.registry, first_user, first_token) == 401, timeout=20,
+    wait_for(lambda: registry_status(minted, first_user, first_token) == 401, timeout=20,
              what="the registry refusing the expired token")
     user, token = distributed(namespace)
     assert (user, token) != (first_user, first_token)
-    assert registry_status(minted.registry, user, token) == 200
+    assert registry_status(minted, user, token) == 200
     run_pod(minted, namespace, "app2", "v2")
     expires = json.loads(kubectl("get", "ipss", IPS_NAME, "-o", "json").stdout)["status"]["tokenExpiresAt"]
     assert expires.endswith("Z")
