@@ -220,8 +220,9 @@ def test_mirror_comes_from_the_machine_apt_sources(tmp_path: Path) -> None:
 def test_wheelhouse_holds_exactly_the_hashed_pins_of_both_images() -> None:
     pins = images.wheelhouse_pins()
     assert [f"{pin.name}=={pin.version}" for pin in pins] == [
-        "cffi==2.1.1", "cryptography==50.0.2", "prometheus-client==0.26.0", "pycparser==3.12", "pyyaml==6.0.4",
-        "setuptools==84.2.1", "urllib3==2.8.0"]
+        "certifi==2026.10.19.post1", "cffi==2.1.1", "charset-normalizer==3.5.3", "cryptography==50.0.2",
+        "idna==3.20", "prometheus-client==0.26.0", "pycparser==3.12", "pyyaml==6.0.4", "requests==2.34.2",
+        "setuptools==84.2.1", "tencentcloud-sdk-python-common==3.1.195", "urllib3==2.8.0"]
     assert all(pin.hashes for pin in pins)
     # The wheelhouse (cached; `make setup` makes it): one wheel per pin, each with its hash.
     wheels = sorted(images.ensure_base().wheelhouse.glob("*.whl"))
