@@ -58,6 +58,14 @@ def test_the_helper_mints_a_temp_token_with_its_expiry(api: TcrStandIn, tmp_path
     assert api.requests[-1].params == {"RegistryId": INSTANCE, "TokenType": "temp", "Desc": "tcr-assistant"}
 
 
+def test_the_helper_leaves_nothing_in_its_temporary_directory(api: TcrStandIn, tmp_path: Path) -> None:
+    """The CA bundle it writes goes with the mint: the controller's /tmp does not grow per renewal."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert "token" in run_helper(request(api, tmp_path), {"TMPDIR": str(scratch)})
+    assert list(scratch.iterdir()) == []
+
+
 def test_a_longterm_token_has_no_expiry(api: TcrStandIn, tmp_path: Path) -> None:
     answer = run_helper(request(api, tmp_path, tokenType="longterm"))
     assert answer["expiresAt"] is None and answer["token"] == api.issued[-1].token

@@ -14,6 +14,7 @@ stdin only; no message carries the secret key or the token.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tempfile
@@ -38,18 +39,18 @@ def _scrub(text: object, secrets: list[str]) -> str:
     return line[:300]
 
 
-def _trust(ca_file: str | None) -> None:
+def _trust(ca_file: str | None, directory: str) -> None:
     """Trust ``ca_file`` as well as the public CAs, for every request the SDK makes (its STS call
-    builds its own profile, so the bundle is given where both look: certifi)."""
+    builds its own profile, so the bundle is given where both look: certifi). The bundle is
+    written in ``directory``, which goes when the mint is done."""
     if not ca_file:
         return
     import certifi
 
-    bundle = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)  # noqa: SIM115 - lives with the process
-    with open(certifi.where()) as public, open(ca_file) as private:
-        bundle.write(public.read() + "\n" + private.read())
-    bundle.close()
-    certifi.where = lambda: bundle.name
+    bundle = os.path.join(directory, "ca-bundle.pem")
+    with open(certifi.where()) as public, open(ca_file) as private, open(bundle, "w") as out:
+        out.write(public.read() + "\n" + private.read())
+    certifi.where = lambda: bundle
 
 
 def _credential(api_key: Mapping[str, str] | None, sts_endpoint: str | None) -> Any:
@@ -84,16 +85,22 @@ def _classify(code: str, message: str, source: Mapping[str, Any]) -> MintError:
 
 
 def mint(request: Mapping[str, Any]) -> dict[str, Any]:
+    source = request.get("source") or {}
+    api_key = request.get("apiKey")
+    secrets = [str((api_key or {}).get("secretKey") or "")]
+    timeout = int(request.get("timeout") or 20)
+    with tempfile.TemporaryDirectory(prefix="tcr-token-") as directory:
+        _trust(request.get("caFile"), directory)
+        return _mint(source, api_key, timeout, secrets)
+
+
+def _mint(source: Mapping[str, Any], api_key: Mapping[str, str] | None, timeout: int,
+          secrets: list[str]) -> dict[str, Any]:
     from tencentcloud.common.common_client import CommonClient
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
     from tencentcloud.common.profile.client_profile import ClientProfile
     from tencentcloud.common.profile.http_profile import HttpProfile
 
-    source = request.get("source") or {}
-    api_key = request.get("apiKey")
-    secrets = [str((api_key or {}).get("secretKey") or "")]
-    _trust(request.get("caFile"))
-    timeout = int(request.get("timeout") or 20)
     try:
         cred = _credential(api_key, source.get("stsEndpoint"))
         http = HttpProfile(endpoint=source.get("endpoint"), reqTimeout=timeout)
