@@ -119,3 +119,33 @@ def test_a_minted_token_is_distributed_renewed_and_kept_through_a_refusal(
         wait_for(lambda: k.secret(addon.NAMESPACE, f"tcr.tok{name}") is None, timeout=20,
                  what="the minted token's Secret deleted")
         k.delete_ips(name)
+
+
+def test_a_longterm_token_is_minted_once_and_kept_across_a_restart(
+        k: K, control_plane: ControlPlane, tmp_path: Path, api: TcrStandIn) -> None:
+    flags = [f"--registry-ca-file={tmp_path / 'api-tls' / 'ca.crt'}", "--no-registry-check"]
+    with addon.running(control_plane, tmp_path / "addon", extra_args=flags) as running, pointed_at(control_plane):
+        api_key_secret(SECRET_KEY)
+        name = f"longterm-{uuid.uuid4().hex[:6]}"
+        namespace = f"app-{uuid.uuid4().hex[:6]}"
+        kubectl("create", "namespace", namespace)
+        k.create_ips(name, {"namespaces": "*", "docker": {"server": SERVER, "tokenFrom": {"tcr": {
+            "instanceId": INSTANCE, "region": REGION, "tokenType": "longterm", "endpoint": api.address,
+            "apiKeySecretRef": {"name": API_KEY}}}}})
+        wait_for(lambda: distributed(k, namespace, name)[1] != "", timeout=30, interval=0.1,
+                 what="the longterm token in the namespace")
+        wait_for(lambda: condition(k, name).get("status") == "True", timeout=10, what="TokenMinted True")
+        assert [t.expires_at for t in api.issued] == [None]
+        assert "tokenExpiresAt" not in (k.ips(name) or {})["status"]
+        running.stop_controller()
+        running.start_controller()
+
+        def mint_keys_processed() -> float:
+            return sum(float(line.split()[-1]) for line in metrics_text(running.metrics_url).splitlines()
+                       if line.startswith('tcr_assistant_reconcile_total{kind="mint"}'))
+
+        # The restarted controller looked at the ImagePullSecret's token, and minted nothing.
+        wait_for(lambda: mint_keys_processed() >= 1, timeout=20, what="the restarted controller's mint key")
+        assert len(api.issued) == 1 and distributed(k, namespace, name) == (api.issued[0].username,
+                                                                            api.issued[0].token)
+        k.delete_ips(name)
