@@ -6,6 +6,7 @@ through a passwordSecretRef, and goes when tokenFrom does."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -56,18 +57,28 @@ def api_key_secret(secret_key: str) -> None:
     kubectl("apply", "-f", "-", input_text=json.dumps(manifest))
 
 
+def controller(control_plane: ControlPlane, tmp_path: Path) -> contextlib.AbstractContextManager[addon.Addon]:
+    """The chart and `tcr-assistant run`, trusting the stand-in's CA (no registry to check here)."""
+    flags = [f"--registry-ca-file={tmp_path / 'api-tls' / 'ca.crt'}", "--no-registry-check"]
+    return addon.running(control_plane, tmp_path / "addon", extra_args=flags)
+
+
+def minted_ips(k: K, api: TcrStandIn, prefix: str, **tcr: str) -> tuple[str, str]:
+    """A new namespace and an ImagePullSecret minted from ``api`` with the labelled API key; (name, namespace)."""
+    name, namespace = f"{prefix}-{uuid.uuid4().hex[:6]}", f"app-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    k.create_ips(name, {"namespaces": "*", "docker": {"server": SERVER, "tokenFrom": {"tcr": {
+        "instanceId": INSTANCE, "region": REGION, "endpoint": api.address, **tcr,
+        "apiKeySecretRef": {"name": API_KEY}}}}})
+    return name, namespace
+
+
 def test_a_minted_token_is_distributed_renewed_and_kept_through_a_refusal(
         k: K, control_plane: ControlPlane, tmp_path: Path, api: TcrStandIn) -> None:
-    flags = [f"--registry-ca-file={tmp_path / 'api-tls' / 'ca.crt'}", "--no-registry-check"]
-    with addon.running(control_plane, tmp_path / "addon", extra_args=flags) as running, pointed_at(control_plane):
+    with controller(control_plane, tmp_path) as running, pointed_at(control_plane):
         api_key_secret(SECRET_KEY)
-        name = f"minted-{uuid.uuid4().hex[:6]}"
-        namespace = f"app-{uuid.uuid4().hex[:6]}"
-        kubectl("create", "namespace", namespace)
         started = time.monotonic()
-        k.create_ips(name, {"namespaces": "*", "docker": {"server": SERVER, "tokenFrom": {"tcr": {
-            "instanceId": INSTANCE, "region": REGION, "endpoint": api.address,
-            "apiKeySecretRef": {"name": API_KEY}}}}})
+        name, namespace = minted_ips(k, api, "minted")
         wait_for(lambda: distributed(k, namespace, name)[1] != "", timeout=30, interval=0.1,
                  what="the minted token in the namespace")
         print(f"\n[minting] first token in the namespace {time.monotonic() - started:.2f} s after the create")
@@ -123,15 +134,9 @@ def test_a_minted_token_is_distributed_renewed_and_kept_through_a_refusal(
 
 def test_a_longterm_token_is_minted_once_and_kept_across_a_restart(
         k: K, control_plane: ControlPlane, tmp_path: Path, api: TcrStandIn) -> None:
-    flags = [f"--registry-ca-file={tmp_path / 'api-tls' / 'ca.crt'}", "--no-registry-check"]
-    with addon.running(control_plane, tmp_path / "addon", extra_args=flags) as running, pointed_at(control_plane):
+    with controller(control_plane, tmp_path) as running, pointed_at(control_plane):
         api_key_secret(SECRET_KEY)
-        name = f"longterm-{uuid.uuid4().hex[:6]}"
-        namespace = f"app-{uuid.uuid4().hex[:6]}"
-        kubectl("create", "namespace", namespace)
-        k.create_ips(name, {"namespaces": "*", "docker": {"server": SERVER, "tokenFrom": {"tcr": {
-            "instanceId": INSTANCE, "region": REGION, "tokenType": "longterm", "endpoint": api.address,
-            "apiKeySecretRef": {"name": API_KEY}}}}})
+        name, namespace = minted_ips(k, api, "longterm", tokenType="longterm")
         wait_for(lambda: distributed(k, namespace, name)[1] != "", timeout=30, interval=0.1,
                  what="the longterm token in the namespace")
         wait_for(lambda: condition(k, name).get("status") == "True", timeout=10, what="TokenMinted True")

@@ -72,8 +72,13 @@ def connect(kubeconfig: str | None, pool_size: int = 16, user_agent: str = "tcr-
     return Kube(make_api_client(kubeconfig, pool_size, user_agent=user_agent))
 
 
+def rfc3339(epoch: float) -> str:
+    """``epoch`` (seconds) as the API's timestamps write it, to the second in UTC."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.now(UTC).timestamp())
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,18 +9,15 @@ the metric ``tcr_assistant_token_expiry_seconds``."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from tcr_assistant.k8s.client import SECRETS, Kube, KubeError
+from tcr_assistant.k8s.client import SECRETS, Kube, KubeError, rfc3339
 from tcr_assistant.reconciler import status
 from tcr_assistant.reconciler.keys import MintKey, Requeue
 from tcr_assistant.reconciler.metrics import Metrics
@@ -56,17 +53,6 @@ def run_helper(request: Mapping[str, Any]) -> Mapping[str, Any]:
         raise MintFailure("MintFailed", f"the token helper exited with {proc.returncode}")
     answer: Mapping[str, Any] = json.loads(proc.stdout)
     return answer
-
-
-def _decoded(data: Mapping[str, str] | None, key: str) -> str:
-    try:
-        return base64.b64decode((data or {}).get(key) or "", validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return ""
-
-
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Minter:
@@ -161,7 +147,7 @@ class Minter:
             return None  # the TKE Pod identity
         with self.state.lock:
             data = self.state.local_secrets.get(source.api_key_secret)
-        key = {"secretId": _decoded(data, "secretId"), "secretKey": _decoded(data, "secretKey")}
+        key = {name: decision.secret_text(data, name) or "" for name in ("secretId", "secretKey")}
         if data is None or not all(key.values()):
             raise MintFailure("APIKeyUnavailable", f"apiKeySecretRef: Secret {source.api_key_secret!r} in the "
                               f"add-on's namespace, labelled {api.CREDENTIAL_SOURCE_SELECTOR}, needs the keys "

@@ -101,8 +101,9 @@ class HeldToken:
         return self.issued_at + RENEW_FRACTION * max(0.0, self.expires_at - self.issued_at)
 
 
-def _text(data: Mapping[str, str], key: str) -> str | None:
-    raw = data.get(key)
+def secret_text(data: Mapping[str, str] | None, key: str) -> str | None:
+    """The UTF-8 text of a Secret's ``data[key]`` (base64), or None when absent or not text."""
+    raw = (data or {}).get(key)
     if raw is None:
         return None
     try:
@@ -115,12 +116,13 @@ def held_token(data: Mapping[str, str] | None) -> HeldToken | None:
     """The token a minted-token Secret's ``data`` holds, or None (absent, or not ours in shape)."""
     if not data:
         return None
-    username, password, issued, expires = (_text(data, k) for k in ("username", "password", "issuedAt", "expiresAt"))
+    username, password, issued, expires = (secret_text(data, key)
+                                           for key in ("username", "password", "issuedAt", "expiresAt"))
     if not username or not password or issued is None:
         return None
     try:
         return HeldToken(username, password, float(issued), float(expires) if expires else None,
-                         _text(data, "source") or "")
+                         secret_text(data, "source") or "")
     except ValueError:
         return None
 
