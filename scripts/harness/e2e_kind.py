@@ -1,74 +1,237 @@
-"""`make e2e-kind`: the e2e suite and `helm test` on a real kind cluster (machines with Docker only).
+"""`make e2e-kind`: the e2e journey on a real kind cluster.
 
-Not exercised in CI: this project's CI machine has no Docker engine. Steps: create a kind
-cluster, build both images, `kind load` them, run the e2e suite in cluster mode (it installs the
-chart with `helm install --wait` from values the wizard wrote, with hooks), run `helm test` on a
-fresh install, delete the cluster.
+One command, two kinds of machine (`--engine`, default `auto`):
+
+- **docker**: a machine whose Docker engine answers (`docker info`) and that reaches the
+  registries. kind runs as anywhere else: it pulls its own node image; both images are built
+  with `docker build` from our Dockerfiles.
+- **offline**: this machine (root, Debian's dockerd installed, no engine running, no registry).
+  The Docker engine is `harness.engine`'s, for kind: its own network and mount namespaces,
+  /proc/sys read-only to it, runc through `harness.capwrapper`, torn down by a watcher if this
+  process dies, swept by the next run. The node image is `make kind-image`'s (built if missing);
+  the cluster config is `harness.kind_image.cluster_config`. kind publishes the API server on
+  127.0.0.1 of the engine's network namespace, so kubectl, helm and the journey run inside it
+  (`nsenter --net`). The host's network, sysctls (every one under /proc/sys that is a setting),
+  kernel modules, mounts and cgroups are recorded before and compared after; any difference fails.
+
+Steps: create the cluster (`--wait`), show `kubectl get nodes` and check the node is Ready at the
+pinned version, `kind load` both images, wait for kube-system's Pods (coredns too), run tests/e2e
+in cluster mode (install `--wait` from wizard values, `helm test --logs`, the seed's sample, new
+namespaces and ServiceAccounts, a password change, an upgrade, a bad object refused through the
+webhook Service, uninstall with the pre-delete Job), delete the cluster.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
-from harness import REPO_ROOT, VENV, tools
+from harness import REPO_ROOT, VENV, hoststate, tools
 
+CLUSTER_NAME = "tcr-addon-e2e"
 IMAGE_TAG = "e2e"
-IMAGES = {
+DOCKERFILES = {
     "controller": ("tcr-addon/tcr-assistant", REPO_ROOT / "controller"),
     "hostsUpdater": ("tcr-addon/hosts-updater", REPO_ROOT / "hosts-updater"),
 }
 
 
-def step(message: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-    print(f"[e2e-kind] {message}: {' '.join(argv)}", flush=True)
-    subprocess.run(argv, check=True, env=env)
+class KindRunError(RuntimeError):
+    pass
 
 
-def image_values() -> list[str]:
-    values: list[str] = []
-    for key, (repository, _) in IMAGES.items():
-        values += [f"--set={key}.image.registry=localhost", f"--set={key}.image.repository={repository}",
-                   f"--set={key}.image.tag={IMAGE_TAG}", f"--set={key}.image.pullPolicy=Never"]
-    return values
+def log(message: str) -> None:
+    print(f"[e2e-kind] {message}", flush=True)
+
+
+def run(argv: Sequence[str], env: dict[str, str] | None = None, *, what: str, timeout: float = 1800,
+        capture: bool = False) -> subprocess.CompletedProcess[str]:
+    log(f"{what}: {' '.join(argv)}")
+    proc = subprocess.run(list(argv), env=env, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          capture_output=capture)
+    if proc.returncode != 0:
+        detail = f":\n{proc.stdout}{proc.stderr}" if capture else ""
+        raise KindRunError(f"{what} failed ({proc.returncode}){detail}")
+    return proc
+
+
+def node_summary(nodes: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """(name, Ready, kubelet version) of each node in a `kubectl get nodes -o json` answer."""
+    found = []
+    for item in nodes.get("items", []):
+        conditions = {c["type"]: c["status"] for c in item["status"].get("conditions", [])}
+        found.append((item["metadata"]["name"], conditions.get("Ready") == "True",
+                      item["status"]["nodeInfo"]["kubeletVersion"]))
+    return found
+
+
+def check_nodes(nodes: dict[str, Any], version: str | None) -> None:
+    summary = node_summary(nodes)
+    if not summary or not all(ready for _, ready, _ in summary):
+        raise KindRunError(f"not every node is Ready: {summary}")
+    if version is not None and any(kubelet != version for _, _, kubelet in summary):
+        raise KindRunError(f"a node does not run Kubernetes {version}: {summary}")
+
+
+def journey_env(kubeconfig: Path, helm_args: Sequence[str]) -> dict[str, str]:
+    path = os.pathsep.join([*map(str, tools.path_dirs()), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+    return {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": path, "TCR_E2E_MODE": "cluster",
+            "TCR_E2E_HELM_ARGS": " ".join(helm_args)}
+
+
+def journey_argv() -> list[str]:
+    return [str(VENV / "bin" / "python"), "-m", "pytest", "tests/e2e", "-v", "-p", "no:cacheprovider"]
+
+
+# -- offline: our own engine and node image ------------------------------------------------------
+
+
+def host_snapshot() -> dict[str, object]:
+    state = hoststate.host_state(every_sysctl=True)
+    modules = Path("/proc/modules")  # absent where the kernel has no loadable modules
+    state["modules"] = sorted(line.split()[0] for line in modules.read_text().splitlines()) if modules.exists() else []
+    return state
+
+
+@contextlib.contextmanager
+def host_unchanged() -> Iterator[None]:
+    """Record the host before; after (also after a failure), fail if anything differs."""
+    before = host_snapshot()
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        changed = hoststate.differences(before, host_snapshot())
+        if changed:
+            message = "the host changed:\n  " + "\n  ".join(changed)
+            if not failed:
+                raise KindRunError(message)
+            log(message)
+        else:
+            log("the host is as it was: network, routes, sysctls, kernel modules, mounts, cgroups, netns")
+
+
+def run_offline(name: str, keep: bool) -> None:
+    from harness import addon, images, kind_image
+    from harness.engine import DockerEngine
+
+    node_image = kind_image.ensure()
+    built = images.build_images()  # its own engine, before kind's: one engine at a time
+    helm_args = [arg for value in addon.NodeRelease.image_values(built) for arg in ("--set", value)]
+    workdir = REPO_ROOT / ".local" / "kind"
+    workdir.mkdir(parents=True, exist_ok=True)
+    kubeconfig, config = workdir / "kubeconfig", workdir / "cluster.yaml"
+    config.write_text(kind_image.cluster_config(name))
+    kind = str(tools.bin_dir() / "kind")
+    with host_unchanged(), DockerEngine(for_kind=True) as engine:
+        env = kind_image.kind_env(engine)
+        inside = ["nsenter", f"--net={engine.netns}", "--"]
+        started = time.monotonic()
+        engine.docker("load", "--input", str(node_image.archive), timeout=900)
+        log(f"node image {node_image.ref} loaded in {time.monotonic() - started:.0f} s")
+        # IPv4 only: the engine cannot enable IPv6 (its /proc/sys is read-only); kind reuses this network.
+        engine.docker("network", "create", "--driver", "bridge", "kind")
+        started = time.monotonic()
+        run([kind, "create", "cluster", "--name", name, "--image", node_image.ref, "--config", str(config),
+             "--kubeconfig", str(kubeconfig), "--wait", "5m"], env, what="create cluster")
+        log(f"cluster {name} created in {time.monotonic() - started:.0f} s")
+        try:
+            kubectl = [*inside, str(tools.kubernetes_binary("kubectl")), f"--kubeconfig={kubeconfig}"]
+            run([*kubectl, "get", "nodes", "-o", "wide"], what="kind's nodes")
+            nodes = json.loads(run([*kubectl, "get", "nodes", "-o", "json"], what="node check", capture=True).stdout)
+            check_nodes(nodes, tools.KUBERNETES_VERSION)
+            for image in built:
+                run([kind, "load", "image-archive", str(image.archive), "--name", name], env, what="kind load")
+            run([*kubectl, "wait", "--for=condition=Ready", "pods", "--all", "-n", "kube-system", "--timeout=300s"],
+                what="kube-system Ready (coredns, kube-proxy, the control plane)")
+            run([*kubectl, "get", "pods", "-A", "-o", "wide"], what="the cluster's Pods")
+            run([*inside, *journey_argv()], journey_env(kubeconfig, helm_args), what="e2e journey")
+        finally:
+            if not keep:
+                run([kind, "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig)], env,
+                    what="delete cluster")
+    log("engine stopped; nothing of it is left (processes, mounts, network namespace, cgroups, state)")
+
+
+# -- a machine with Docker: kind as usual --------------------------------------------------------
+
+
+def docker_answers() -> bool:
+    docker = shutil.which("docker")
+    return docker is not None and subprocess.run([docker, "info"], capture_output=True).returncode == 0
+
+
+def run_with_docker(name: str, keep: bool) -> None:
+    kind = str(tools.bin_dir() / "kind")
+    kubeconfig = REPO_ROOT / ".local" / "kind.kubeconfig"
+    kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    run([kind, "create", "cluster", "--name", name, "--kubeconfig", str(kubeconfig), "--wait", "5m"],
+        what="create cluster")
+    try:
+        kubectl = [str(tools.kubernetes_binary("kubectl")), f"--kubeconfig={kubeconfig}"]
+        run([*kubectl, "get", "nodes", "-o", "wide"], what="kind's nodes")
+        check_nodes(json.loads(run([*kubectl, "get", "nodes", "-o", "json"], what="node check",
+                                   capture=True).stdout), None)
+        helm_args: list[str] = []
+        for key, (repository, context) in DOCKERFILES.items():
+            image = f"localhost/{repository}:{IMAGE_TAG}"
+            run(["docker", "build", "-t", image, str(context)], what="build image")
+            run([kind, "load", "docker-image", image, "--name", name], what="kind load")
+            helm_args += [f"--set={key}.image.registry=localhost", f"--set={key}.image.repository={repository}",
+                          f"--set={key}.image.tag={IMAGE_TAG}", f"--set={key}.image.pullPolicy=Never"]
+        run(journey_argv(), journey_env(kubeconfig, helm_args), what="e2e journey")
+    finally:
+        if not keep:
+            run([kind, "delete", "cluster", "--name", name], what="delete cluster")
+
+
+def choose_engine(wanted: str) -> str:
+    if wanted != "auto":
+        return wanted
+    if docker_answers():
+        return "docker"
+    if os.geteuid() == 0 and Path("/usr/sbin/dockerd").exists():
+        return "offline"
+    raise KindRunError("no Docker engine answers, and the offline way needs root and Debian's dockerd "
+                       "(apt-get install docker.io; make setup installs it)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make e2e-kind", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--cluster-name", default="tcr-addon-e2e")
-    parser.add_argument("--keep", action="store_true", help="keep the kind cluster afterwards")
+    parser = argparse.ArgumentParser(
+        prog="make e2e-kind",
+        description="The e2e journey on a real kind cluster: create it, kind load both images, run tests/e2e in "
+        "cluster mode (install --wait, helm test --logs, the seed sample, a refused bad object, upgrade, "
+        "uninstall), delete it. With a Docker engine that answers, kind as usual (it pulls its node image); "
+        "otherwise, as root, offline: a throw-away engine in namespaces of its own and the node image of "
+        "`make kind-image`, the host checked unchanged afterwards.",
+    )
+    parser.add_argument("--engine", choices=("auto", "docker", "offline"), default="auto",
+                        help="auto (default): docker if `docker info` answers, else offline")
+    parser.add_argument("--cluster-name", default=CLUSTER_NAME)
+    parser.add_argument("--keep", action="store_true", help="keep the kind cluster (docker engine only: the "
+                        "offline engine goes when the run ends)")
     args = parser.parse_args(argv)
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        print("make e2e-kind: needs a running Docker engine (this is expected on the CI machine, which has none)",
-              file=sys.stderr)
-        return 2
-    kind, helm = str(tools.bin_dir() / "kind"), str(tools.helm_path())
-    kubeconfig = REPO_ROOT / ".local" / "kind.kubeconfig"
-    kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig),
-               PATH=os.pathsep.join([*map(str, tools.path_dirs()), os.environ["PATH"]]))
-    step("create cluster", [kind, "create", "cluster", "--name", args.cluster_name, "--kubeconfig", str(kubeconfig),
-                            "--wait", "120s"])
+    started = time.monotonic()
     try:
-        for repository, context in IMAGES.values():
-            image = f"localhost/{repository}:{IMAGE_TAG}"
-            step("build image", ["docker", "build", "-t", image, str(context)])
-            step("load image", [kind, "load", "docker-image", image, "--name", args.cluster_name])
-        env["TCR_E2E_MODE"] = "cluster"
-        env["TCR_E2E_HELM_ARGS"] = " ".join(image_values())
-        step("e2e suite", [str(VENV / "bin" / "python"), "-m", "pytest", "tests/e2e", "-v"], env=env)
-        step("install for helm test", [helm, "install", "tcr-addon", str(REPO_ROOT / "chart"), "-n",
-                                       "tcr-assistant-system", "--create-namespace", "--wait", "--timeout", "5m",
-                                       "-f", str(REPO_ROOT / "tests" / "e2e" / "kind-values.yaml"), *image_values()],
-             env=env)
-        step("helm test", [helm, "test", "tcr-addon", "-n", "tcr-assistant-system", "--logs"], env=env)
-        step("uninstall", [helm, "uninstall", "tcr-addon", "-n", "tcr-assistant-system", "--wait"], env=env)
-    finally:
-        if not args.keep:
-            step("delete cluster", [kind, "delete", "cluster", "--name", args.cluster_name])
+        engine = choose_engine(args.engine)
+        log(f"engine: {engine}")
+        (run_offline if engine == "offline" else run_with_docker)(args.cluster_name, args.keep)
+    except KindRunError as error:
+        print(f"make e2e-kind: error: {error}", file=sys.stderr)
+        return 1
+    log(f"passed in {time.monotonic() - started:.0f} s")
     return 0
 
 

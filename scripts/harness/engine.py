@@ -34,6 +34,8 @@ CONTAINERD = "/usr/bin/containerd"
 ENGINE_PATH = "/usr/bin:/usr/sbin:/bin:/sbin"  # Debian's containerd 1.6 and runc, not the tool cache's
 ENGINE_PREFIX = "tcr-addon-img-"
 LOG_DIR = REPO_ROOT / ".local" / "images"
+CAPWRAPPER = Path(__file__).resolve().with_name("capwrapper.py")
+CAPWRAPPER_RUNTIME = "runc-capwrapper"
 
 
 class EngineError(RuntimeError):
@@ -94,7 +96,11 @@ class DockerEngine:
     starts = 0  # engines started by this process (the tests check that a cached build starts none)
     _serial = itertools.count(1)
 
-    def __init__(self) -> None:
+    def __init__(self, *, for_kind: bool = False) -> None:
+        # for_kind: the runtime is runc through harness.capwrapper (kind's `--privileged` node asks for
+        # capabilities this machine's bounding set lacks) and published ports go through docker-proxy
+        # (kind publishes the API server's port on 127.0.0.1 of the engine's network namespace).
+        self.for_kind = for_kind
         self.name = f"{ENGINE_PREFIX}{os.getpid()}-{next(self._serial)}"
         self.state = Path(tempfile.gettempdir()) / self.name
         self.socket = self.state / "docker.sock"
@@ -188,13 +194,17 @@ class DockerEngine:
         (self.state / "data").mkdir()
         (self.state / "exec").mkdir()
         config = self.state / "daemon.json"
-        config.write_text(json.dumps({"deprecated-key-path": str(self.state / "key.json")}))  # not /etc/docker
+        settings: dict[str, object] = {"deprecated-key-path": str(self.state / "key.json")}  # not /etc/docker
+        if self.for_kind:
+            settings["runtimes"] = {CAPWRAPPER_RUNTIME: {"path": str(self._write_capwrapper())}}
+            settings["default-runtime"] = CAPWRAPPER_RUNTIME
+        config.write_text(json.dumps(settings))
         argv = self._nsenter(
             DOCKERD, f"--data-root={self.state / 'data'}", f"--exec-root={self.state / 'exec'}",
             f"--host=unix://{self.socket}", f"--pidfile={self.state / 'dockerd.pid'}",
             f"--config-file={config}", f"--cgroup-parent={self.cgroup_parent}",
             "--exec-opt=native.cgroupdriver=cgroupfs", "--iptables=false", "--ip-masq=false",
-            "--ip-forward=false", "--bridge=none", "--userland-proxy=false",
+            "--ip-forward=false", "--bridge=none", f"--userland-proxy={str(self.for_kind).lower()}",
         )
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log_file:
@@ -206,6 +216,16 @@ class DockerEngine:
                  name="dockerd", log=self.log_path, error=EngineError,
                  timeout_message=lambda: f"dockerd was not ready within {timeout:.0f} s; log tail:\n"
                  f"{log_tail(self.log_path)}")
+
+    def _write_capwrapper(self) -> Path:
+        """The runtime dockerd is told of: one executable path, so a script that runs the wrapper."""
+        runc = shutil.which("runc", path=ENGINE_PATH)
+        if runc is None:
+            raise EngineError("runc not found: apt-get install runc")
+        wrapper = self.state / CAPWRAPPER_RUNTIME
+        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -I {CAPWRAPPER} --real-runc {runc} -- \"$@\"\n")
+        wrapper.chmod(0o755)
+        return wrapper
 
     def _ping(self) -> bool:
         try:

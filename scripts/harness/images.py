@@ -467,24 +467,30 @@ def _fill_cache_dir(target: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def build_rootfs(inputs: BaseInputs, out: Path) -> None:
+def mmdebstrap(tarball: Path, packages: Sequence[str], sources: Sequence[str], log_name: str,
+               variant: str = "minbase") -> None:
+    """A Debian root filesystem tar of `packages` from this machine's mirror (`sources`)."""
     if shutil.which("mmdebstrap") is None:
         raise ImageError("mmdebstrap not found: apt-get install mmdebstrap")
     if os.geteuid() != 0:
         raise ImageError("mmdebstrap needs root here (it runs in root mode): run it as root")
-    if not inputs.sources:
+    if not sources:
         raise ImageError(f"no '{SUITE}' entry in /etc/apt/sources.list(.d): mmdebstrap needs this machine's mirror")
     argv = ["unshare", "--mount", "--propagation", "private",  # its /proc, /dev mounts stay private
-            "mmdebstrap", "--variant=minbase", "--mode=root", f"--include={','.join(BASE_PACKAGES)}",
+            "mmdebstrap", f"--variant={variant}", "--mode=root", f"--include={','.join(packages)}",
             *(f"--aptopt={option}" for option in apt_options()),
             *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
-            SUITE, str(out / "rootfs.tar"), *inputs.sources]
+            SUITE, str(tarball), *sources]
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / "mmdebstrap.log"
+    log_path = LOG_DIR / log_name
     with log_path.open("w") as log_file:
         proc = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise ImageError(f"mmdebstrap failed ({proc.returncode}); log tail:\n{log_path.read_text()[-3000:]}")
+
+
+def build_rootfs(inputs: BaseInputs, out: Path) -> None:
+    mmdebstrap(out / "rootfs.tar", BASE_PACKAGES, inputs.sources, "mmdebstrap.log")
     (out / "manifest.json").write_text(json.dumps(
         {"suite": SUITE, "packages": BASE_PACKAGES, "sources": inputs.sources, "dpkg": DPKG_OPTIONS}, indent=2))
 

@@ -35,6 +35,8 @@ TABLE_END = "<!-- support-table: end -->"
 CONTROL_PLANE_TESTS = "compat and not node"
 NODE_TESTS = "compat or promise or helm_paths"
 MAKE_TEST_NODE_TESTS = "compat or promise"
+KIND_TESTS = "kind"
+SCOPE_WORDS = {"node": "node with real Pods", "kind": "kind cluster", "control plane": "control plane"}
 # Helm 4 installs on the newest node, Helm 3 on the oldest; `make test` runs the oldest's cell.
 NODE_HELM = {tools.KUBERNETES_OLDEST: "3", tools.KUBERNETES_NEWEST: "4"}
 
@@ -43,7 +45,7 @@ NODE_HELM = {tools.KUBERNETES_OLDEST: "3", tools.KUBERNETES_NEWEST: "4"}
 class Cell:
     minor: str
     helm: str  # major
-    scope: str  # "control plane" or "node"
+    scope: str  # "control plane", "node" or "kind"
     markers: str = ""  # the pytest marker expression (default: the scope's)
 
     def __post_init__(self) -> None:
@@ -69,6 +71,8 @@ def cells() -> list[Cell]:
     found = [Cell(minor, major, "node", node_markers(minor)) for minor, major in NODE_HELM.items()]
     found += [Cell(minor, major, "control plane")
               for minor in tools.KUBERNETES_RELEASES for major in tools.HELM_RELEASES]
+    # The e2e journey on a real kind cluster (its node image: the newest minor), with the default Helm.
+    found.append(Cell(tools.KUBERNETES_NEWEST, tools.HELM_DEFAULT_MAJOR, "kind", KIND_TESTS))
     return found
 
 
@@ -88,7 +92,7 @@ def junit_counts(path: Path) -> dict[str, int]:
 def run_cell(cell: Cell, pytest_args: list[str]) -> dict[str, Any]:
     """Build what the cell needs (timed: the cold build of a minor), then its pytest run."""
     started = time.monotonic()
-    tools.ensure_kubernetes(cell.minor, node=cell.scope == "node")
+    tools.ensure_kubernetes(cell.minor, node=cell.scope != "control plane")
     build_seconds = time.monotonic() - started
     env = {**os.environ, "TCR_ADDON_KUBERNETES": cell.minor, "TCR_ADDON_HELM": cell.helm}
     print(f"[matrix] {cell.name}: pytest -m {cell.markers!r}", flush=True)
@@ -139,9 +143,9 @@ def table(results: dict[str, Any]) -> str:
         for major in majors:
             done = by_cell.get((minor, major), [])
             words = []
-            for result in sorted(done, key=lambda r: r["scope"] != "node"):
+            for result in sorted(done, key=lambda r: list(SCOPE_WORDS).index(r["scope"])):
                 state = f"{result['passed']} passed" if ok(result) else "**failed**"
-                what = "node with real Pods" if result["scope"] == "node" else "control plane"
+                what = SCOPE_WORDS[result["scope"]]
                 words.append(f"{what}: {state}")
             row.append("; ".join(words) or "not tested")
         lines.append("| " + " | ".join(row) + " |")
@@ -175,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.matrix",
         description="The support matrix. 'run' runs the compatibility suite on every pinned Kubernetes minor "
-        f"({', '.join(tools.KUBERNETES_RELEASES)}) under Helm 3 and Helm 4, and the node promise on "
-        f"{tools.KUBERNETES_OLDEST} and {tools.KUBERNETES_NEWEST}, building each minor first if needed; "
+        f"({', '.join(tools.KUBERNETES_RELEASES)}) under Helm 3 and Helm 4, the node promise on "
+        f"{tools.KUBERNETES_OLDEST} and {tools.KUBERNETES_NEWEST}, and the e2e journey on a kind cluster of "
+        f"{tools.KUBERNETES_NEWEST}, building each minor (and the kind node image) first if needed; "
         "'table' writes the support tables of README.md and chart/README.md from the newest results file.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

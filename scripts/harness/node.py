@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from harness import namespaces, oci, pki, tools
+from harness import namespaces, oci, pki, sysctl_guard, tools
 from harness.cluster import STATE_FILE, ClusterError, ControlPlane, binary, kubeconfig_yaml
 from harness.polling import wait_for
 from harness.processes import kill_until_gone, pid_alive
@@ -55,14 +55,6 @@ RUN_ROOT = Path("/run/tcr-addon/nodes")
 NAME_PREFIX = "tcra-"
 # What the kubelet sets globally at start-up (and fails on when it cannot): the wanted values are
 # bound over these /proc/sys files inside the node's mount namespace, so it finds them already set.
-KUBELET_SYSCTLS = {
-    "vm/overcommit_memory": "1",
-    "vm/panic_on_oom": "0",
-    "kernel/panic": "10",
-    "kernel/panic_on_oops": "1",
-    "kernel/keys/root_maxkeys": "1000000",
-    "kernel/keys/root_maxbytes": "25000000",
-}
 CNI_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 HOST_COMMANDS = ("ip", "nsenter", "unshare", "mount", "umount", "socat", "runc", "iptables",
@@ -181,9 +173,7 @@ class NodeNamespaces:
         self.write_record([os.getpid()], node_dir)
         namespaces.add_netns(self.name)
         namespaces.pin_mount_namespace(self.mount_file)
-        binds = "\n".join(
-            f"mount --bind {node_dir / 'sysctl' / path.replace('/', '.')} /proc/sys/{path}" for path in KUBELET_SYSCTLS
-        )
+        binds = "\n".join(sysctl_guard.bind_commands(str(node_dir / "sysctl")))
         self.inside(f"""
             {namespaces.DROP_FOREIGN_PINS}
             mount --make-rshared /
@@ -368,8 +358,8 @@ class NodeCluster(ControlPlane):
         )
         # No DNS server runs here: a name not in the hosts file does not resolve.
         (node / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-        for path, value in KUBELET_SYSCTLS.items():
-            (node / "sysctl" / path.replace("/", ".")).write_text(value + "\n")
+        for path, value in sysctl_guard.KUBELET_SYSCTLS.items():
+            (node / "sysctl" / sysctl_guard.file_name(path)).write_text(value + "\n")
         (node / "cni" / "net.d" / "10-tcr-node.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0",
             "name": "tcr-node",

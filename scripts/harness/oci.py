@@ -36,6 +36,7 @@ MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_TYPE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_TYPE_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_LAYER_UNCOMPRESSED = "application/vnd.oci.image.layer.v1.tar"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name"
 EPOCH = "1970-01-01T00:00:00Z"
@@ -139,12 +140,166 @@ def _layer_path(path: str) -> str:
     return "/".join(relative)
 
 
-def _gzip(data: bytes) -> bytes:
+def _gzip(data: bytes, compresslevel: int = 9) -> bytes:
     buffer = io.BytesIO()
     # mtime=0 and no file name in the header: the same bytes every time.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as stream:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=compresslevel) as stream:
         stream.write(data)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ImageContent:
+    """One image of an archive: `files` in a layer of their own, over an optional root filesystem."""
+
+    ref: str
+    files: Mapping[str, FileSpec | bytes]
+    entrypoint: Sequence[str]
+    labels: Mapping[str, str] | None = None
+    env: Mapping[str, str] | None = None
+    # An uncompressed tar (a Debian root filesystem), the first layer, stored as it is.
+    base_layer: Path | None = None
+    compresslevel: int = 9  # of the files' layer (1 for large binaries: much faster, a little larger)
+
+
+@dataclass(frozen=True)
+class _Blobs:
+    info: ImageInfo
+    descriptor: dict[str, object]  # the index's entry for the manifest
+    blobs: dict[str, bytes | Path]  # blobs/sha256/<hex> -> content (a path: streamed from that file)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _image_blobs(image: ImageContent, archive: Path) -> _Blobs:
+    _, tag = split_ref(image.ref)
+    layer_entries: dict[str, FileSpec] = {}
+    for name, value in image.files.items():
+        layer_entries[_layer_path(name)] = value if isinstance(value, FileSpec) else FileSpec(value)
+    layer_tar = _deterministic_tar(layer_entries)
+    layer = _gzip(layer_tar, image.compresslevel)
+    diff_id = sha256_digest(layer_tar)
+    blobs: dict[str, bytes | Path] = {}
+    layers: list[dict[str, object]] = []
+    diff_ids: list[str] = []
+    if image.base_layer is not None:
+        base_digest = _file_sha256(image.base_layer)
+        layers.append({"mediaType": MEDIA_TYPE_LAYER_UNCOMPRESSED, "digest": base_digest,
+                       "size": image.base_layer.stat().st_size})
+        diff_ids.append(base_digest)
+        blobs["blobs/sha256/" + base_digest.split(":", 1)[1]] = image.base_layer
+    layers.append({"mediaType": MEDIA_TYPE_LAYER, "digest": sha256_digest(layer), "size": len(layer)})
+    diff_ids.append(diff_id)
+
+    image_config: dict[str, object] = {
+        "Entrypoint": list(image.entrypoint),
+        "Env": [f"{key}={value}" for key, value in sorted((DEFAULT_ENV if image.env is None else image.env).items())],
+        "WorkingDir": "/",
+    }
+    if image.labels:
+        image_config["Labels"] = dict(image.labels)
+    config = canonical_json({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": EPOCH,
+        "config": image_config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": EPOCH, "created_by": "tcr-addon harness.oci"}],
+    })
+    manifest = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_MANIFEST,
+        "config": {"mediaType": MEDIA_TYPE_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+        "layers": layers,
+    })
+    descriptor: dict[str, object] = {
+        "mediaType": MEDIA_TYPE_MANIFEST,
+        "digest": sha256_digest(manifest),
+        "size": len(manifest),
+        "platform": {"architecture": "amd64", "os": "linux"},
+        # ref.name is the tag (as `docker save` and containerd's exporter write it);
+        # containerd names the imported image from io.containerd.image.name.
+        "annotations": {ANNOTATION_CONTAINERD_NAME: image.ref, ANNOTATION_REF_NAME: tag},
+    }
+    for blob in (layer, config, manifest):
+        blobs["blobs/sha256/" + hashlib.sha256(blob).hexdigest()] = blob
+    info = ImageInfo(ref=image.ref, manifest_digest=sha256_digest(manifest), config_digest=sha256_digest(config),
+                     layer_digest=sha256_digest(layer), diff_id=diff_id, archive=archive)
+    return _Blobs(info, descriptor, blobs)
+
+
+def repositories_file(refs: Sequence[str], config_digests: Sequence[str]) -> bytes:
+    """`docker save`'s `repositories`: {repository: {tag: id}}, every reference of the archive.
+
+    kind's `build node-image` reads the image names of an archive from whichever of `repositories`
+    and `manifest.json` comes first, and of manifest.json only its first image; so an archive of
+    several images carries this file, first (`write_images_archive`)."""
+    repositories: dict[str, dict[str, str]] = {}
+    for ref, config_digest in zip(refs, config_digests, strict=True):
+        name, tag = split_ref(ref)
+        repositories.setdefault(name, {})[tag] = config_digest.split(":", 1)[1]
+    return canonical_json(repositories)
+
+
+def write_images_archive(path: Path, images: Sequence[ImageContent], *, repositories: bool = False) -> list[ImageInfo]:
+    """Write an OCI image-layout tar archive of `images` to `path` (atomically); with `repositories`,
+    a `repositories` file too, as the archive's first entry."""
+    if not images:
+        raise OciError("an archive needs at least one image")
+    made = [_image_blobs(image, path) for image in images]
+    blobs: dict[str, bytes | Path] = {}
+    for one in made:
+        blobs.update(one.blobs)
+    index = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": [one.descriptor for one in made],
+    })
+    entries: dict[str, bytes | Path] = {
+        "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
+        "index.json": index,
+        **blobs,
+    }
+    first: dict[str, bytes | Path] = {}
+    if repositories:
+        first["repositories"] = repositories_file([one.info.ref for one in made],
+                                                  [one.info.config_digest for one in made])
+    _write_atomically(path, first, entries)
+    return [one.info for one in made]
+
+
+def _write_atomically(path: Path, first: Mapping[str, bytes | Path], entries: Mapping[str, bytes | Path]) -> None:
+    """A deterministic tar: `first` in order, then `entries` with their parent directories, sorted."""
+    directories: set[str] = set()
+    for name in entries:
+        parent = PurePosixPath(name).parent
+        while str(parent) != ".":
+            directories.add(str(parent))
+            parent = parent.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            ordered = [*first.items(), *sorted({**{d: None for d in directories}, **entries}.items())]
+            for name, content in ordered:
+                if content is None:
+                    tar.addfile(_tar_info(name, mode=0o755, directory=True))
+                elif isinstance(content, Path):
+                    with content.open("rb") as stream:
+                        tar.addfile(_tar_info(name, size=content.stat().st_size), stream)
+                else:
+                    tar.addfile(_tar_info(name, size=len(content)), io.BytesIO(content))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def build_image_archive(
@@ -156,78 +311,11 @@ def build_image_archive(
     labels: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ImageInfo:
-    """Write an OCI image-layout tar archive to `path` (atomically) and return its digests.
+    """Write an OCI image-layout tar archive of one image to `path` (atomically) and return its digests.
 
     `files` maps absolute image paths to their contents (bytes: mode 0644); one layer holds them.
     """
-    _, tag = split_ref(ref)
-    layer_entries: dict[str, FileSpec] = {}
-    for name, value in files.items():
-        layer_entries[_layer_path(name)] = value if isinstance(value, FileSpec) else FileSpec(value)
-    layer_tar = _deterministic_tar(layer_entries)
-    layer = _gzip(layer_tar)
-    diff_id = sha256_digest(layer_tar)
-
-    image_config: dict[str, object] = {
-        "Entrypoint": list(entrypoint),
-        "Env": [f"{key}={value}" for key, value in sorted((DEFAULT_ENV if env is None else env).items())],
-        "WorkingDir": "/",
-    }
-    if labels:
-        image_config["Labels"] = dict(labels)
-    config = canonical_json({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": EPOCH,
-        "config": image_config,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": EPOCH, "created_by": "tcr-addon harness.oci"}],
-    })
-    manifest = canonical_json({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_MANIFEST,
-        "config": {"mediaType": MEDIA_TYPE_CONFIG, "digest": sha256_digest(config), "size": len(config)},
-        "layers": [{"mediaType": MEDIA_TYPE_LAYER, "digest": sha256_digest(layer), "size": len(layer)}],
-    })
-    index = canonical_json({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_INDEX,
-        "manifests": [{
-            "mediaType": MEDIA_TYPE_MANIFEST,
-            "digest": sha256_digest(manifest),
-            "size": len(manifest),
-            "platform": {"architecture": "amd64", "os": "linux"},
-            # ref.name is the tag (as `docker save` and containerd's exporter write it);
-            # containerd names the imported image from io.containerd.image.name.
-            "annotations": {ANNOTATION_CONTAINERD_NAME: ref, ANNOTATION_REF_NAME: tag},
-        }],
-    })
-    archive: dict[str, FileSpec] = {
-        "oci-layout": FileSpec(canonical_json({"imageLayoutVersion": "1.0.0"})),
-        "index.json": FileSpec(index),
-    }
-    for blob in (layer, config, manifest):
-        archive["blobs/sha256/" + hashlib.sha256(blob).hexdigest()] = FileSpec(blob)
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = _deterministic_tar(archive)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return ImageInfo(
-        ref=ref,
-        manifest_digest=sha256_digest(manifest),
-        config_digest=sha256_digest(config),
-        layer_digest=sha256_digest(layer),
-        diff_id=diff_id,
-        archive=path,
-    )
+    return write_images_archive(path, [ImageContent(ref, files, entrypoint, labels, env)])[0]
 
 
 def pause_binary() -> Path:

@@ -55,6 +55,8 @@ KUBERNETES_STAGING_OVERRIDES: dict[str, dict[str, str]] = {
 ETCD_VERSION = "v3.6.16"
 KIND_VERSION = "v0.33.0"
 CONTAINERD_VERSION = "v2.4.2"
+CRICTL_VERSION = "v1.36.0"  # kind v0.33.0's own base image pins this crictl
+COREDNS_VERSION = "v1.12.4"  # the newest coredns the module proxy serves here
 CHECKOV_VERSION = "3.3.30"  # a Python tool: its own virtualenv, apart from the project's pins
 GO_MINIMUM = (1, 26)
 CONTROL_PLANE_COMMANDS = ("kube-apiserver", "kube-controller-manager")
@@ -185,8 +187,20 @@ def build_helm(major: str, out: Path) -> None:
 
 
 def build_kind(out: Path) -> None:
-    run_go(["install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kind@{KIND_VERSION}"],
-           cwd=out, env_extra={"GOBIN": str(out)})
+    go_install(f"sigs.k8s.io/kind@{KIND_VERSION}", out)
+
+
+def go_install(package: str, out: Path, ldflags: str = "-s -w") -> None:
+    run_go(["install", "-trimpath", "-ldflags", ldflags, package], cwd=out, env_extra={"GOBIN": str(out)})
+
+
+def build_crictl(out: Path) -> None:
+    go_install(f"sigs.k8s.io/cri-tools/cmd/crictl@{CRICTL_VERSION}", out,
+               f"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={CRICTL_VERSION}")
+
+
+def build_coredns(out: Path) -> None:
+    go_install(f"github.com/coredns/coredns@{COREDNS_VERSION}", out)
 
 
 def build_containerd(out: Path) -> None:
@@ -283,10 +297,13 @@ def minor_number(minor: str) -> int:
     return int(minor.split(".")[1])
 
 
+VERSION_ARGS = {"kubectl": ["version", "--client"], "kubeadm": ["version", "-o", "short"]}
+
+
 def kubernetes_tool(minor: str, name: str, commands: Sequence[str]) -> Tool:
     """One Kubernetes command of a minor; building it builds every command of `commands` missing."""
     release = kubernetes_release(minor)
-    return Tool(name, release, ["version", "--client"] if name == "kubectl" else ["--version"],
+    return Tool(name, release, VERSION_ARGS.get(name, ["--version"]),
                 partial(build_kubernetes, release, tuple(commands)), "kubernetes",
                 link=minor == KUBERNETES_NEWEST)
 
@@ -308,6 +325,12 @@ TOOLS: list[Tool] = [
     ),
     Tool("kind", KIND_VERSION, ["version"], build_kind, "kind"),
     Tool("checkov", CHECKOV_VERSION, ["--version"], build_checkov, "checkov"),
+]
+# What only the kind node image needs (`make kind-image` builds them; `make setup` does not).
+KIND_IMAGE_TOOLS: list[Tool] = [
+    kubernetes_tool(KUBERNETES_NEWEST, "kubeadm", ("kubeadm",)),
+    Tool("crictl", CRICTL_VERSION, ["--version"], build_crictl, "crictl"),
+    Tool("coredns", COREDNS_VERSION.lstrip("v"), ["-version"], build_coredns, "coredns"),  # "CoreDNS-1.12.4"
 ]
 
 
@@ -479,8 +502,8 @@ def install(names: list[str] | None = None, kubernetes: Sequence[str] = (), node
     if not names and not kubernetes:
         install_debian_packages()
     built: set[str] = set()
-    for tool in TOOLS if not kubernetes or names else []:
-        if names and tool.name not in names:
+    for tool in [*TOOLS, *KIND_IMAGE_TOOLS] if not kubernetes or names else []:
+        if (names and tool.name not in names) or (not names and tool in KIND_IMAGE_TOOLS):
             continue
         ensure(tool, built)
         log(f"{tool.name} {tool.version} ready")
@@ -505,6 +528,7 @@ def versions() -> list[str]:
         lines.append(f"kubernetes-{minor} {release} ({built})")
     lines += [f"{tool.name} {tool.version}" for tool in TOOLS
               if tool.group not in ("helm", "kubernetes")]
+    lines += [f"{tool.name} {tool.version} (the kind node image: make kind-image)" for tool in KIND_IMAGE_TOOLS]
     return lines
 
 

@@ -21,6 +21,8 @@ def test_cells_cover_every_minor_under_both_majors_and_a_node_on_the_oldest_and_
     assert (oldest.minor, oldest.helm, oldest.scope) in {(c.minor, c.helm, c.scope) for c in cells}
     assert "compat" in oldest.markers and "promise" in oldest.markers
     assert all("not node" in c.markers for c in cells if c.scope == "control plane"), "no node build needed"
+    kind = [c for c in cells if c.scope == "kind"]
+    assert [(c.minor, c.helm, c.markers) for c in kind] == [(tools.KUBERNETES_NEWEST, tools.HELM_DEFAULT_MAJOR, "kind")]
 
 
 def test_junit_counts(tmp_path: Path) -> None:
@@ -36,11 +38,12 @@ def result(minor: str, helm: str, scope: str, **counts: int) -> dict[str, Any]:
 
 
 def test_table_says_what_passed_where_and_marks_a_failure() -> None:
-    cells = [result("1.30", "3", "node", passed=40, tests=40), result("1.30", "3", "control plane"),
+    cells = [result("1.30", "3", "control plane"), result("1.30", "3", "kind", passed=1, tests=1),
+             result("1.30", "3", "node", passed=40, tests=40),
              result("1.32", "4", "control plane", failures=1, passed=9)]
     text = matrix.table({"cells": cells, "file": "matrix-x.json", "git": "abc"})
     row_130 = next(line for line in text.splitlines() if line.startswith("| 1.30 "))
-    assert "node with real Pods: 40 passed; control plane: 10 passed" in row_130
+    assert "node with real Pods: 40 passed; kind cluster: 1 passed; control plane: 10 passed" in row_130
     assert row_130.endswith("| not tested |"), "nothing ran under Helm 4 on 1.30 here"
     row_132 = next(line for line in text.splitlines() if line.startswith("| 1.32 "))
     assert "control plane: **failed**" in row_132

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,66 +14,8 @@ from typing import Any
 import yaml
 
 from harness import namespaces, node, pki, registry, tools
+from harness.hoststate import command
 from support import kubectl, pointed_at
-
-SYSCTL_TREES = ("/proc/sys/net/ipv4", "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/bridge",
-                "/proc/sys/net/netfilter", "/proc/sys/vm", "/proc/sys/kernel/keys")
-SYSCTL_FILES = ("/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops")
-# Counters and per-flow tables move on their own; they are not settings.
-VOLATILE = ("count", "neigh", "stat", "route/gc_", "nr_", "drop_caches", "compact_memory")
-
-
-def sysctls() -> dict[str, str]:
-    values: dict[str, str] = {}
-    paths = [Path(p) for p in SYSCTL_FILES]
-    for tree in SYSCTL_TREES:
-        paths += [Path(d) / f for d, _, files in os.walk(tree) for f in files]
-    for path in paths:
-        if any(word in str(path) for word in VOLATILE):
-            continue
-        try:
-            values[str(path)] = path.read_text()
-        except OSError:
-            continue  # write-only or not permitted to read
-    return values
-
-
-def command(*argv: str) -> str:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30).stdout
-
-
-def host_state() -> dict[str, Any]:
-    """The host's network, routes, files, sysctls, namespaces, mounts and cgroups."""
-    return {
-        "/etc/hosts": Path("/etc/hosts").read_bytes(),
-        "/etc/resolv.conf": Path("/etc/resolv.conf").read_bytes(),
-        "addresses": command("ip", "-o", "address", "show"),
-        "links": command("ip", "-o", "link", "show"),
-        "routes": command("ip", "route", "show", "table", "all"),
-        "rules": command("ip", "rule", "show"),
-        "iptables": strip_counters(command("iptables-save")),
-        "nftables": command("nft", "list", "ruleset"),
-        "netns": command("ip", "netns", "list"),
-        "sysctls": sysctls(),
-        "mounts": sorted(namespaces.mount_points()),
-        "cgroups": sorted(str(p) for h in namespaces.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()),
-    }
-
-
-def strip_counters(rules: str) -> str:
-    return "\n".join(line for line in rules.splitlines() if not line.startswith("#"))
-
-
-def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    changed = []
-    for key, value in before.items():
-        if key == "sysctls":
-            changed += [f"sysctl {name}: {value[name]!r} -> {after[key].get(name)!r}"
-                        for name in value if after[key].get(name) != value[name]]
-        elif after[key] != value:
-            changed.append(f"{key}: {value!r} -> {after[key]!r}")
-    return changed
-
 
 NODE_BINARIES = {*node.NODE_TOOLS, *tools.NODE_COMMANDS, "etcd", "dockerd",
                  "docker-registry", "registry"}

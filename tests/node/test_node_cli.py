@@ -19,7 +19,8 @@ import pytest
 
 from harness import node, tools
 from harness.cluster import ClusterError
-from node_support import differences, host_state, node_leftovers, node_processes
+from harness.hoststate import differences, host_state
+from node_support import node_leftovers, node_processes
 from support import REPO_ROOT, wait_for
 
 NAMESPACE = "tcr-assistant-system"

@@ -265,3 +265,44 @@ def test_containerd_imports_and_unpacks_the_archives(tmp_path: Path, pause_archi
                                    capture_output=True, text=True, check=True).stdout
         keys = {line.split()[0] for line in snapshots.splitlines()[1:]}
         assert keys == {pause_archive.diff_id, app.diff_id}
+
+
+def test_an_archive_of_several_images_names_them_all_as_kind_reads_names(tmp_path: Path) -> None:
+    """kind's `build node-image` takes an archive's image names from whichever of `repositories` and
+    `manifest.json` comes first (and of manifest.json only the first image); anything it wants and
+    does not find there it pulls. So `repositories` comes first and names every image."""
+    base = tmp_path / "rootfs.tar"
+    with tarfile.open(base, "w") as tar:
+        info = tarfile.TarInfo("etc/os-release")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"test\n"))
+    images = [
+        oci.ImageContent("registry.k8s.io/kube-proxy:v1.37.2", {"/usr/local/bin/kube-proxy": b"p"},
+                         ["/usr/local/bin/kube-proxy"], base_layer=base, compresslevel=1),
+        oci.ImageContent("docker.io/kindest/kindnetd:v1", {"/PLACEHOLDER": b"x"}, ["/PLACEHOLDER"]),
+        oci.ImageContent("registry.k8s.io/pause:3.10", {"/pause": b"z"}, ["/pause"]),
+    ]
+    written = oci.write_images_archive(tmp_path / "kube-proxy.tar", images, repositories=True)
+    with tarfile.open(tmp_path / "kube-proxy.tar") as tar:
+        names = tar.getnames()
+    assert names[0] == "repositories" and "manifest.json" not in names
+    members = _members(tmp_path / "kube-proxy.tar")
+    repositories = _json(members["repositories"][1])
+    assert {f"{repo}:{tag}" for repo, tags in repositories.items() for tag in tags} == {i.ref for i in images}
+    index = _json(members["index.json"][1])
+    assert [m["annotations"][oci.ANNOTATION_CONTAINERD_NAME] for m in index["manifests"]] == [i.ref for i in images]
+    manifest = _json(_blob(members, written[0].manifest_digest))
+    # The root filesystem is the first layer, stored as it is; its digest is its diff_id.
+    assert manifest["layers"][0]["mediaType"] == oci.MEDIA_TYPE_LAYER_UNCOMPRESSED
+    assert manifest["layers"][0]["digest"] == "sha256:" + hashlib.sha256(base.read_bytes()).hexdigest()
+    config = _json(_blob(members, manifest["config"]["digest"]))
+    assert config["rootfs"]["diff_ids"] == [manifest["layers"][0]["digest"], written[0].diff_id]
+    with pytest.raises(oci.OciError, match="at least one image"):
+        oci.write_images_archive(tmp_path / "empty.tar", [])
+    with _containerd() as ctr:
+        # As kind's build imports each archive.
+        imported = subprocess.run([*ctr, "images", "import", "--all-platforms", "--no-unpack", "--digests",
+                                   str(tmp_path / "kube-proxy.tar")], capture_output=True, text=True)
+        assert imported.returncode == 0, imported.stderr
+        listing = subprocess.run([*ctr, "images", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+        assert {i.ref for i in images} <= set(listing.split())
