@@ -60,10 +60,10 @@ e2e: ## The e2e suite alone (local control plane, controller as a host process).
 	@$(PY) -m pytest tests/e2e
 
 e2e-kind: setup ## The e2e journey on a real kind cluster: with Docker as usual, else offline on our node image (root; the host checked unchanged).
-	@$(HARNESS) harness.e2e_kind
+	@$(HARNESS) harness.e2e_kind $(ARGS)
 
 kind-image: setup ## The kind node image for the pinned Kubernetes, built offline with unmodified kind (root; cached by its inputs' hash).
-	@$(HARNESS) harness.kind_image
+	@$(HARNESS) harness.kind_image $(ARGS)
 
 images: $(STAMP) ## Build both images offline with a real Docker engine (root; cached) and load them into a running node.
 	@PYTHONPATH=scripts $(PY) -m harness.images build --load

@@ -27,7 +27,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +82,21 @@ def check_nodes(nodes: dict[str, Any], version: str | None) -> None:
         raise KindRunError(f"not every node is Ready: {summary}")
     if version is not None and any(kubelet != version for _, _, kubelet in summary):
         raise KindRunError(f"a node does not run Kubernetes {version}: {summary}")
+
+
+def api_port(kubeconfig_text: str) -> int:
+    """The port of the first cluster's server in a kubeconfig."""
+    match = re.search(r"server:\s*https://127\.0\.0\.1:(\d+)", kubeconfig_text)
+    if match is None:
+        raise KindRunError("the kubeconfig names no server on 127.0.0.1")
+    return int(match.group(1))
+
+
+def unreachable_from_host(port: int) -> bool:
+    """True if nothing answers on 127.0.0.1:port in this process's (the host's) network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def journey_env(kubeconfig: Path, helm_args: Sequence[str]) -> dict[str, str]:
@@ -148,6 +165,11 @@ def run_offline(name: str, keep: bool) -> None:
              "--kubeconfig", str(kubeconfig), "--wait", "5m"], env, what="create cluster")
         log(f"cluster {name} created in {time.monotonic() - started:.0f} s")
         try:
+            # The API server is published on the engine's loopback, never on the host's.
+            port = api_port(kubeconfig.read_text())
+            if not unreachable_from_host(port):
+                raise KindRunError(f"the API server's port {port} answers on the host's 127.0.0.1")
+            log(f"the API server's port {port} answers inside the engine's network namespace only")
             kubectl = [*inside, str(tools.kubernetes_binary("kubectl")), f"--kubeconfig={kubeconfig}"]
             run([*kubectl, "get", "nodes", "-o", "wide"], what="kind's nodes")
             nodes = json.loads(run([*kubectl, "get", "nodes", "-o", "json"], what="node check", capture=True).stdout)

@@ -444,17 +444,21 @@ def base_inputs() -> BaseInputs:
     return BaseInputs(tuple(apt_sources()), tuple(wheelhouse_pins()))
 
 
-def _remove_stale_partials() -> None:
-    """Half-made cache entries of builds that were killed (their process is gone)."""
-    for partial in tools.cache_root().glob("base-*.partial-*"):
+def remove_dead_partials(pattern: str) -> None:
+    """Half-made cache directories (`<name>.partial-<pid>`) of builds that were killed (their process is gone)."""
+    for partial in tools.cache_root().glob(pattern):
         pid = partial.name.rsplit("-", 1)[1]
         if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
+
+
+def _remove_stale_partials() -> None:
+    remove_dead_partials("base-*.partial-*")
     for partial in images_dir().glob("*.tar.partial"):
         partial.unlink(missing_ok=True)  # only written under the build lock
 
 
-def _fill_cache_dir(target: Path, fill: Callable[[Path], None]) -> None:
+def fill_cache_dir(target: Path, fill: Callable[[Path], None]) -> None:
     """Run `fill(partial_dir)`, then move the result into place (a half-made cache is never used)."""
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -531,7 +535,7 @@ def ensure_base(force: bool = False) -> BaseInputs:
         else:
             log(f"base {name}: pip download for CPython {WHEEL_PYTHON} manylinux x86_64, hashes checked: "
                 f"{' '.join(f'{p.name}=={p.version}' for p in inputs.pins)} …")
-        _fill_cache_dir(target, functools.partial(build, inputs))
+        fill_cache_dir(target, functools.partial(build, inputs))
         log(f"base {name}: made in {time.monotonic() - started:.1f} s ({target})")
     wheels = json.loads((inputs.wheels_dir / "manifest.json").read_text())["wheels"]
     log(f"base: stand-in for {BASE_REF} key {inputs.key}: {inputs.rootfs}, {len(wheels)} wheels")

@@ -282,15 +282,8 @@ def ensure_rootfs(found: Inputs) -> Path:
         return found.rootfs
     started = time.monotonic()
     log(f"root filesystem: mmdebstrap {images.SUITE} with {', '.join(ROOTFS_PACKAGES)} (a minute or two) …")
-    target = found.rootfs.parent
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        images.mmdebstrap(partial / "rootfs.tar", ROOTFS_PACKAGES, found.sources, "mmdebstrap-kind.log")
-        partial.rename(target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    images.fill_cache_dir(found.rootfs.parent, lambda out: images.mmdebstrap(
+        out / "rootfs.tar", ROOTFS_PACKAGES, found.sources, "mmdebstrap-kind.log"))
     log(f"root filesystem: made in {time.monotonic() - started:.0f} s")
     return found.rootfs
 
@@ -529,6 +522,7 @@ def ensure(force: bool = False) -> NodeImage:
     """The node image archive: cached under its inputs' hash, or built now."""
     found = inputs()
     with build_lock():
+        images.remove_dead_partials("kind-*.partial-*")
         hit = None if force else cached_image(found)
         if hit is not None:
             log(f"cache hit: {hit.ref} ({hit.archive})")

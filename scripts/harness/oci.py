@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -109,14 +109,19 @@ def _tar_info(name: str, *, size: int = 0, mode: int = 0o644, directory: bool = 
     return info
 
 
-def _deterministic_tar(entries: Mapping[str, FileSpec]) -> bytes:
-    """A tar of `entries` (relative POSIX paths) with their parent directories, sorted, all stamps 0."""
+def _parent_directories(names: Iterable[str]) -> set[str]:
     directories: set[str] = set()
-    for name in entries:
+    for name in names:
         parent = PurePosixPath(name).parent
         while str(parent) != ".":
             directories.add(str(parent))
             parent = parent.parent
+    return directories
+
+
+def _deterministic_tar(entries: Mapping[str, FileSpec]) -> bytes:
+    """A tar of `entries` (relative POSIX paths) with their parent directories, sorted, all stamps 0."""
+    directories = _parent_directories(entries)
     clash = directories & set(entries)
     if clash:
         raise OciError(f"path is both a file and a directory: {sorted(clash)[0]}")
@@ -276,12 +281,7 @@ def write_images_archive(path: Path, images: Sequence[ImageContent], *, reposito
 
 def _write_atomically(path: Path, first: Mapping[str, bytes | Path], entries: Mapping[str, bytes | Path]) -> None:
     """A deterministic tar: `first` in order, then `entries` with their parent directories, sorted."""
-    directories: set[str] = set()
-    for name in entries:
-        parent = PurePosixPath(name).parent
-        while str(parent) != ".":
-            directories.add(str(parent))
-            parent = parent.parent
+    directories = _parent_directories(entries)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

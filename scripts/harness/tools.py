@@ -540,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         "kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl of the newest minor; the node "
         "commands of the oldest; other minors' control planes on request), containerd (with ctr and its runc "
         "shim), kind, and checkov (pip, in a virtualenv of its own), keyed by version, "
-        "under $TCR_ADDON_CACHE (default ~/.cache/tcr-addon).",
+        "under $TCR_ADDON_CACHE (default ~/.cache/tcr-addon). kubeadm, crictl and coredns (the kind node "
+        "image's) are built only when named, as `make kind-image` does.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="install the Debian packages, then build or reuse every tool "

@@ -48,6 +48,7 @@ def test_the_journey_passes_on_kind_and_the_host_is_as_it_was() -> None:
     assert re.search(rf"-control-plane\s+Ready\s+control-plane\s+\S+\s+{re.escape(tools.KUBERNETES_VERSION)}\s",
                      output)
     assert re.search(r"kube-system\s+coredns-\S+\s+1/1\s+Running", output), "coredns is not Ready"
+    assert "answers inside the engine's network namespace only" in output
     for step in JOURNEY:
         assert f"{step}[cluster] PASSED" in output
     assert not re.search(r"\b(failed|error)\b", output.split("short test summary")[-1].split("e2e journey")[-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -86,3 +87,15 @@ def test_a_node_not_ready_or_at_another_version_fails_the_run() -> None:
                         ({"items": []}, None)):
         with pytest.raises(e2e_kind.KindRunError):
             e2e_kind.check_nodes(bad, wanted)
+
+
+def test_the_api_port_is_read_from_the_kubeconfig_and_a_closed_port_is_seen_closed() -> None:
+    assert e2e_kind.api_port("clusters:\n- cluster:\n    server: https://127.0.0.1:40123\n") == 40123
+    with pytest.raises(e2e_kind.KindRunError):
+        e2e_kind.api_port("server: https://10.0.0.1:6443\n")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not e2e_kind.unreachable_from_host(port)
+    assert e2e_kind.unreachable_from_host(port)
