@@ -53,8 +53,6 @@ PAUSE_REF = oci.PAUSE_REF
 # Namespace pins and ownership records of running nodes (host files only; see `sweep_stale`).
 RUN_ROOT = Path("/run/tcr-addon/nodes")
 NAME_PREFIX = "tcra-"
-# What the kubelet sets globally at start-up (and fails on when it cannot): the wanted values are
-# bound over these /proc/sys files inside the node's mount namespace, so it finds them already set.
 CNI_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 HOST_COMMANDS = ("ip", "nsenter", "unshare", "mount", "umount", "socat", "runc", "iptables",
