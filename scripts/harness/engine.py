@@ -238,11 +238,19 @@ class DockerEngine:
         except OSError:
             return False
 
+    def client_env(self, *, more_path: str = "") -> dict[str, str]:
+        """A docker client's environment for this engine (its own client config, classic builder); with
+        `more_path`, Debian's client still first on PATH and DOCKER_HOST set, for tools that run `docker`."""
+        env = {"PATH": ENGINE_PATH, "HOME": str(self.state), "DOCKER_CONFIG": str(self.state / "client"),
+               "DOCKER_BUILDKIT": "0"}
+        if more_path:
+            env.update(PATH=f"{ENGINE_PATH}:{more_path}", DOCKER_HOST=f"unix://{self.socket}")
+        return env
+
     def docker(self, *args: str, timeout: float = 600, check: bool = True,
                log_file: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run Debian's docker client against this engine (classic builder, own client config)."""
-        env = {"PATH": ENGINE_PATH, "HOME": str(self.state), "DOCKER_CONFIG": str(self.state / "client"),
-               "DOCKER_BUILDKIT": "0"}
+        env = self.client_env()
         argv = [DOCKER, f"--host=unix://{self.socket}", *args]
         if log_file is not None:
             with log_file.open("w") as out:

@@ -28,7 +28,7 @@ The image archive (`docker save`) is cached in CACHE/kind-node-<key>/ under a ha
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -39,7 +39,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,11 +214,11 @@ class Inputs:
     sources: tuple[str, ...]
     pause_digest: str
 
-    @property
+    @functools.cached_property
     def rootfs_key(self) -> str:
         return images.digest("kind-rootfs", images.SUITE, *ROOTFS_PACKAGES, *images.DPKG_OPTIONS, *self.sources)[:12]
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         versions = (tools.KIND_VERSION, tools.KUBERNETES_VERSION, tools.CONTAINERD_VERSION, tools.CRICTL_VERSION,
                     tools.COREDNS_VERSION, tools.ETCD_VERSION)
@@ -451,13 +451,8 @@ rm -f /kind/manifests/default-cni.yaml
 
 
 def kind_env(engine: DockerEngine) -> dict[str, str]:
-    """kind's environment: Debian's docker client on PATH first, talking to `engine`."""
-    return {"PATH": f"{Path(DOCKER_CLIENT).parent}:{tools.bin_dir()}:/usr/sbin:/usr/bin:/sbin:/bin",
-            "DOCKER_HOST": f"unix://{engine.socket}", "HOME": str(engine.state),
-            "DOCKER_CONFIG": str(engine.state / "client"), "DOCKER_BUILDKIT": "0"}
-
-
-DOCKER_CLIENT = "/usr/bin/docker"
+    """kind's environment: Debian's docker client first on PATH, talking to `engine`; then the tools."""
+    return engine.client_env(more_path=str(tools.bin_dir()))
 
 
 def build(found: Inputs) -> NodeImage:
@@ -512,16 +507,10 @@ def build(found: Inputs) -> NodeImage:
     return NodeImage(found.ref, found.archive, cached=False)
 
 
-@contextlib.contextmanager
-def build_lock() -> Iterator[None]:
-    with tools.build_lock("kind-node"):
-        yield
-
-
 def ensure(force: bool = False) -> NodeImage:
     """The node image archive: cached under its inputs' hash, or built now."""
     found = inputs()
-    with build_lock():
+    with tools.build_lock("kind-node"):
         images.remove_dead_partials("kind-*.partial-*")
         hit = None if force else cached_image(found)
         if hit is not None:
